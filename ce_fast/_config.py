@@ -1,0 +1,106 @@
+"""Build and runtime configuration: which compiler, OpenMP runtime and SIMD
+level this installation uses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._version import __version__
+
+_ISA_ENV = "CE_FAST_ISA"
+
+
+def _apply_isa_override() -> None:
+    """Honour CE_FAST_ISA=baseline|avx2|avx512 at import."""
+    want = os.environ.get(_ISA_ENV, "").strip().lower()
+    if not want or want == "auto":
+        return
+    if not _core.set_isa(want):
+        import warnings
+
+        warnings.warn(
+            f"{_ISA_ENV}={want!r} is unknown or not supported by this CPU/build "
+            f"(supported: {', '.join(_core.build_facts()['isa_supported'])}); "
+            f"using {_core.isa()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _openmp_runtime() -> str | None:
+    """The OpenMP library this extension is linked against, if threadpoolctl
+    can see it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    core = os.path.realpath(_core.__file__)
+    for pool in threadpool_info():
+        if pool.get("user_api") == "openmp":
+            return f"{pool.get('internal_api')} ({pool.get('filepath')})"
+    del core
+    return None
+
+
+def build_info() -> dict[str, Any]:
+    """Version, compiler, OpenMP and SIMD facts of this build, as a dict.
+
+    Examples
+    --------
+    >>> import ce_fast
+    >>> info = ce_fast.build_info()
+    >>> sorted(info)[:3]
+    ['compiler', 'isa', 'isa_compiled']
+    """
+    facts = _core.build_facts()
+    omp = facts["openmp"]
+    return {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "compiler": facts["compiler"],
+        "openmp": bool(omp),
+        "openmp_version": omp or None,
+        "openmp_runtime": _openmp_runtime() if omp else None,
+        "default_threads": facts["default_threads"],
+        "isa": facts["isa"],
+        "isa_compiled": facts["isa_compiled"],
+        "isa_supported": facts["isa_supported"],
+        "isa_override": os.environ.get(_ISA_ENV) or None,
+    }
+
+
+def show_config() -> None:
+    """Print :func:`build_info` in a readable form.
+
+    Examples
+    --------
+    >>> import ce_fast
+    >>> ce_fast.show_config()  # doctest: +ELLIPSIS
+    ce_fast ...
+    """
+    info = build_info()
+    print(f"ce_fast {info['version']}")
+    omp = (
+        f"yes (OpenMP {info['openmp_version']}, runtime {info['openmp_runtime'] or 'unknown'})"
+        if info["openmp"]
+        else "no: built without OpenMP, every call runs on one thread"
+    )
+    rows = [
+        ("python", info["python"]),
+        ("numpy", info["numpy"]),
+        ("compiler", info["compiler"]),
+        ("openmp", omp),
+        ("default threads", info["default_threads"]),
+        ("simd level in use", info["isa"]),
+        ("simd levels compiled", ", ".join(info["isa_compiled"])),
+        ("simd levels this CPU runs", ", ".join(info["isa_supported"])),
+        (f"{_ISA_ENV}", info["isa_override"] or "(not set)"),
+    ]
+    for k, v in rows:
+        print(f"  {k:<26} {v}")

@@ -1,0 +1,1033 @@
+"""Plain-NumPy reference implementations of the ``ce_fast`` public API.
+
+This module is the *executable specification* of ``ce_fast``: every public
+function of the package has a twin here with the same name, the same
+positional and keyword-only arguments and the same semantics, written to be
+read, not to be fast.  The test-suite checks the compiled kernels against
+these functions (in float64, to ~1e-12 relative), and checks these functions
+against PyTorch and SciPy.
+
+The module only imports NumPy and never imports the rest of ``ce_fast``.
+
+Conventions shared by every function
+------------------------------------
+* **dtypes.**  ``float32`` and ``float64`` inputs give ``float32`` /
+  ``float64`` results; ``float16`` gives ``float32``; integer and bool inputs
+  (and ``longdouble``) give ``float64``.  complex, object, string, bytes,
+  void, datetime and timedelta inputs raise ``TypeError`` naming the argument.
+  Internally everything is computed in float64 (exact for the float32 inputs)
+  and rounded once to the result dtype at the end.
+* **Reduced results** (``reduction="mean"``/``"sum"``) are NumPy scalars of
+  the result dtype (``np.float32(...)`` / ``np.float64(...)``), like
+  ``np.sum``.  ``reduction="none"`` always returns an ``ndarray`` (0-d for a
+  single sample).  ``logsumexp``, ``entropy`` and ``softmax_entropy`` follow
+  ``np.sum(..., axis=axis)``: a NumPy scalar when the result is 0-d.
+* **Numerical care.**  Row statistics use ``m = max x`` and
+  ``s' = sum_k exp(x_k - m) - 1``, where ``s'`` is summed over every element
+  except one occurrence of the arg-max (so no ``1 - 1`` cancellation; ties at
+  the maximum contribute 1 each).  Then ``lse - x_c = (m - x_c) + log1p(s')``
+  (a sum of two non-negative numbers) and ``p_argmax - 1 = -s'/(1 + s')``.
+  Small losses and small gradients therefore keep their relative accuracy.
+* **Zero coefficients.**  A term ``a * (lse - x_c)`` (or ``p log p``) whose
+  coefficient ``a`` is exactly 0 contributes exactly 0, even when the other
+  factor is infinite (``0 * log 0 = 0``).  So ``-inf`` logits on classes
+  without target mass (and without smoothing mass) give a finite loss.
+* ``num_threads`` (``None`` or a positive ``int``) is validated and ignored;
+  ``out=`` is honoured (validated, filled, returned) where the API has it.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_and_grad",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_and_grad",
+    "cross_entropy_grad",
+    "entropy",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "softmax_entropy",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+try:  # NumPy >= 1.25
+    _AxisError = np.exceptions.AxisError
+except AttributeError:  # pragma: no cover - old NumPy
+    _AxisError = np.AxisError
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_num_threads(num_threads):
+    """``num_threads`` must be None or a positive integer (bool is not)."""
+    if num_threads is None:
+        return
+    if (
+        isinstance(num_threads, (bool, np.bool_))
+        or not isinstance(num_threads, (int, np.integer))
+        or num_threads < 1
+    ):
+        raise ValueError(
+            f"num_threads must be None or a positive integer, got {num_threads!r}"
+        )
+
+
+def _check_reduction(reduction):
+    """``reduction`` is one of "mean", "sum", "none" (case-sensitive)."""
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}"
+        )
+
+
+def _real_scalar(value, name):
+    """A real Python/NumPy number as a float; TypeError otherwise."""
+    arr = np.asarray(value)
+    if arr.ndim != 0 or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(arr)
+
+
+def _to_array(x, name):
+    """``np.asarray`` (or ``np.from_dlpack``) plus the dtype-kind check."""
+    if isinstance(x, np.ndarray):
+        arr = x
+    elif hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
+        arr = np.from_dlpack(x)
+    else:
+        arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name}: unsupported dtype {arr.dtype} "
+            "(expected a real floating, integer or bool array)"
+        )
+    return arr
+
+
+def _compute_dtype(dtype):
+    """float32 -> float32, float16 -> float32, everything else -> float64."""
+    if dtype == np.float32 or dtype == np.float16:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _as_float(x, name):
+    """Return ``(array as float64, compute dtype)`` for a float-ish input."""
+    arr = _to_array(x, name)
+    return arr.astype(np.float64), _compute_dtype(arr.dtype)
+
+
+def _as_float64(x, name):
+    """Any real array-like (weights, grad_output, ...) as float64."""
+    return _to_array(x, name).astype(np.float64)
+
+
+def _normalize_axis(axis, ndim):
+    """A valid non-negative axis, or AxisError (a ValueError subclass)."""
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise _AxisError(axis, ndim)
+    return axis % ndim
+
+
+def _check_out(out, shape, dtype):
+    """``out`` must be a writable C-contiguous ndarray of shape and dtype."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(
+            f"out must have shape {tuple(shape)} and dtype {dtype}, "
+            f"got shape {out.shape} and dtype {out.dtype}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writable, C-contiguous array")
+
+
+def _finish(result64, dtype, out):
+    """Round a float64 result to ``dtype``, into ``out`` if given."""
+    if out is None:
+        return np.ascontiguousarray(result64, dtype=dtype)
+    out[...] = result64
+    return out
+
+
+def _broadcast_to(arr, shape, name, target_name):
+    """One-directional broadcast with a ValueError that names things."""
+    try:
+        return np.broadcast_to(arr, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {arr.shape} is not broadcastable to the "
+            f"{target_name} shape {tuple(shape)}"
+        ) from None
+
+
+def _grad_output(grad_output, reduction, sample_shape):
+    """Upstream gradient as a float64 array of ``sample_shape`` (none) or 0-d.
+
+    ``"mean"``/``"sum"``: a scalar (0-d) only.  ``"none"``: a scalar, or an
+    array of exactly the per-sample loss shape.  Default 1.
+    """
+    if grad_output is None:
+        g = np.float64(1.0)
+    else:
+        g = _as_float64(grad_output, "grad_output")
+    if reduction == "none":
+        if np.ndim(g) == 0:
+            return np.full(sample_shape, float(g))
+        if np.shape(g) != tuple(sample_shape):
+            raise ValueError(
+                "grad_output must be a scalar or an array of the per-sample "
+                f"loss shape {tuple(sample_shape)}, got shape {np.shape(g)}"
+            )
+        return g
+    if np.ndim(g) != 0:
+        raise ValueError(
+            f"grad_output must be a scalar with reduction={reduction!r}, "
+            f"got shape {np.shape(g)}"
+        )
+    return np.asarray(g, dtype=np.float64)
+
+
+def _reduce(per_sample, total, denominator, reduction, dtype):
+    """Apply a reduction; ``per_sample`` is the float64 "none" array."""
+    if reduction == "none":
+        return np.asarray(per_sample, dtype=dtype)
+    if reduction == "sum":
+        return dtype.type(total)
+    if denominator == 0:
+        return dtype.type(np.nan)
+    return dtype.type(total / denominator)
+
+
+# ---------------------------------------------------------------------------
+# Row statistics shared by the softmax-based functions
+# ---------------------------------------------------------------------------
+
+
+def _row_stats(x):
+    """Stable per-row statistics of a ``(K, C)`` float64 array, ``C >= 1``.
+
+    Returns ``m, am, e, sp`` with ``am`` the (first) arg-max, ``m = x[am]``,
+    ``e = exp(x - m)`` (``e[am] = 1``) and ``sp = sum(e) - 1`` summed over
+    every entry except ``am`` (no cancellation).  Rows with NaN have
+    ``m = NaN``; such rows, rows containing ``+inf`` and all ``-inf`` rows
+    must be handled by the caller (see :func:`_bad_rows`).
+    """
+    rows = np.arange(x.shape[0])
+    with np.errstate(invalid="ignore", over="ignore"):
+        am = np.argmax(x, axis=-1)  # the first NaN if any
+        m = x[rows, am]
+        e = np.exp(x - m[:, None])
+        e[rows, am] = 0.0
+        sp = e.sum(axis=-1)
+        e[rows, am] = 1.0
+    return m, am, e, sp
+
+
+def _bad_rows(x):
+    """Rows whose softmax is undefined: NaN or +inf anywhere, or all -inf."""
+    return (
+        np.isnan(x).any(axis=-1)
+        | np.isposinf(x).any(axis=-1)
+        | np.isneginf(x).all(axis=-1)
+    )
+
+
+def _neg_log_softmax(x, m, sp):
+    """``lse - x_c = (m - x_c) + log1p(sp)``, each part non-negative."""
+    with np.errstate(invalid="ignore"):
+        return (m[:, None] - x) + np.log1p(sp)[:, None]
+
+
+def _softmax_from_stats(e, sp):
+    return e / (1.0 + sp)[:, None]
+
+
+# ---------------------------------------------------------------------------
+# Categorical cross-entropy
+# ---------------------------------------------------------------------------
+
+
+def _ce_rows(x, a, zc, lam, want_grad):
+    """Loss and gradient of ``sum_c a_c (lse - x_c) + lam * zc * lse**2``.
+
+    ``x``: ``(K, C)`` (capped) logits; ``a``: ``(K, C)`` non-negative
+    coefficients (a zero coefficient gives an exactly zero term); ``zc``:
+    ``(K,)`` z-loss weight per row.  The gradient is
+    ``g_j = p_j * B - a_j`` with ``B = sum(a) + 2 lam zc lse``; at the arg-max
+    it is evaluated as ``(B - a_am) + (p_am - 1) * B`` with
+    ``B - a_am = sum_{c != am} a_c + 2 lam zc lse`` and
+    ``p_am - 1 = -s'/(1 + s')``, so nothing cancels catastrophically.
+    Bad rows (NaN/+inf anywhere, all -inf) get NaN loss and NaN gradient.
+    """
+    rows = np.arange(x.shape[0])
+    bad = _bad_rows(x)
+    m, am, e, sp = _row_stats(x)
+    with np.errstate(all="ignore"):
+        lse = m + np.log1p(sp)
+        nlp = _neg_log_softmax(x, m, sp)
+        loss = np.where(a != 0, a * nlp, 0.0).sum(axis=-1)
+        if lam != 0:
+            loss = loss + lam * zc * lse**2
+        loss[bad] = np.nan
+        if not want_grad:
+            return loss, None
+        p = _softmax_from_stats(e, sp)
+        p_am_minus_1 = -sp / (1.0 + sp)
+        a_rest = a.copy()
+        a_rest[rows, am] = 0.0
+        z = 2.0 * lam * zc * lse if lam != 0 else 0.0
+        big_b = a.sum(axis=-1) + z
+        rest_b = a_rest.sum(axis=-1) + z  # == big_b - a[am], without cancellation
+        grad = p * big_b[:, None] - a
+        grad[rows, am] = rest_b + p_am_minus_1 * big_b
+        grad[bad] = np.nan
+    return loss, grad
+
+
+def _softcap(x, cap):
+    """``cap * tanh(x / cap)`` and its derivative ``1 - tanh(x/cap)**2``.
+
+    The derivative is computed as ``4a / (1 + a)**2`` with
+    ``a = exp(-2 |x / cap|)`` (no cancellation); ``+-inf`` maps to ``+-cap``
+    with derivative 0.
+    """
+    u = x / cap
+    a = np.exp(-2.0 * np.abs(u))
+    return cap * np.tanh(u), 4.0 * a / (1.0 + a) ** 2
+
+
+def _categorical(
+    logits,
+    target,
+    *,
+    axis,
+    weight,
+    sample_weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    z_loss,
+    softcap,
+    num_threads,
+    want_loss,
+    want_grad,
+    grad_output=None,
+    out=None,
+):
+    """Shared implementation of the three ``cross_entropy*`` functions."""
+    # -- scalar options -----------------------------------------------------
+    _check_num_threads(num_threads)
+    _check_reduction(reduction)
+    eps = _real_scalar(label_smoothing, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:  # also rejects NaN
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    lam = _real_scalar(z_loss, "z_loss")
+    if not 0.0 <= lam < np.inf:
+        raise ValueError(f"z_loss must be finite and >= 0, got {z_loss!r}")
+    cap = None
+    if softcap is not None:
+        cap = _real_scalar(softcap, "softcap")
+        if not 0.0 < cap < np.inf:
+            raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
+    ignore_index = operator.index(ignore_index)
+
+    # -- logits and axis ----------------------------------------------------
+    x, dtype = _as_float(logits, "logits")
+    if x.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the class axis)")
+    ax = _normalize_axis(axis, x.ndim)
+    n_classes = x.shape[ax]
+    if n_classes == 0:
+        raise ValueError("logits has an empty class axis (C == 0)")
+    sample_shape = x.shape[:ax] + x.shape[ax + 1 :]
+    moved_shape = sample_shape + (n_classes,)
+    x2 = np.moveaxis(x, ax, -1).reshape(-1, n_classes)
+    n_rows = x2.shape[0]
+
+    # -- target -------------------------------------------------------------
+    t = _to_array(target, "target")
+    if t.dtype.kind == "b":
+        raise TypeError(
+            "target: boolean targets are ambiguous; pass integer class indices "
+            "or floating probabilities"
+        )
+    integer_target = t.dtype.kind in "iu"
+    expected = (
+        f"expected an integer class-index target of shape {sample_shape} or a "
+        f"floating probability target of shape {x.shape}"
+    )
+    if integer_target and t.shape != sample_shape:
+        raise ValueError(f"{expected}; got an integer target of shape {t.shape}")
+    if not integer_target and t.shape != x.shape:
+        raise ValueError(f"{expected}; got a floating target of shape {t.shape}")
+    if not integer_target and ignore_index >= 0:
+        raise ValueError(
+            "ignore_index >= 0 is only supported with integer class-index targets"
+        )
+
+    # -- class weights ------------------------------------------------------
+    if weight is None:
+        w = np.ones(n_classes)
+    else:
+        w = _as_float64(weight, "weight")
+        if w.shape != (n_classes,):
+            raise ValueError(
+                f"weight must be 1-D of length C = {n_classes}, got shape {w.shape}"
+            )
+
+    # -- sample weights -----------------------------------------------------
+    if sample_weight is None:
+        sw = np.ones(n_rows)
+    else:
+        sw = _as_float64(sample_weight, "sample_weight")
+        sw = _broadcast_to(sw, sample_shape, "sample_weight", "per-sample loss")
+        sw = sw.reshape(-1)
+
+    # -- upstream gradient and out ------------------------------------------
+    if want_grad:
+        go = _grad_output(grad_output, reduction, sample_shape)
+        if reduction == "none":
+            go = go.reshape(-1)
+        if out is not None:
+            _check_out(out, x.shape, dtype)
+
+    # -- rows that are computed and their coefficients ----------------------
+    if integer_target:
+        y_flat = t.reshape(-1)
+        keep, y = _check_class_indices(y_flat, n_classes, ignore_index)
+        xk = x2[keep]
+        yk = y[keep]
+        rows = np.arange(xk.shape[0])
+        wy = w[yk]
+        # a_c = (1 - eps) w_y [c == y] + (eps / C) w_c
+        a = np.tile((eps / n_classes) * w, (xk.shape[0], 1))
+        a[rows, yk] += (1.0 - eps) * wy
+        zc = wy
+        sk = sw[keep]
+        denominator = np.sum(sk * wy)
+    else:
+        keep = np.ones(n_rows, dtype=bool)
+        xk = x2
+        q = np.moveaxis(t.astype(np.float64), ax, -1).reshape(-1, n_classes)
+        q_smooth = (1.0 - eps) * q + eps / n_classes
+        a = w * q_smooth  # a_c = w_c q'_c
+        zc = np.ones(n_rows)
+        sk = sw
+        denominator = np.sum(sw)
+
+    if cap is not None:
+        xk, dcap = _softcap(xk, cap)
+
+    loss_k, grad_k = _ce_rows(xk, a, zc, lam, want_grad)
+    with np.errstate(invalid="ignore"):
+        loss_k = sk * loss_k
+
+    loss = None
+    if want_loss:
+        per_sample = np.zeros(n_rows)
+        per_sample[keep] = loss_k
+        loss = _reduce(
+            per_sample.reshape(sample_shape),
+            np.sum(loss_k),
+            denominator,
+            reduction,
+            dtype,
+        )
+    if not want_grad:
+        return loss
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if reduction == "none":
+            scale = go[keep]
+        elif reduction == "sum":
+            scale = np.full(xk.shape[0], float(go))
+        else:
+            scale = np.full(
+                xk.shape[0], float(go) / denominator if denominator != 0 else np.nan
+            )
+        grad_k = grad_k * (sk * scale)[:, None]
+        if cap is not None:
+            grad_k = grad_k * dcap
+    grad2 = np.zeros((n_rows, n_classes))
+    grad2[keep] = grad_k
+    grad = np.moveaxis(grad2.reshape(moved_shape), -1, ax)
+    return loss, _finish(grad, dtype, out)
+
+
+def _check_class_indices(y_flat, n_classes, ignore_index):
+    """Validate integer targets; return (non-ignored mask, int64 indices).
+
+    ``IndexError`` names the first offending flat (C-order) position.
+    """
+    if y_flat.dtype == np.uint64:
+        too_big = y_flat > np.uint64(np.iinfo(np.int64).max)
+        y = np.where(too_big, np.uint64(0), y_flat).astype(np.int64)
+    else:
+        too_big = np.zeros(y_flat.shape, dtype=bool)
+        y = y_flat.astype(np.int64)
+    ignored = ~too_big & (y == ignore_index)
+    bad = ~ignored & (too_big | (y < 0) | (y >= n_classes))
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise IndexError(
+            f"target[{pos}] (flat C-order position) = {y_flat[pos]} is not a valid "
+            f"class index: expected 0 <= target < {n_classes} or target == "
+            f"ignore_index ({ignore_index})"
+        )
+    return ~ignored, y
+
+
+_CE_DOC_COMMON = """
+    Parameters
+    ----------
+    logits : array_like, at least 1-D
+        Unnormalised scores; the class axis is ``axis`` (``C`` classes,
+        ``C >= 1``).
+    target : array_like
+        Either *integer* class indices with the logits' shape without the
+        class axis (any integer dtype), or *floating* probabilities with
+        exactly the logits' shape.  bool/complex/object/string targets raise
+        ``TypeError``; any other shape raises ``ValueError``.
+    axis : int
+        The class axis.
+    weight : array_like, optional
+        Class weights ``w``, 1-D of length ``C``.
+    sample_weight : array_like, optional
+        Per-sample weights ``s``, broadcastable (one-directionally) to the
+        per-sample loss shape.
+    ignore_index : int
+        Integer targets equal to it are ignored: their loss is 0, they are
+        left out of the ``"mean"`` denominator, their gradient row is exactly
+        0, and their logits row is never read (NaN/inf there is harmless).
+        With a probability target it must be negative (``ValueError``).
+    reduction : {"mean", "sum", "none"}
+    label_smoothing : float in [0, 1]
+    z_loss : float >= 0 (finite)
+        Adds ``s_i * w_y * z_loss * lse**2`` (integer target) or
+        ``s_i * z_loss * lse**2`` (probability target).
+    softcap : float > 0 (finite), optional
+        Replaces every logit ``x`` by ``softcap * tanh(x / softcap)`` first.
+        ``+-inf`` logits are capped to ``+-softcap`` (finite), so with a
+        soft-cap ``-inf`` no longer masks a class and ``+inf`` is not NaN.
+    num_threads : None or positive int
+        Validated and ignored by the reference.
+
+    Semantics
+    ---------
+    For sample ``i`` with (capped) logits ``x``, ``m = max x``,
+    ``lse = logsumexp(x)``, ``p = softmax(x)``, ``eps = label_smoothing``:
+
+    * integer target ``y``:
+      ``loss_i = s_i [(1-eps) w_y (lse - x_y) + (eps/C) sum_c w_c (lse - x_c)]
+      + s_i w_y z_loss lse**2``; ``"mean"`` divides the sum by
+      ``sum_{non-ignored} s_i w_{y_i}`` (PyTorch semantics).
+    * probability target ``q``: ``q' = (1-eps) q + eps/C``,
+      ``loss_i = -s_i sum_c w_c q'_c log p_c + s_i z_loss lse**2``;
+      ``"mean"`` divides by ``sum_i s_i`` (``N`` without ``sample_weight``).
+      The probabilities are not validated (as PyTorch).
+    * Terms with a zero coefficient (``w_c q'_c == 0``, resp.
+      ``(1-eps) w_y [c == y] + (eps/C) w_c == 0``) are exactly 0, so ``-inf``
+      logits on classes without target mass give a finite loss.
+    * A row with NaN or ``+inf`` anywhere, or with all ``-inf``, has NaN loss
+      and an all-NaN gradient row (NaN propagates to ``"sum"``/``"mean"``).
+      ``-inf`` on the target class (row not all ``-inf``) gives ``+inf`` loss
+      and a finite gradient.
+    * ``"mean"`` with a zero denominator (no samples, all ignored, zero total
+      weight) is NaN; its gradient is 0 on ignored rows and NaN on the others
+      (so an all-ignored batch has an all-zero gradient).  ``"sum"`` of
+      nothing is 0; ``"none"`` returns an ndarray of the target's shape.
+    * Reduced losses are NumPy scalars of the compute dtype.
+    * Errors: class index outside ``[0, C)`` and not ``ignore_index`` ->
+      ``IndexError`` naming the first flat position and its value; ``C == 0``,
+      0-d logits, bad ``reduction``/``label_smoothing``/``z_loss``/``softcap``,
+      bad ``weight``/``sample_weight``/``grad_output`` shape, bad
+      ``num_threads`` -> ``ValueError``; axis out of range -> ``AxisError``
+      (a ``ValueError``).
+"""
+
+_CE_GRAD_DOC = """
+    Gradient (w.r.t. the *raw* logits, logits' shape and compute dtype) of the
+    returned quantity.  Per sample, integer target:
+    ``g_j = s_i [p_j ((1-eps) w_y + (eps/C) W + 2 z_loss w_y lse)
+    - (1-eps) w_y [j == y] - (eps/C) w_j]`` with ``W = sum_c w_c``; probability
+    target: ``g_j = s_i [p_j (Q + 2 z_loss lse) - w_j q'_j]`` with
+    ``Q = sum_c w_c q'_c``; times ``1 - tanh(x_j/softcap)**2`` with a soft-cap.
+    It is then scaled by ``grad_output`` (``"none"``: a scalar or an array of
+    the per-sample shape, default 1; ``"sum"``: a scalar; ``"mean"``:
+    ``grad_output / denominator``).  A non-scalar ``grad_output`` with
+    ``"mean"``/``"sum"`` is a ``ValueError``.  ``out``, if given, must be a
+    writable C-contiguous ndarray of the logits' shape and compute dtype
+    (``TypeError`` if not an ndarray, ``ValueError`` otherwise); it may be
+    the logits array itself.  The arg-max entry uses ``p - 1 = -s'/(1+s')``
+    so tiny gradients are not swallowed by cancellation.
+"""
+
+
+def cross_entropy(
+    logits,
+    target,
+    *,
+    axis=-1,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    num_threads=None,
+):
+    return _categorical(
+        logits,
+        target,
+        axis=axis,
+        weight=weight,
+        sample_weight=sample_weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        num_threads=num_threads,
+        want_loss=True,
+        want_grad=False,
+    )
+
+
+def cross_entropy_grad(
+    logits,
+    target,
+    *,
+    axis=-1,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    _, grad = _categorical(
+        logits,
+        target,
+        axis=axis,
+        weight=weight,
+        sample_weight=sample_weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        num_threads=num_threads,
+        want_loss=False,
+        want_grad=True,
+        grad_output=grad_output,
+        out=out,
+    )
+    return grad
+
+
+def cross_entropy_and_grad(
+    logits,
+    target,
+    *,
+    axis=-1,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    return _categorical(
+        logits,
+        target,
+        axis=axis,
+        weight=weight,
+        sample_weight=sample_weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        num_threads=num_threads,
+        want_loss=True,
+        want_grad=True,
+        grad_output=grad_output,
+        out=out,
+    )
+
+
+cross_entropy.__doc__ = (
+    """Categorical cross-entropy of softmax(logits) against ``target``.
+"""
+    + _CE_DOC_COMMON
+    + """
+    Returns
+    -------
+    loss : NumPy scalar (``"mean"``/``"sum"``) or ndarray (``"none"``).
+"""
+)
+cross_entropy_grad.__doc__ = (
+    """Gradient of :func:`cross_entropy` with respect to ``logits``.
+"""
+    + _CE_DOC_COMMON
+    + _CE_GRAD_DOC
+)
+cross_entropy_and_grad.__doc__ = (
+    """``(cross_entropy(...), cross_entropy_grad(...))`` in one call.
+"""
+    + _CE_DOC_COMMON
+    + _CE_GRAD_DOC
+)
+
+
+# ---------------------------------------------------------------------------
+# Binary cross-entropy
+# ---------------------------------------------------------------------------
+
+
+def _sigmoid_pair(x):
+    """``(sigmoid(x), sigmoid(-x))`` computed without overflow/cancellation."""
+    with np.errstate(invalid="ignore"):
+        e = np.exp(-np.abs(x))
+        big = 1.0 / (1.0 + e)
+        small = e / (1.0 + e)
+        pos = x >= 0
+        return np.where(pos, big, small), np.where(pos, small, big)
+
+
+def _softplus(z):
+    """``log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|))``, stable."""
+    with np.errstate(invalid="ignore"):
+        return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _binary_logits(
+    logits,
+    target,
+    *,
+    weight,
+    pos_weight,
+    reduction,
+    num_threads,
+    want_loss,
+    want_grad,
+    grad_output=None,
+    out=None,
+):
+    """Shared implementation of ``binary_cross_entropy_with_logits*``."""
+    _check_num_threads(num_threads)
+    _check_reduction(reduction)
+    x, dtype = _as_float(logits, "logits")
+    shape = x.shape
+    t = _broadcast_to(_as_float64(target, "target"), shape, "target", "logits'")
+    w = 1.0
+    if weight is not None:
+        w = _broadcast_to(_as_float64(weight, "weight"), shape, "weight", "logits'")
+    pw = 1.0
+    if pos_weight is not None:
+        pw = _broadcast_to(
+            _as_float64(pos_weight, "pos_weight"), shape, "pos_weight", "logits'"
+        )
+    if want_grad:
+        go = _grad_output(grad_output, reduction, shape)
+        if out is not None:
+            _check_out(out, shape, dtype)
+
+    loss = None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if want_loss:
+            # -w [pw t log sigmoid(x) + (1-t) log(1 - sigmoid(x))]
+            #   = w [pw t softplus(-x) + (1-t) softplus(x)]: two non-negative
+            # terms for t in [0, 1], so the e^-40 tails survive.
+            per = w * (pw * t * _softplus(-x) + (1.0 - t) * _softplus(x))
+            loss = _reduce(per, np.sum(per), per.size, reduction, dtype)
+        if not want_grad:
+            return loss
+        # w [(1 + (pw-1) t) sigmoid(x) - pw t] = w [(1-t) sigmoid(x) - pw t sigmoid(-x)]
+        sig, sig_neg = _sigmoid_pair(x)
+        grad = w * ((1.0 - t) * sig - pw * t * sig_neg)
+        if reduction == "mean":
+            grad = grad * (go / x.size if x.size else np.nan)
+        else:
+            grad = grad * go
+    return loss, _finish(grad, dtype, out)
+
+
+_BCE_LOGITS_DOC = """
+    Elementwise binary cross-entropy on logits, PyTorch semantics
+    (``torch.nn.functional.binary_cross_entropy_with_logits``).
+
+    ``loss = -w [pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))]``,
+    computed as ``w [pw t softplus(-x) + (1 - t) softplus(x)]`` (equal to
+    PyTorch's ``(1-t) x + (1 + (pw-1) t)(log1p(exp(-|x|)) + max(-x, 0))`` and
+    accurate in both tails: ``x = 40, t = 1`` gives ``~exp(-40)``, not 0).
+
+    ``target``, ``weight`` and ``pos_weight`` are broadcast (NumPy rules,
+    one-directionally) to the logits' shape, which is the per-element loss
+    shape; ``pos_weight`` of shape ``(C,)`` thus applies along the last axis,
+    as in PyTorch.  Targets may be any real numbers (soft labels; bool and
+    integer targets are read as 0/1 floats) and are not validated.
+    Infinite logits follow the formula in IEEE arithmetic (``0 * inf`` is
+    NaN).  ``"mean"`` averages over all elements (NaN for an empty input).
+    ``logits`` may be 0-d.
+"""
+
+_BCE_GRAD_DOC = """
+    Gradient w.r.t. the logits: ``w [(1 + (pw-1) t) sigmoid(x) - pw t]``,
+    evaluated as ``w [(1-t) sigmoid(x) - pw t sigmoid(-x)]`` with a stable
+    sigmoid, times ``grad_output`` (scalar, or an array of the logits' shape
+    with ``"none"``; divided by the element count with ``"mean"``).
+    ``out`` as for :func:`cross_entropy_grad`.
+"""
+
+
+def binary_cross_entropy_with_logits(
+    logits, target, *, weight=None, pos_weight=None, reduction="mean", num_threads=None
+):
+    return _binary_logits(
+        logits,
+        target,
+        weight=weight,
+        pos_weight=pos_weight,
+        reduction=reduction,
+        num_threads=num_threads,
+        want_loss=True,
+        want_grad=False,
+    )
+
+
+def binary_cross_entropy_with_logits_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    pos_weight=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    _, grad = _binary_logits(
+        logits,
+        target,
+        weight=weight,
+        pos_weight=pos_weight,
+        reduction=reduction,
+        num_threads=num_threads,
+        want_loss=False,
+        want_grad=True,
+        grad_output=grad_output,
+        out=out,
+    )
+    return grad
+
+
+def binary_cross_entropy_with_logits_and_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    pos_weight=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    return _binary_logits(
+        logits,
+        target,
+        weight=weight,
+        pos_weight=pos_weight,
+        reduction=reduction,
+        num_threads=num_threads,
+        want_loss=True,
+        want_grad=True,
+        grad_output=grad_output,
+        out=out,
+    )
+
+
+binary_cross_entropy_with_logits.__doc__ = (
+    "Binary cross-entropy with logits.\n" + _BCE_LOGITS_DOC
+)
+binary_cross_entropy_with_logits_grad.__doc__ = (
+    "Gradient of :func:`binary_cross_entropy_with_logits`.\n"
+    + _BCE_LOGITS_DOC
+    + _BCE_GRAD_DOC
+)
+binary_cross_entropy_with_logits_and_grad.__doc__ = (
+    "``(loss, grad)`` of :func:`binary_cross_entropy_with_logits`.\n"
+    + _BCE_LOGITS_DOC
+    + _BCE_GRAD_DOC
+)
+
+
+def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threads=None):
+    """Binary cross-entropy on probabilities (``sklearn.metrics.log_loss``).
+
+    ``probs`` are clipped (in the compute dtype) to ``[eps, 1 - eps]``, with
+    ``eps`` defaulting to ``np.finfo(compute dtype).eps``; then
+    ``loss = -[t log p + (1 - t) log1p(-p)]`` elementwise, where a term whose
+    coefficient (``t`` or ``1 - t``) is 0 contributes exactly 0.
+    ``target`` is broadcast (one-directionally) to ``probs``' shape; bool and
+    integer targets are read as 0/1.  ``ValueError`` if any probability or
+    target is outside ``[0, 1]`` or NaN, or if ``eps`` is not in
+    ``[0, 0.5]``.  ``"mean"`` averages over all elements (NaN if empty).
+    """
+    _check_num_threads(num_threads)
+    _check_reduction(reduction)
+    p, dtype = _as_float(probs, "probs")
+    t = _broadcast_to(_as_float64(target, "target"), p.shape, "target", "probs'")
+    if eps is None:
+        eps = float(np.finfo(dtype).eps)
+    else:
+        eps = _real_scalar(eps, "eps")
+        if not 0.0 <= eps <= 0.5:
+            raise ValueError(f"eps must be in [0, 0.5], got {eps!r}")
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError("probs must lie in [0, 1] (and not be NaN)")
+    if not np.all((t >= 0) & (t <= 1)):
+        raise ValueError("target must lie in [0, 1] (and not be NaN)")
+    # clip in the compute dtype, like sklearn.metrics.log_loss
+    pc = np.clip(p.astype(dtype), dtype.type(eps), dtype.type(1 - eps)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = np.where(t != 0, t * np.log(pc), 0.0)
+        neg = np.where(t != 1, (1.0 - t) * np.log1p(-pc), 0.0)
+    per = -(pos + neg)
+    return _reduce(per, np.sum(per), per.size, reduction, dtype)
+
+
+# ---------------------------------------------------------------------------
+# Softmax family and information measures
+# ---------------------------------------------------------------------------
+
+
+def _rows_along(x, axis, name):
+    """Validate and move ``axis`` last: ``(2-D rows, dtype, axis, shape)``."""
+    a, dtype = _as_float(x, name)
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension")
+    ax = _normalize_axis(axis, a.ndim)
+    n_classes = a.shape[ax]
+    if n_classes == 0:
+        raise ValueError(f"{name} has an empty axis {axis} (C == 0)")
+    moved = np.moveaxis(a, ax, -1)
+    return moved.reshape(-1, n_classes), dtype, ax, moved.shape
+
+
+def logsumexp(x, *, axis=-1, num_threads=None):
+    """``log(sum(exp(x), axis))``, stably, as ``scipy.special.logsumexp``.
+
+    Computed as ``m + log1p(s')`` (see the module docstring).  Edge rules as
+    SciPy: a NaN in the row gives NaN; otherwise any ``+inf`` gives ``+inf``;
+    an all ``-inf`` row gives ``-inf``.  The result has ``x``'s shape without
+    ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` -> ``ValueError``.
+    """
+    _check_num_threads(num_threads)
+    x2, dtype, _, moved_shape = _rows_along(x, axis, "x")
+    m, _, _, sp = _row_stats(x2)
+    with np.errstate(invalid="ignore"):
+        lse = np.where(np.isinf(m), m, m + np.log1p(sp))
+    return np.asarray(lse.reshape(moved_shape[:-1]), dtype=dtype)[()]
+
+
+def log_softmax(x, *, axis=-1, out=None, num_threads=None):
+    """``x - logsumexp(x)`` along ``axis``, as ``scipy.special.log_softmax``.
+
+    Computed as ``-((m - x) + log1p(s'))`` (relative accuracy near 0).  A row
+    with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (SciPy gives
+    NaN at ``+inf`` positions and ``-inf`` elsewhere for ``+inf`` rows; we
+    make the whole row NaN, as for the losses).  ``-inf`` entries of a valid
+    row give ``-inf``.  ``out``: writable C-contiguous ndarray of ``x``'s
+    shape and compute dtype.  ``C == 0`` -> ``ValueError``.
+    """
+    _check_num_threads(num_threads)
+    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
+    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    if out is not None:
+        _check_out(out, full_shape, dtype)
+    m, _, _, sp = _row_stats(x2)
+    res = -_neg_log_softmax(x2, m, sp)
+    res[_bad_rows(x2)] = np.nan
+    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+
+
+def softmax(x, *, axis=-1, out=None, num_threads=None):
+    """``exp(x - logsumexp(x))`` along ``axis``, as ``scipy.special.softmax``.
+
+    A row with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (as
+    SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``out`` as for
+    :func:`log_softmax`.  ``C == 0`` -> ``ValueError``.
+    """
+    _check_num_threads(num_threads)
+    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
+    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    if out is not None:
+        _check_out(out, full_shape, dtype)
+    _, _, e, sp = _row_stats(x2)
+    with np.errstate(invalid="ignore"):
+        res = _softmax_from_stats(e, sp)
+    res[_bad_rows(x2)] = np.nan
+    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+
+
+def entropy(probs, *, axis=-1, num_threads=None):
+    """Shannon entropy ``-sum(p log p)`` (nats) along ``axis``, ``0 log 0 = 0``.
+
+    Unlike ``scipy.stats.entropy`` the input is **not** renormalised (this is
+    ``scipy.special.entr(p).sum(axis)``).  Negative probabilities ->
+    ``ValueError``; NaN propagates to its row.  The result has the input's
+    shape without ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` ->
+    ``ValueError``.
+    """
+    _check_num_threads(num_threads)
+    p2, dtype, _, moved_shape = _rows_along(probs, axis, "probs")
+    if np.any(p2 < 0):
+        raise ValueError("probs must be non-negative")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = np.where(p2 == 0, 0.0, -p2 * np.log(p2))
+    h = terms.sum(axis=-1)
+    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+
+
+def softmax_entropy(logits, *, axis=-1, num_threads=None):
+    """Entropy of ``softmax(logits)`` along ``axis``, computed stably.
+
+    Mathematically ``lse - sum(p x)``; evaluated without cancellation as
+    ``log1p(s') + sum_c p_c (m - x_c)`` (all terms non-negative), where terms
+    with ``p_c == 0`` (e.g. ``x_c = -inf``) are 0.  A row with NaN or ``+inf``
+    anywhere, or all ``-inf``, gives NaN.  Shape as :func:`entropy`.
+    ``C == 0`` -> ``ValueError``.
+    """
+    _check_num_threads(num_threads)
+    x2, dtype, _, moved_shape = _rows_along(logits, axis, "logits")
+    m, _, e, sp = _row_stats(x2)
+    with np.errstate(invalid="ignore"):
+        p = _softmax_from_stats(e, sp)
+        terms = np.where(p == 0, 0.0, p * (m[:, None] - x2))
+        h = np.log1p(sp) + terms.sum(axis=-1)
+    h[_bad_rows(x2)] = np.nan
+    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]

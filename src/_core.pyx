@@ -1,0 +1,106 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin binding over the C kernels: unpack arrays into pointers, release the
+GIL, call, and hand back the C layer's error code. All validation and all
+allocation happen in the Python layer (ce_fast/_validation.py)."""
+
+from libc.stdint cimport int64_t
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "ce_kernels.h" nogil:
+    int CE_OK, CE_ERR_TARGET_INDEX, CE_ERR_NOMEM
+    ctypedef struct ce_cat_args:
+        const void *x
+        int64_t outer, C, inner
+        int64_t xs_o, xs_c, xs_i
+        const int64_t *target
+        const void *q
+        int64_t qs_o, qs_c, qs_i
+        const void *weight
+        const void *sample_weight
+        const void *grad_output
+        double grad_output_scalar
+        int64_t ignore_index
+        double label_smoothing, z_loss, softcap
+        int reduction
+        void *loss_out
+        void *grad
+        int num_threads
+        double loss
+        int64_t err_pos, err_val
+    int ce_categorical(int is_double, ce_cat_args *a)
+    const char *ce_isa()
+    const char *ce_isa_compiled()
+    const char *ce_isa_supported()
+    int ce_set_isa(const char *name)
+    const char *ce_compiler()
+    int ce_openmp_version()
+    int ce_default_threads()
+
+ERR_TARGET_INDEX = CE_ERR_TARGET_INDEX
+ERR_NOMEM = CE_ERR_NOMEM
+
+
+cdef inline const void *_ptr(object a):
+    """Data pointer of an ndarray, or NULL for None."""
+    if a is None:
+        return NULL
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def categorical(x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs,
+                target, q, tuple qs, weight, sample_weight, grad_output,
+                double grad_output_scalar, int64_t ignore_index,
+                double label_smoothing, double z_loss, double softcap,
+                int reduction, loss_out, grad, int num_threads):
+    """Run the categorical kernel. Returns (code, loss, err_pos, err_val)."""
+    cdef ce_cat_args a
+    cdef int rc
+    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    a.x = _ptr(x)
+    a.outer = outer
+    a.C = C
+    a.inner = inner
+    a.xs_o, a.xs_c, a.xs_i = xs
+    a.target = <const int64_t *>_ptr(target)
+    a.q = _ptr(q)
+    a.qs_o, a.qs_c, a.qs_i = qs
+    a.weight = _ptr(weight)
+    a.sample_weight = _ptr(sample_weight)
+    a.grad_output = _ptr(grad_output)
+    a.grad_output_scalar = grad_output_scalar
+    a.ignore_index = ignore_index
+    a.label_smoothing = label_smoothing
+    a.z_loss = z_loss
+    a.softcap = softcap
+    a.reduction = reduction
+    a.loss_out = <void *>_ptr(loss_out)
+    a.grad = <void *>_ptr(grad)
+    a.num_threads = num_threads
+    a.loss = 0.0
+    a.err_pos = 0
+    a.err_val = 0
+    with nogil:
+        rc = ce_categorical(is_double, &a)
+    return rc, a.loss, a.err_pos, a.err_val
+
+
+def isa():
+    return ce_isa().decode()
+
+
+def set_isa(str name):
+    """Force an ISA level; False if it is unknown or this CPU cannot run it."""
+    return ce_set_isa(name.encode()) == 0
+
+
+def build_facts():
+    return {
+        "compiler": ce_compiler().decode(),
+        "openmp": ce_openmp_version(),
+        "default_threads": ce_default_threads(),
+        "isa": ce_isa().decode(),
+        "isa_compiled": ce_isa_compiled().decode().split(","),
+        "isa_supported": ce_isa_supported().decode().split(","),
+    }

@@ -1,0 +1,64 @@
+/* ce_util.h — small shared helpers: token pasting, FMA, thread counts,
+ * deterministic sums. */
+#ifndef CE_UTIL_H
+#define CE_UTIL_H
+
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define CE_CAT_(a, b) a##b
+#define CE_CAT(a, b) CE_CAT_(a, b)
+#define CE_INLINE static inline __attribute__((always_inline))
+
+/* Fused multiply-add where the ISA has it; a*b + c otherwise. The build uses
+ * -ffp-contract=off, so this is the only place FMAs come from. */
+#if defined(__FMA__) || defined(__AVX512F__) || defined(__aarch64__)
+#define CE_FMA_F32(a, b, c) __builtin_fmaf((a), (b), (c))
+#define CE_FMA_F64(a, b, c) __builtin_fma((a), (b), (c))
+#else
+#define CE_FMA_F32(a, b, c) ((a) * (b) + (c))
+#define CE_FMA_F64(a, b, c) ((a) * (b) + (c))
+#endif
+
+/* Below this many elements a call runs on one thread: a thread team costs
+ * more than it saves. */
+#define CE_PARALLEL_MIN_ELEMENTS 32768
+
+/* The thread count for a call: requested > 0 wins, otherwise the OpenMP
+ * default (which honours OMP_NUM_THREADS and threadpoolctl); never more than
+ * the number of work blocks, one below the parallel threshold. */
+static inline int ce_threads_for(int requested, int64_t blocks, int64_t elements) {
+    int nt = requested;
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_max_threads();
+#else
+    nt = 1;
+#endif
+    if (elements < CE_PARALLEL_MIN_ELEMENTS) nt = 1;
+    if ((int64_t)nt > blocks) nt = blocks > 0 ? (int)blocks : 1;
+    return nt < 1 ? 1 : nt;
+}
+
+/* Rows per work block: about 64k elements, a function of C only, so the
+ * blocking (and with it every rounding) is independent of the thread count. */
+static inline int64_t ce_rows_per_block(int64_t C) {
+    int64_t rb = 65536 / (C > 0 ? C : 1);
+    return rb < 1 ? 1 : (rb > 1024 ? 1024 : rb);
+}
+
+/* Pairwise sum of n doubles in a fixed order (the order depends on n only,
+ * never on the thread count). */
+static inline double ce_pairwise_sum(const double *v, int64_t n) {
+    if (n <= 8) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n; ++i) s += v[i];
+        return s;
+    }
+    int64_t h = n / 2;
+    return ce_pairwise_sum(v, h) + ce_pairwise_sum(v + h, n - h);
+}
+
+#endif

@@ -1,0 +1,126 @@
+/* dispatch.c — choose the kernel table for this CPU, once, at import.
+ *
+ * The choice is the best ISA level that is both compiled in and supported by
+ * the CPU (and the OS, which __builtin_cpu_supports checks via XGETBV); the
+ * environment variable CE_FAST_ISA=baseline|avx2|avx512 forces a level (the
+ * binding reads it and calls ce_set_isa). */
+#include <string.h>
+
+#include "ce_kernels.h"
+#include "ce_util.h"
+
+extern const ce_kernel_table ce_table_baseline;
+#ifdef CE_HAVE_AVX2
+extern const ce_kernel_table ce_table_avx2;
+#endif
+#ifdef CE_HAVE_AVX512
+extern const ce_kernel_table ce_table_avx512;
+#endif
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define CE_X86 1
+#endif
+
+static int cpu_has_avx2(void) {
+#ifdef CE_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+static int cpu_has_avx512(void) {
+#ifdef CE_X86
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+static const ce_kernel_table *table_for(const char *name) {
+    if (strcmp(name, "baseline") == 0) return &ce_table_baseline;
+#ifdef CE_HAVE_AVX2
+    if (strcmp(name, "avx2") == 0 && cpu_has_avx2()) return &ce_table_avx2;
+#endif
+#ifdef CE_HAVE_AVX512
+    if (strcmp(name, "avx512") == 0 && cpu_has_avx512()) return &ce_table_avx512;
+#endif
+    return NULL;
+}
+
+static const ce_kernel_table *best_table(void) {
+    const ce_kernel_table *t = NULL;
+    if (!t) t = table_for("avx512");
+    if (!t) t = table_for("avx2");
+    return t ? t : &ce_table_baseline;
+}
+
+static const ce_kernel_table *active = NULL;
+
+static const ce_kernel_table *table(void) {
+    if (!active) active = best_table();
+    return active;
+}
+
+int ce_set_isa(const char *name) {
+    const ce_kernel_table *t = table_for(name);
+    if (!t) return -1;
+    active = t;
+    return 0;
+}
+
+const char *ce_isa(void) { return table()->isa; }
+
+const char *ce_isa_compiled(void) {
+    return "baseline"
+#ifdef CE_HAVE_AVX2
+           ",avx2"
+#endif
+#ifdef CE_HAVE_AVX512
+           ",avx512"
+#endif
+        ;
+}
+
+const char *ce_isa_supported(void) {
+    if (table_for("avx512")) return "baseline,avx2,avx512";
+    if (table_for("avx2")) return "baseline,avx2";
+    return "baseline";
+}
+
+int ce_categorical(int is_double, ce_cat_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->categorical_f64(a) : t->categorical_f32(a);
+}
+
+const char *ce_compiler(void) {
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+    return "msvc";
+#else
+    return "unknown";
+#endif
+}
+
+int ce_openmp_version(void) {
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+int ce_default_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
