@@ -170,3 +170,57 @@ def per_sample(
             f"{name} must be broadcastable to the per-sample shape {shape}, got shape {arr.shape}"
         ) from None
     return np.ascontiguousarray(arr)
+
+
+def broadcast_operand(value: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
+    """``value`` in the compute dtype, broadcast (a zero-stride view, never a
+    copy of the broadcast) to ``shape``; aligned, native-endian memory."""
+    arr = as_float(value, name, dtype)
+    if not arr.flags.aligned:
+        arr = arr.copy()
+    try:
+        return np.broadcast_to(arr, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {arr.shape} is not broadcastable to the {what} shape {shape}"
+        ) from None
+
+
+def flat_2d(shape: tuple[int, ...], arrays: list[np.ndarray]) -> tuple[int, int, list[np.ndarray], list[tuple[int, int]]]:
+    """View arrays of one ``shape`` (broadcast views allowed) as (rows, cols).
+
+    Chooses the split ``rows = prod(shape[:k])``, ``cols = prod(shape[k:])``
+    with the fewest elements to copy (ties: the largest ``cols``) such that
+    each array has one uniform element stride over the row dims and one over
+    the column dims. Arrays that fit no such split (rare: e.g. a broadcast of
+    shape ``(A, 1, C)`` against ``(A, B, C)``) are copied C-contiguously.
+    Returns (rows, cols, arrays, [(row_stride, col_stride), ...])."""
+    ndim = len(shape)
+    best = None
+    for k in range(ndim + 1):
+        strides, cost = [], 0
+        for a in arrays:
+            item = a.itemsize
+            rs = _collapse(shape[:k], a.strides[:k], item)
+            cs = _collapse(shape[k:], a.strides[k:], item)
+            if rs is None or cs is None:
+                cost += a.size
+                strides.append(None)
+            else:
+                strides.append((rs, cs))
+        if best is None or cost < best[0]:
+            best = (cost, k, strides)
+        if cost == 0:
+            break
+    _, k, strides = best  # type: ignore[misc]
+    rows = math.prod(shape[:k])
+    cols = math.prod(shape[k:])
+    out_arrays = []
+    out_strides = []
+    for a, st in zip(arrays, strides):
+        if st is None:
+            a = np.ascontiguousarray(a)
+            st = (cols, 1)
+        out_arrays.append(a)
+        out_strides.append(st)
+    return rows, cols, out_arrays, out_strides

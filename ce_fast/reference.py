@@ -13,8 +13,9 @@ Conventions shared by every function
 ------------------------------------
 * **dtypes.**  ``float32`` and ``float64`` inputs give ``float32`` /
   ``float64`` results; ``float16`` gives ``float32``; integer and bool inputs
-  (and ``longdouble``) give ``float64``.  complex, object, string, bytes,
-  void, datetime and timedelta inputs raise ``TypeError`` naming the argument.
+  give ``float64``.  complex, ``longdouble``, object, string, bytes, void,
+  datetime and timedelta inputs (and ragged sequences) raise ``TypeError``
+  naming the argument.
   Internally everything is computed in float64 (exact for the float32 inputs)
   and rounded once to the result dtype at the end.
 * **Reduced results** (``reduction="mean"``/``"sum"``) are NumPy scalars of
@@ -37,8 +38,6 @@ Conventions shared by every function
 """
 
 from __future__ import annotations
-
-import operator
 
 import numpy as np
 
@@ -93,10 +92,10 @@ def _check_reduction(reduction):
 
 
 def _real_scalar(value, name):
-    """A real Python/NumPy number as a float; TypeError otherwise."""
+    """A real Python/NumPy number as a float; ValueError otherwise."""
     arr = np.asarray(value)
     if arr.ndim != 0 or arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real number, got {value!r}")
+        raise ValueError(f"{name} must be a real number, got {value!r}")
     return float(arr)
 
 
@@ -107,17 +106,22 @@ def _to_array(x, name):
     elif hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
         arr = np.from_dlpack(x)
     else:
-        arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf":
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and other non-arrays
+            raise TypeError(
+                f"{name}: cannot convert {type(x).__name__} to an array ({exc})"
+            ) from exc
+    if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and arr.itemsize > 8):
         raise TypeError(
-            f"{name}: unsupported dtype {arr.dtype} "
-            "(expected a real floating, integer or bool array)"
+            f"{name}: unsupported dtype {arr.dtype} (expected float16/32/64, "
+            "integer or bool)"
         )
     return arr
 
 
 def _compute_dtype(dtype):
-    """float32 -> float32, float16 -> float32, everything else -> float64."""
+    """float16/float32 -> float32; float64, integer and bool -> float64."""
     if dtype == np.float32 or dtype == np.float16:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
@@ -136,7 +140,9 @@ def _as_float64(x, name):
 
 def _normalize_axis(axis, ndim):
     """A valid non-negative axis, or AxisError (a ValueError subclass)."""
-    axis = operator.index(axis)
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an integer, got {axis!r}")
+    axis = int(axis)
     if not -ndim <= axis < ndim:
         raise _AxisError(axis, ndim)
     return axis % ndim
@@ -151,14 +157,14 @@ def _check_out(out, shape, dtype):
             f"out must have shape {tuple(shape)} and dtype {dtype}, "
             f"got shape {out.shape} and dtype {out.dtype}"
         )
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writable, C-contiguous array")
+    if not (out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
+        raise ValueError("out must be a writable, aligned, C-contiguous array")
 
 
 def _finish(result64, dtype, out):
     """Round a float64 result to ``dtype``, into ``out`` if given."""
     if out is None:
-        return np.ascontiguousarray(result64, dtype=dtype)
+        return np.array(result64, dtype=dtype, order="C")  # keeps 0-d as 0-d
     out[...] = result64
     return out
 
@@ -178,7 +184,8 @@ def _grad_output(grad_output, reduction, sample_shape):
     """Upstream gradient as a float64 array of ``sample_shape`` (none) or 0-d.
 
     ``"mean"``/``"sum"``: a scalar (0-d) only.  ``"none"``: a scalar, or an
-    array of exactly the per-sample loss shape.  Default 1.
+    array broadcastable (one-directionally) to the per-sample loss shape.
+    Default 1.
     """
     if grad_output is None:
         g = np.float64(1.0)
@@ -187,12 +194,7 @@ def _grad_output(grad_output, reduction, sample_shape):
     if reduction == "none":
         if np.ndim(g) == 0:
             return np.full(sample_shape, float(g))
-        if np.shape(g) != tuple(sample_shape):
-            raise ValueError(
-                "grad_output must be a scalar or an array of the per-sample "
-                f"loss shape {tuple(sample_shape)}, got shape {np.shape(g)}"
-            )
-        return g
+        return _broadcast_to(g, sample_shape, "grad_output", "per-sample loss")
     if np.ndim(g) != 0:
         raise ValueError(
             f"grad_output must be a scalar with reduction={reduction!r}, "
@@ -343,7 +345,13 @@ def _categorical(
         cap = _real_scalar(softcap, "softcap")
         if not 0.0 < cap < np.inf:
             raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
-    ignore_index = operator.index(ignore_index)
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(
+        ignore_index, (int, np.integer)
+    ):
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    ignore_index = int(ignore_index)
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index {ignore_index} does not fit in int64")
 
     # -- logits and axis ----------------------------------------------------
     x, dtype = _as_float(logits, "logits")
@@ -484,9 +492,8 @@ def _check_class_indices(y_flat, n_classes, ignore_index):
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         raise IndexError(
-            f"target[{pos}] (flat C-order position) = {y_flat[pos]} is not a valid "
-            f"class index: expected 0 <= target < {n_classes} or target == "
-            f"ignore_index ({ignore_index})"
+            f"target: class index {y_flat[pos]} at flat position {pos} is outside "
+            f"[0, {n_classes}) and is not ignore_index ({ignore_index})"
         )
     return ~ignored, y
 
@@ -566,8 +573,8 @@ _CE_GRAD_DOC = """
     - (1-eps) w_y [j == y] - (eps/C) w_j]`` with ``W = sum_c w_c``; probability
     target: ``g_j = s_i [p_j (Q + 2 z_loss lse) - w_j q'_j]`` with
     ``Q = sum_c w_c q'_c``; times ``1 - tanh(x_j/softcap)**2`` with a soft-cap.
-    It is then scaled by ``grad_output`` (``"none"``: a scalar or an array of
-    the per-sample shape, default 1; ``"sum"``: a scalar; ``"mean"``:
+    It is then scaled by ``grad_output`` (``"none"``: a scalar or an array
+    broadcastable to the per-sample shape, default 1; ``"sum"``: a scalar; ``"mean"``:
     ``grad_output / denominator``).  A non-scalar ``grad_output`` with
     ``"mean"``/``"sum"`` is a ``ValueError``.  ``out``, if given, must be a
     writable C-contiguous ndarray of the logits' shape and compute dtype
@@ -798,8 +805,8 @@ _BCE_LOGITS_DOC = """
 _BCE_GRAD_DOC = """
     Gradient w.r.t. the logits: ``w [(1 + (pw-1) t) sigmoid(x) - pw t]``,
     evaluated as ``w [(1-t) sigmoid(x) - pw t sigmoid(-x)]`` with a stable
-    sigmoid, times ``grad_output`` (scalar, or an array of the logits' shape
-    with ``"none"``; divided by the element count with ``"mean"``).
+    sigmoid, times ``grad_output`` (scalar, or with ``"none"`` an array
+    broadcastable to the logits' shape; divided by the element count with ``"mean"``).
     ``out`` as for :func:`cross_entropy_grad`.
 """
 
@@ -885,7 +892,9 @@ binary_cross_entropy_with_logits_and_grad.__doc__ = (
 )
 
 
-def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threads=None):
+def binary_cross_entropy(
+    probs, target, *, eps=None, reduction="mean", num_threads=None
+):
     """Binary cross-entropy on probabilities (``sklearn.metrics.log_loss``).
 
     ``probs`` are clipped (in the compute dtype) to ``[eps, 1 - eps]``, with
@@ -912,7 +921,9 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
     if not np.all((t >= 0) & (t <= 1)):
         raise ValueError("target must lie in [0, 1] (and not be NaN)")
     # clip in the compute dtype, like sklearn.metrics.log_loss
-    pc = np.clip(p.astype(dtype), dtype.type(eps), dtype.type(1 - eps)).astype(np.float64)
+    pc = np.clip(p.astype(dtype), dtype.type(eps), dtype.type(1 - eps)).astype(
+        np.float64
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = np.where(t != 0, t * np.log(pc), 0.0)
         neg = np.where(t != 1, (1.0 - t) * np.log1p(-pc), 0.0)

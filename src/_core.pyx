@@ -30,6 +30,42 @@ cdef extern from "ce_kernels.h" nogil:
         double loss
         int64_t err_pos, err_val
     int ce_categorical(int is_double, ce_cat_args *a)
+    int CE_ERR_DOMAIN
+    ctypedef struct ce_bin_args:
+        int mode
+        int64_t rows, cols
+        const void *x
+        int64_t xs_r, xs_c
+        const void *t
+        int64_t ts_r, ts_c
+        const void *w
+        int64_t ws_r, ws_c
+        const void *pw
+        int64_t pws_r, pws_c
+        const void *go
+        int64_t gos_r, gos_c
+        double grad_output_scalar
+        double eps
+        int reduction
+        void *loss_out
+        void *grad
+        int num_threads
+        double loss
+        int err_arg
+        int64_t err_pos
+        double err_fval
+    int ce_binary(int is_double, ce_bin_args *a)
+    ctypedef struct ce_sm_args:
+        int op
+        const void *x
+        int64_t outer, C, inner
+        int64_t xs_o, xs_c, xs_i
+        void *out
+        int num_threads
+        int64_t err_pos
+        double err_fval
+    int ce_softmax_family(int is_double, ce_sm_args *a)
+    void ce_veclog(int is_double, int kind, const void *x, void *y, int64_t n)
     const char *ce_isa()
     const char *ce_isa_compiled()
     const char *ce_isa_supported()
@@ -40,6 +76,7 @@ cdef extern from "ce_kernels.h" nogil:
 
 ERR_TARGET_INDEX = CE_ERR_TARGET_INDEX
 ERR_NOMEM = CE_ERR_NOMEM
+ERR_DOMAIN = CE_ERR_DOMAIN
 
 
 cdef inline const void *_ptr(object a):
@@ -84,6 +121,75 @@ def categorical(x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs,
     with nogil:
         rc = ce_categorical(is_double, &a)
     return rc, a.loss, a.err_pos, a.err_val
+
+
+def binary(int mode, x, Py_ssize_t rows, Py_ssize_t cols, tuple xs, t, tuple ts,
+           w, tuple ws, pw, tuple pws, go, tuple gos, double grad_output_scalar,
+           double eps, int reduction, loss_out, grad, int num_threads):
+    """Run the binary cross-entropy kernel (mode 0: logits, 1: probabilities).
+    Returns (code, loss, err_arg, err_pos, err_val)."""
+    cdef ce_bin_args a
+    cdef int rc
+    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    a.mode = mode
+    a.rows = rows
+    a.cols = cols
+    a.x = _ptr(x)
+    a.xs_r, a.xs_c = xs
+    a.t = _ptr(t)
+    a.ts_r, a.ts_c = ts
+    a.w = _ptr(w)
+    a.ws_r, a.ws_c = ws
+    a.pw = _ptr(pw)
+    a.pws_r, a.pws_c = pws
+    a.go = _ptr(go)
+    a.gos_r, a.gos_c = gos
+    a.grad_output_scalar = grad_output_scalar
+    a.eps = eps
+    a.reduction = reduction
+    a.loss_out = <void *>_ptr(loss_out)
+    a.grad = <void *>_ptr(grad)
+    a.num_threads = num_threads
+    a.loss = 0.0
+    a.err_arg = 0
+    a.err_pos = 0
+    a.err_fval = 0.0
+    with nogil:
+        rc = ce_binary(is_double, &a)
+    return rc, a.loss, a.err_arg, a.err_pos, a.err_fval
+
+
+def softmax_family(int op, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                   tuple xs, out, int num_threads):
+    """Run a softmax-family kernel (op: 0 logsumexp, 1 log_softmax, 2 softmax,
+    3 entropy, 4 softmax_entropy). Returns (code, err_pos, err_val)."""
+    cdef ce_sm_args a
+    cdef int rc
+    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    a.op = op
+    a.x = _ptr(x)
+    a.outer = outer
+    a.C = C
+    a.inner = inner
+    a.xs_o, a.xs_c, a.xs_i = xs
+    a.out = <void *>_ptr(out)
+    a.num_threads = num_threads
+    a.err_pos = 0
+    a.err_fval = 0.0
+    with nogil:
+        rc = ce_softmax_family(is_double, &a)
+    return rc, a.err_pos, a.err_fval
+
+
+def veclog(int kind, x, y):
+    """Test hook: y = log(x) (kind 0) or log1p(x) (kind 1) with the vector
+    code of the active ISA level; x, y contiguous, same float dtype."""
+    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    cdef int64_t n = (<cnp.ndarray>x).size
+    cdef const void *xp = _ptr(x)
+    cdef void *yp = <void *>_ptr(y)
+    with nogil:
+        ce_veclog(is_double, kind, xp, yp, n)
 
 
 def isa():

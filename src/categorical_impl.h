@@ -3,6 +3,7 @@
  *     CE_T     element type (float | double)
  *     CE_SFX   name suffix  (f32   | f64)
  *     CE_EXP   vector-friendly exp for CE_T
+ *     CE_EXP_NONPOS  the same for arguments <= 0 (cheaper)
  * Scalars per row (sums, losses, scales) are kept in double for both dtypes.
  *
  * Per row (sample) r, with x the row of logits (after soft-capping):
@@ -19,6 +20,13 @@
  * logits and one write of the gradient. */
 
 #define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
+
+/* Row sums are accumulated in CE_T over chunks of CE_CHUNK elements (full
+ * vector width, no conversions in the hot loop) and folded into double per
+ * chunk, so the rounding error is that of a 256-term sum whatever C is. */
+#ifndef CE_CHUNK
+#define CE_CHUNK 256
+#endif
 
 /* Everything that is constant over the rows of one call. */
 typedef struct {
@@ -65,45 +73,52 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     /* in place (g == x) pass 2 overwrites x: read the target logit first */
     const double xy = q ? 0.0 : (double)x[y * sx];
 
-    /* pass 2: exponentials and sums */
-    double s_less = 0.0, dot = 0.0, Q = 0.0;
-    int64_t n_max = 0;
+    /* pass 2: exponentials and sums, in chunks (see CE_CHUNK) */
+    double s_less = 0.0, n_max = 0.0, dot = 0.0, Q = 0.0;
     const CE_T eps_c = (CE_T)k->eps_c, one_m_eps = (CE_T)(1.0 - k->eps);
     const int smooth = k->eps > 0.0;
-    if (!q && !smooth) {
-#pragma omp simd reduction(+ : s_less, n_max)
-        for (int64_t c = 0; c < C; ++c) {
-            CE_T d = x[c * sx] - m;
-            CE_T e = CE_EXP(d);
-            if (g) g[c * sg] = e;
-            s_less += d < 0 ? (double)e : 0.0;
-            n_max += d == 0;
+    for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
+        CE_T cs = 0, cn = 0, cd = 0, cq = 0;
+        if (!q && !smooth) {
+#pragma omp simd reduction(+ : cs, cn)
+            for (int64_t c = c0; c < c1; ++c) {
+                CE_T d = x[c * sx] - m;
+                CE_T e = CE_EXP_NONPOS(d);
+                if (g) g[c * sg] = e;
+                cs += d < 0 ? e : (CE_T)0;
+                cn += d == 0 ? (CE_T)1 : (CE_T)0;
+            }
+        } else if (!q) { /* integer target with label smoothing: sum_c w_c (m - x_c) */
+#pragma omp simd reduction(+ : cs, cn, cd)
+            for (int64_t c = c0; c < c1; ++c) {
+                CE_T d = x[c * sx] - m;
+                CE_T e = CE_EXP_NONPOS(d);
+                if (g) g[c * sg] = e;
+                cs += d < 0 ? e : (CE_T)0;
+                cn += d == 0 ? (CE_T)1 : (CE_T)0;
+                cd += (w ? w[c] : (CE_T)1) * -d;
+            }
+        } else { /* probability target: sum_c w_c q'_c (m - x_c), 0 log 0 = 0 */
+#pragma omp simd reduction(+ : cs, cn, cd, cq)
+            for (int64_t c = c0; c < c1; ++c) {
+                CE_T d = x[c * sx] - m;
+                CE_T e = CE_EXP_NONPOS(d);
+                if (g) g[c * sg] = e;
+                cs += d < 0 ? e : (CE_T)0;
+                cn += d == 0 ? (CE_T)1 : (CE_T)0;
+                CE_T qc = one_m_eps * q[c * sq] + eps_c;
+                CE_T wq = (w ? w[c] : (CE_T)1) * qc;
+                cq += wq;
+                cd += qc == 0 ? (CE_T)0 : wq * -d;
+            }
         }
-    } else if (!q) { /* integer target with label smoothing: sum_c w_c (m - x_c) */
-#pragma omp simd reduction(+ : s_less, n_max, dot)
-        for (int64_t c = 0; c < C; ++c) {
-            CE_T d = x[c * sx] - m;
-            CE_T e = CE_EXP(d);
-            if (g) g[c * sg] = e;
-            s_less += d < 0 ? (double)e : 0.0;
-            n_max += d == 0;
-            dot += (w ? (double)w[c] : 1.0) * -(double)d;
-        }
-    } else { /* probability target: sum_c w_c q'_c (m - x_c), 0 log 0 = 0 */
-#pragma omp simd reduction(+ : s_less, n_max, dot, Q)
-        for (int64_t c = 0; c < C; ++c) {
-            CE_T d = x[c * sx] - m;
-            CE_T e = CE_EXP(d);
-            if (g) g[c * sg] = e;
-            s_less += d < 0 ? (double)e : 0.0;
-            n_max += d == 0;
-            CE_T qc = one_m_eps * q[c * sq] + eps_c;
-            double wq = (w ? (double)w[c] : 1.0) * (double)qc;
-            Q += wq;
-            dot += qc == 0 ? 0.0 : wq * -(double)d;
-        }
+        s_less += (double)cs;
+        n_max += (double)cn;
+        dot += (double)cd;
+        Q += (double)cq;
     }
-    const double sp = s_less + (double)(n_max - 1); /* sum exp(x - m) - 1 */
+    const double sp = s_less + (n_max - 1.0); /* sum exp(x - m) - 1 */
     const double S = 1.0 + sp;
     const double L1 = log1p(sp);
     const double lse = (double)m + L1;
@@ -165,6 +180,20 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     }
     (void)wy;
     return loss;
+}
+
+/* Specialise the row for unit strides and for loss-only calls, so that the
+ * compiler sees constant strides and no per-element "is there a gradient"
+ * test in the hot loops. */
+CE_INLINE double CE_FN(cat_row_any)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
+                                    const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
+                                    const CE_T *fac, double sw, double gscale) {
+    if (sx == 1 && sg == 1 && (!q || sq == 1)) {
+        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale)
+                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale);
+    }
+    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale)
+             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale);
 }
 
 /* Soft-capping: xc = cap * tanh(x / cap) into scratch, and the chain-rule
@@ -244,7 +273,6 @@ int CE_FN(ce_categorical)(ce_cat_args *a) {
         partial = (double *)malloc((size_t)nblocks * sizeof(double));
         if (!partial) return CE_ERR_NOMEM;
     }
-    const int unit = a->xs_c == 1 && inner == 1 && (!q || a->qs_c == 1);
     const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
     int nomem = 0;
 
@@ -276,14 +304,11 @@ int CE_FN(ce_categorical)(ce_cat_args *a) {
                         const double gsr = go ? (double)go[r] : gscale;
                         if (scratch) {
                             CE_FN(softcap_row)(xrow, a->xs_c, C, k.cap, scratch, scratch + C);
-                            loss = CE_FN(cat_row)(&k, scratch, 1, qrow, a->qs_c, y, grow, inner,
-                                                  scratch + C, swr, gsr);
-                        } else if (unit) {
-                            loss = CE_FN(cat_row)(&k, xrow, 1, qrow, 1, y, grow, 1, NULL, swr, gsr);
-                        } else {
-                            loss = CE_FN(cat_row)(&k, xrow, a->xs_c, qrow, a->qs_c, y, grow,
-                                                  inner, NULL, swr, gsr);
+                            xrow = scratch;
                         }
+                        loss = CE_FN(cat_row_any)(&k, xrow, scratch ? 1 : a->xs_c, qrow, a->qs_c, y,
+                                                  grow, inner, scratch ? scratch + C : NULL, swr,
+                                                  gsr);
                     }
                     if (loss_out) loss_out[r] = (CE_T)loss;
                     acc += loss;

@@ -12,6 +12,7 @@
 #define CE_OK 0
 #define CE_ERR_TARGET_INDEX 1 /* class index outside [0, C) and != ignore_index */
 #define CE_ERR_NOMEM 2        /* a per-thread scratch row could not be allocated */
+#define CE_ERR_DOMAIN 3       /* a value outside the function's domain (err_pos, err_fval) */
 
 #define CE_RED_NONE 0
 #define CE_RED_SUM 1
@@ -56,15 +57,84 @@ typedef struct {
 
 typedef int (*ce_cat_fn)(ce_cat_args *a);
 
+/* Elementwise binary cross-entropy. The logits (or probabilities) have some
+ * shape seen as (rows, cols); flat element f = r*cols + c (C order of that
+ * shape). Every operand is described by element strides (s_r, s_c) over that
+ * (rows, cols) view, so broadcast operands carry zero strides and are never
+ * materialised. Per-element outputs (loss_out, grad) are contiguous in f; grad
+ * may alias x exactly when x is contiguous (out=logits). */
+#define CE_BIN_LOGITS 0 /* binary_cross_entropy_with_logits */
+#define CE_BIN_PROBS 1  /* binary_cross_entropy (clipped probabilities) */
+typedef struct {
+    int mode; /* CE_BIN_* */
+    int64_t rows, cols;
+    const void *x;  int64_t xs_r, xs_c;   /* logits / probabilities */
+    const void *t;  int64_t ts_r, ts_c;   /* target */
+    const void *w;  int64_t ws_r, ws_c;   /* weight, or NULL (1) */
+    const void *pw; int64_t pws_r, pws_c; /* pos_weight, or NULL (1); logits only */
+    const void *go; int64_t gos_r, gos_c; /* per-element grad_output ("none"), or NULL */
+    double grad_output_scalar;            /* used when go is NULL */
+    double eps;                           /* probs: clip to [eps, 1 - eps] */
+    int reduction;                        /* CE_RED_* */
+    void *loss_out;                       /* per-element losses for "none", else NULL */
+    void *grad;                           /* gradient, or NULL (logits only) */
+    int num_threads;
+
+    /* results */
+    double loss;
+    int err_arg;     /* CE_ERR_DOMAIN: 0 = probabilities, 1 = target ... */
+    int64_t err_pos; /* ... first offending flat position ... */
+    double err_fval; /* ... and its value */
+} ce_bin_args;
+
+typedef int (*ce_bin_fn)(ce_bin_args *a);
+
+/* The softmax family over (outer, C, inner) laid out as ce_cat_args' logits.
+ * Row results (logsumexp, entropies) go to out[r], r = o*inner + i;
+ * softmax / log_softmax write out contiguous (outer, C, inner), which may alias
+ * x exactly (in place). */
+#define CE_SM_LOGSUMEXP 0
+#define CE_SM_LOG_SOFTMAX 1
+#define CE_SM_SOFTMAX 2
+#define CE_SM_ENTROPY 3
+#define CE_SM_SOFTMAX_ENTROPY 4
+typedef struct {
+    int op; /* CE_SM_* */
+    const void *x;
+    int64_t outer, C, inner;
+    int64_t xs_o, xs_c, xs_i;
+    void *out;
+    int num_threads;
+
+    /* results: CE_ERR_DOMAIN (entropy: a negative probability) */
+    int64_t err_pos; /* first offending flat C-order position */
+    double err_fval;
+} ce_sm_args;
+
+typedef int (*ce_sm_fn)(ce_sm_args *a);
+
+/* Test hook for the vector log (ce_vecmath_log.h): y[i] = log(x[i]) (kind 0)
+ * or log1p(x[i]) (kind 1), n contiguous elements. */
+typedef void (*ce_veclog_fn)(int kind, const void *x, void *y, int64_t n);
+
 /* One set of kernels, compiled once per instruction-set level. */
 typedef struct {
     const char *isa;
     ce_cat_fn categorical_f32;
     ce_cat_fn categorical_f64;
+    ce_bin_fn binary_f32;
+    ce_bin_fn binary_f64;
+    ce_sm_fn softmax_family_f32;
+    ce_sm_fn softmax_family_f64;
+    ce_veclog_fn veclog_f32;
+    ce_veclog_fn veclog_f64;
 } ce_kernel_table;
 
 /* Entry points used by the binding (dispatch.c). */
 int ce_categorical(int is_double, ce_cat_args *a);
+int ce_binary(int is_double, ce_bin_args *a);
+int ce_softmax_family(int is_double, ce_sm_args *a);
+void ce_veclog(int is_double, int kind, const void *x, void *y, int64_t n);
 
 /* The ISA level in use: "baseline", "avx2" or "avx512". */
 const char *ce_isa(void);

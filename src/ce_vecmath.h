@@ -102,4 +102,67 @@ CE_INLINE double ce_exp_f64(double x) {
     return x != x ? x : res;
 }
 
+/* ---- exp for arguments <= 0 (softmax: exp(x - max)) --------------------
+ * The hot path of every softmax-style kernel. Cheaper than the general exp:
+ * no upper clamp, a Cephes-style degree-5 polynomial for float (minimax on
+ * |r| <= ln2/2, < 1 ulp), and one scaling step: p * 2^(n+64) is built by
+ * adding to p's exponent field (always a normal number for n >= -150), then
+ * multiplied by 2^-64, which rounds subnormal results correctly once.
+ * Domain: x <= 0, including -inf (-> +0). NaN input returns an unspecified
+ * value: callers screen NaN rows before calling (categorical_impl.h does). */
+CE_INLINE float ce_exp_nonpos_f32(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    float xc = x > -104.0f ? x : -104.0f;
+    float t = CE_FMA_F32(xc, 1.44269504088896341f, magic);
+    float n = t - magic;
+    float r = CE_FMA_F32(-n, 0.693359375f, xc);
+    r = CE_FMA_F32(-n, -2.12194440e-4f, r);
+    float z = r * r;
+    float p = 1.9875691500e-4f;
+    p = CE_FMA_F32(p, r, 1.3981999507e-3f);
+    p = CE_FMA_F32(p, r, 8.3334519073e-3f);
+    p = CE_FMA_F32(p, r, 4.1665795894e-2f);
+    p = CE_FMA_F32(p, r, 1.6666665459e-1f);
+    p = CE_FMA_F32(p, r, 5.0000001201e-1f);
+    p = CE_FMA_F32(p, z, r) + 1.0f;
+    int32_t ti, im, pb;
+    memcpy(&ti, &t, 4);
+    memcpy(&im, &magic, 4);
+    memcpy(&pb, &p, 4);
+    pb += (ti - im + 64) * (1 << 23);
+    float res;
+    memcpy(&res, &pb, 4);
+    return res * 0x1p-64f;
+}
+
+CE_INLINE double ce_exp_nonpos_f64(double x) {
+    const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
+    double xc = x > -746.0 ? x : -746.0;
+    double t = CE_FMA_F64(xc, 1.4426950408889634074, magic);
+    double n = t - magic;
+    double r = CE_FMA_F64(-n, 0.693147180369123816490, xc);
+    r = CE_FMA_F64(-n, 1.90821492927058770002e-10, r);
+    double p = 1.0 / 6227020800.0; /* Taylor to r^13 / 13! */
+    p = CE_FMA_F64(p, r, 1.0 / 479001600.0);
+    p = CE_FMA_F64(p, r, 1.0 / 39916800.0);
+    p = CE_FMA_F64(p, r, 1.0 / 3628800.0);
+    p = CE_FMA_F64(p, r, 1.0 / 362880.0);
+    p = CE_FMA_F64(p, r, 1.0 / 40320.0);
+    p = CE_FMA_F64(p, r, 1.0 / 5040.0);
+    p = CE_FMA_F64(p, r, 1.0 / 720.0);
+    p = CE_FMA_F64(p, r, 1.0 / 120.0);
+    p = CE_FMA_F64(p, r, 1.0 / 24.0);
+    p = CE_FMA_F64(p, r, 1.0 / 6.0);
+    p = CE_FMA_F64(p, r, 0.5);
+    p = CE_FMA_F64(p, r * r, r) + 1.0;
+    int64_t ti, im, pb;
+    memcpy(&ti, &t, 8);
+    memcpy(&im, &magic, 8);
+    memcpy(&pb, &p, 8);
+    pb += (ti - im + 64) * ((int64_t)1 << 52);
+    double res;
+    memcpy(&res, &pb, 8);
+    return res * 0x1p-64;
+}
+
 #endif

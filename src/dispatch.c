@@ -97,6 +97,24 @@ int ce_categorical(int is_double, ce_cat_args *a) {
     return is_double ? t->categorical_f64(a) : t->categorical_f32(a);
 }
 
+int ce_binary(int is_double, ce_bin_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->binary_f64(a) : t->binary_f32(a);
+}
+
+int ce_softmax_family(int is_double, ce_sm_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->softmax_family_f64(a) : t->softmax_family_f32(a);
+}
+
+void ce_veclog(int is_double, int kind, const void *x, void *y, int64_t n) {
+    const ce_kernel_table *t = table();
+    if (is_double)
+        t->veclog_f64(kind, x, y, n);
+    else
+        t->veclog_f32(kind, x, y, n);
+}
+
 const char *ce_compiler(void) {
 #if defined(__clang__)
     return "clang " __clang_version__;

@@ -1,0 +1,373 @@
+"""Binary cross-entropy (on logits and on probabilities): the public
+functions and their argument handling. The arithmetic is in
+src/binary_impl.h."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._validation import (
+    as_float,
+    broadcast_operand,
+    check_out,
+    finite_option,
+    flat_2d,
+    reduction_code,
+    same_buffer,
+    thread_count,
+)
+
+_MODE_LOGITS = 0
+_MODE_PROBS = 1
+
+_DOC_LOGITS_PARAMS = """
+    Parameters
+    ----------
+    logits : array_like
+        Logits of any shape (0-d included); float32 and float64 are computed
+        natively, float16 in float32, integer and bool in float64.
+    target : array_like
+        Targets broadcastable to the logits' shape: hard 0/1 labels or soft
+        labels (any real numbers, not validated; bool and integer targets are
+        read as 0/1 floats). Multi-label (N, K) targets are just elementwise.
+    weight : array_like, optional
+        Elementwise weight ``w``, broadcastable to the logits' shape.
+    pos_weight : array_like, optional
+        Weight ``pw`` of the positive term, broadcastable to the logits' shape;
+        a ``(K,)`` vector thus applies along the last axis, as in PyTorch.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" averages over all elements (NaN for an empty input); "none"
+        returns the per-element losses, of the logits' shape.
+    num_threads : int, optional
+        Threads for this call; default: the OpenMP default (honours
+        ``OMP_NUM_THREADS`` and threadpoolctl). Results are bitwise
+        identical for every thread count."""
+
+_DOC_GRAD = """
+    grad_output : float or array_like, optional
+        Upstream gradient (default 1): a scalar for "mean"/"sum"; a scalar or
+        an array broadcastable to the logits' shape for "none" (the gradient
+        of ``sum(grad_output * loss)``).
+    out : ndarray, optional
+        A writable C-contiguous array of the logits' shape and compute dtype
+        that receives the gradient. ``out=logits`` overwrites the logits in
+        place with no extra memory."""
+
+_DOC_LOGITS_NOTES = """
+    Notes
+    -----
+    PyTorch semantics (``torch.nn.functional.binary_cross_entropy_with_logits``):
+
+        loss = -w [pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))]
+
+    evaluated as ``w [pw t softplus(-x) + (1 - t) softplus(x)]`` with
+    ``softplus(z) = max(z, 0) + log1p(exp(-|z|))``: nothing overflows for
+    any finite logit (``|x| = 1e4`` in float32 is fine) and both tails keep
+    their relative accuracy (``x = 40, t = 1`` gives ``~exp(-40)``, not 0).
+    The gradient ``w [(1 - t) sigmoid(x) - pw t sigmoid(-x)]`` uses a stable
+    sigmoid. Infinite logits follow the formula in IEEE arithmetic
+    (``0 * inf`` is NaN); NaN propagates.
+
+    ``target``, ``weight``, ``pos_weight`` and ``grad_output`` are never
+    materialised at the logits' shape: the kernel walks their broadcast
+    strides (a copy of one of them is made only in the rare case that its
+    broadcast layout cannot be seen as (rows, cols) with uniform strides).
+    Operands of another dtype are converted to the compute dtype first.
+
+    Raises
+    ------
+    ValueError
+        An operand not broadcastable to the logits' shape, unknown reduction,
+        a non-scalar ``grad_output`` with a reduced loss, bad ``out``.
+    TypeError
+        Complex, object or string input."""
+
+
+def _doc(summary: str, grad: bool, returns: str, example: str) -> str:
+    return (
+        summary
+        + "\n"
+        + _DOC_LOGITS_PARAMS
+        + (_DOC_GRAD if grad else "")
+        + "\n\n    Returns\n    -------\n"
+        + returns
+        + "\n"
+        + _DOC_LOGITS_NOTES
+        + "\n\n    Examples\n    --------\n"
+        + example
+    )
+
+
+def _empty_result(red: int, shape: tuple[int, ...], dt: np.dtype) -> Any:
+    if red == 0:
+        return np.empty(shape, dt)
+    return dt.type(0.0) if red == 1 else dt.type(np.nan)
+
+
+def _logits_run(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any,
+    pos_weight: Any,
+    reduction: Any,
+    num_threads: Any,
+    want_loss: bool,
+    want_grad: bool,
+    grad_output: Any = None,
+    out: Any = None,
+) -> tuple[Any, np.ndarray | None]:
+    x = as_float(logits, "logits")
+    dt = x.dtype
+    shape = x.shape
+    red = reduction_code(reduction)
+    nt = thread_count(num_threads)
+    t = broadcast_operand(target, "target", shape, dt, "logits'")
+    w = None if weight is None else broadcast_operand(weight, "weight", shape, dt, "logits'")
+    pw = None if pos_weight is None else broadcast_operand(pos_weight, "pos_weight", shape, dt, "logits'")
+    go, go_scalar = None, 1.0
+    if want_grad and grad_output is not None:
+        g = as_float(grad_output, "grad_output", dt)
+        if g.ndim == 0:
+            go_scalar = float(g)
+        elif red != 0:
+            raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {g.shape}")
+        else:
+            go = broadcast_operand(g, "grad_output", shape, dt, "per-element loss")
+    if not x.flags.aligned:
+        x = x.copy()
+
+    grad = None
+    if want_grad:
+        if out is None:
+            grad = np.empty(shape, dt)
+        else:
+            grad = check_out(out, shape, dt)
+            if np.may_share_memory(grad, x) and not (x.flags.c_contiguous and same_buffer(grad, x)):
+                x = x.copy()  # partial overlap: read from a snapshot
+            # operands sharing memory with out would be overwritten under us
+            t = t.copy() if np.may_share_memory(grad, t) else t
+            w = w.copy() if w is not None and np.may_share_memory(grad, w) else w
+            pw = pw.copy() if pw is not None and np.may_share_memory(grad, pw) else pw
+            go = go.copy() if go is not None and np.may_share_memory(grad, go) else go
+
+    if x.size == 0:
+        return (_empty_result(red, shape, dt) if want_loss else None), grad
+
+    ops = [x, t] + [a for a in (w, pw, go) if a is not None]
+    rows, cols, ops, strides = flat_2d(shape, ops)
+    it = iter(zip(ops[2:], strides[2:]))
+    (w, ws) = next(it) if w is not None else (None, (0, 0))
+    (pw, pws) = next(it) if pw is not None else (None, (0, 0))
+    (go, gos) = next(it) if go is not None else (None, (0, 0))
+    loss_out = np.empty(shape, dt) if (want_loss and red == 0) else None
+    kernel_red = red
+    if not want_loss:
+        # gradient only: tell the kernel "none" without a loss buffer (so it
+        # computes no loss at all) and fold the mean's 1/N into the scale,
+        # exactly as the kernel would (one double division)
+        kernel_red = 0
+        if red == 2:
+            go_scalar = go_scalar / x.size
+    rc, loss, _, _, _ = _core.binary(
+        _MODE_LOGITS, ops[0], rows, cols, strides[0], ops[1], strides[1], w, ws, pw, pws,
+        go, gos, go_scalar, 0.0, kernel_red, loss_out, grad, nt,
+    )  # fmt: skip
+    if rc == _core.ERR_NOMEM:
+        raise MemoryError("ce_fast: could not allocate per-block partial sums")
+    if not want_loss:
+        return None, grad
+    return (loss_out if red == 0 else dt.type(loss)), grad
+
+
+def binary_cross_entropy_with_logits(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> Any:
+    loss, _ = _logits_run(
+        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
+        num_threads=num_threads, want_loss=True, want_grad=False,
+    )  # fmt: skip
+    return loss
+
+
+def binary_cross_entropy_with_logits_grad(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+    grad_output: Any = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    _, grad = _logits_run(
+        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
+        num_threads=num_threads, want_loss=False, want_grad=True,
+        grad_output=grad_output, out=out,
+    )  # fmt: skip
+    assert grad is not None
+    return grad
+
+
+def binary_cross_entropy_with_logits_and_grad(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+    grad_output: Any = None,
+    out: np.ndarray | None = None,
+) -> tuple[Any, np.ndarray]:
+    loss, grad = _logits_run(
+        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
+        num_threads=num_threads, want_loss=True, want_grad=True,
+        grad_output=grad_output, out=out,
+    )  # fmt: skip
+    assert grad is not None
+    return loss, grad
+
+
+def binary_cross_entropy(
+    probs: Any,
+    target: Any,
+    *,
+    eps: float | None = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> Any:
+    p = as_float(probs, "probs")
+    dt = p.dtype
+    shape = p.shape
+    red = reduction_code(reduction)
+    nt = thread_count(num_threads)
+    e = float(np.finfo(dt).eps) if eps is None else finite_option(eps, "eps", 0.0, 0.5)
+    t = broadcast_operand(target, "target", shape, dt, "probs'")
+    if not p.flags.aligned:
+        p = p.copy()
+    if p.size == 0:
+        return _empty_result(red, shape, dt)
+    rows, cols, (p, t), (ps, ts) = flat_2d(shape, [p, t])
+    loss_out = np.empty(shape, dt) if red == 0 else None
+    rc, loss, arg, pos, val = _core.binary(
+        _MODE_PROBS, p, rows, cols, ps, t, ts, None, (0, 0), None, (0, 0), None, (0, 0),
+        1.0, e, red, loss_out, None, nt,
+    )  # fmt: skip
+    if rc == _core.ERR_DOMAIN:
+        name = "probs" if arg == 0 else "target"
+        raise ValueError(
+            f"{name} must lie in [0, 1] (and not be NaN); found {val!r} at flat position {pos}"
+        )
+    if rc == _core.ERR_NOMEM:
+        raise MemoryError("ce_fast: could not allocate per-block partial sums")
+    return loss_out if red == 0 else dt.type(loss)
+
+
+binary_cross_entropy_with_logits.__doc__ = _doc(
+    "Binary cross-entropy on logits (elementwise, PyTorch semantics).",
+    False,
+    "    loss : numpy scalar or ndarray\n"
+    "        A NumPy scalar of the compute dtype for \"mean\"/\"sum\"; the\n"
+    "        per-element losses (the logits' shape) for \"none\".",
+    "    >>> import numpy as np, ce_fast\n"
+    "    >>> x = np.array([[40.0, -1.0], [0.0, 3.0]])\n"
+    "    >>> t = np.array([[1.0, 0.0], [1.0, 0.5]])\n"
+    "    >>> ce_fast.binary_cross_entropy_with_logits(x, t, reduction=\"none\")\n"
+    "    array([[4.24835426e-18, 3.13261688e-01],\n"
+    "           [6.93147181e-01, 1.54858735e+00]])\n"
+    "    >>> round(float(ce_fast.binary_cross_entropy_with_logits(\n"
+    "    ...     x, t, pos_weight=np.array([2.0, 1.0]))), 6)\n"
+    "    0.850019\n",
+)
+binary_cross_entropy_with_logits_grad.__doc__ = _doc(
+    "Gradient of :func:`binary_cross_entropy_with_logits` with respect to the logits.",
+    True,
+    "    grad : ndarray\n        The logits' shape and compute dtype (``out`` if given).",
+    "    >>> import numpy as np, ce_fast\n"
+    "    >>> ce_fast.binary_cross_entropy_with_logits_grad(\n"
+    "    ...     np.array([0.0, 2.0]), np.array([1.0, 0.0]), reduction=\"sum\")\n"
+    "    array([-0.5       ,  0.88079708])\n",
+)
+binary_cross_entropy_with_logits_and_grad.__doc__ = _doc(
+    "Loss and gradient of :func:`binary_cross_entropy_with_logits` in one pass.",
+    True,
+    "    loss : numpy scalar or ndarray\n        As :func:`binary_cross_entropy_with_logits`.\n"
+    "    grad : ndarray\n        As :func:`binary_cross_entropy_with_logits_grad`.",
+    "    >>> import numpy as np, ce_fast\n"
+    "    >>> x = np.zeros((4, 3), np.float32)\n"
+    "    >>> loss, grad = ce_fast.binary_cross_entropy_with_logits_and_grad(\n"
+    "    ...     x, np.ones((4, 3)), out=x)\n"
+    "    >>> round(float(loss), 6), grad is x, float(grad[0, 0])\n"
+    "    (0.693147, True, -0.041666666...)\n",
+)
+binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sklearn.metrics.log_loss``).
+
+    Parameters
+    ----------
+    probs : array_like
+        Probabilities in [0, 1], any shape; float32 and float64 computed
+        natively, float16 in float32, integer and bool in float64.
+    target : array_like
+        Targets in [0, 1] (hard or soft labels; bool and integer read as
+        0/1), broadcastable to ``probs``' shape.
+    eps : float in [0, 0.5], optional
+        Probabilities are clipped (in the compute dtype) to
+        ``[eps, 1 - eps]``; default ``np.finfo(compute dtype).eps``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" averages over all elements (NaN if empty).
+    num_threads : int, optional
+        Threads for this call (default: the OpenMP default); results are
+        bitwise identical for every thread count.
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        A NumPy scalar of the compute dtype for "mean"/"sum"; the
+        per-element losses (``probs``' shape) for "none".
+
+    Notes
+    -----
+    ``loss = -[t log p + (1 - t) log1p(-p)]`` on the clipped ``p``, a term
+    whose coefficient (``t`` or ``1 - t``) is exactly 0 contributing exactly
+    0. The range check runs inside the kernel, in the same pass as the loss
+    (no extra pass over memory, no temporary).
+
+    Raises
+    ------
+    ValueError
+        A probability or target outside [0, 1] or NaN (the message names the
+        first offending flat position and its value; probabilities are
+        checked before targets), ``eps`` outside [0, 0.5], ``target`` not
+        broadcastable, unknown reduction.
+    TypeError
+        Complex, object or string input.
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> p = np.array([0.9, 0.2, 0.5])
+    >>> ce_fast.binary_cross_entropy(p, np.array([1, 0, 1]), reduction="none")
+    array([0.10536052, 0.22314355, 0.69314718])
+    >>> ce_fast.binary_cross_entropy(np.array([1.5]), np.array([1.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: probs must lie in [0, 1] (and not be NaN); found 1.5 at flat position 0
+"""
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_and_grad",
+    "binary_cross_entropy_with_logits_grad",
+]

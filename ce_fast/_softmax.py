@@ -1,0 +1,252 @@
+"""The softmax family and information measures: logsumexp, log_softmax,
+softmax, entropy, softmax_entropy. The arithmetic is in src/softmax_impl.h."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._validation import as_float, check_out, normalize_axis, same_buffer, strided_view, thread_count
+
+_LOGSUMEXP, _LOG_SOFTMAX, _SOFTMAX, _ENTROPY, _SOFTMAX_ENTROPY = range(5)
+
+_DOC_AXIS = """
+    axis : int, default -1
+        The axis to reduce / normalise over. Any axis is walked in place (no
+        transposing copy) when the other axes collapse to uniform strides,
+        which is always true for C-contiguous input; other layouts are copied
+        once.
+    num_threads : int, optional
+        Threads for this call; default: the OpenMP default (honours
+        ``OMP_NUM_THREADS`` and threadpoolctl). Results are bitwise
+        identical for every thread count."""
+
+_DOC_OUT = """
+    out : ndarray, optional
+        A writable C-contiguous array of ``x``'s shape and compute dtype that
+        receives the result; ``out=x`` works in place."""
+
+_DOC_DTYPES = """float32 and float64 are computed natively, float16 in
+        float32, integer and bool in float64."""
+
+
+def _run(op: int, x: Any, axis: Any, num_threads: Any, name: str, out: Any = None) -> Any:
+    a = as_float(x, name)
+    dt = a.dtype
+    ax = normalize_axis(axis, a.ndim, name)
+    C = a.shape[ax]
+    if C == 0:
+        raise ValueError(f"{name}: axis {axis} is empty (C == 0)")
+    nt = thread_count(num_threads)
+    rowwise = op in (_LOG_SOFTMAX, _SOFTMAX)
+    if rowwise:
+        if out is None:
+            res = np.empty(a.shape, dt)
+        else:
+            res = check_out(out, a.shape, dt)
+            if np.may_share_memory(res, a) and not (a.flags.c_contiguous and same_buffer(res, a)):
+                a = a.copy()  # partial overlap: read from a snapshot
+    else:
+        res = np.empty(a.shape[:ax] + a.shape[ax + 1 :], dt)
+    if a.size == 0:
+        return res if rowwise else res[()]
+    a, outer, _, inner, xs = strided_view(a, ax)
+    rc, pos, val = _core.softmax_family(op, a, outer, C, inner, xs, res, nt)
+    if rc == _core.ERR_DOMAIN:
+        raise ValueError(f"{name} must be non-negative; found {val!r} at flat position {pos}")
+    if rc == _core.ERR_NOMEM:
+        raise MemoryError("ce_fast: could not allocate per-block results")
+    return res if rowwise else res[()]
+
+
+def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+    return _run(_LOGSUMEXP, x, axis, num_threads, "x")
+
+
+def log_softmax(
+    x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
+) -> np.ndarray:
+    return _run(_LOG_SOFTMAX, x, axis, num_threads, "x", out)
+
+
+def softmax(
+    x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
+) -> np.ndarray:
+    return _run(_SOFTMAX, x, axis, num_threads, "x", out)
+
+
+def entropy(probs: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+    return _run(_ENTROPY, probs, axis, num_threads, "probs")
+
+
+def softmax_entropy(logits: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+    return _run(_SOFTMAX_ENTROPY, logits, axis, num_threads, "logits")
+
+
+logsumexp.__doc__ = f"""``log(sum(exp(x), axis))``, computed stably (as ``scipy.special.logsumexp``).
+
+    Parameters
+    ----------
+    x : array_like
+        At least 1-d; {_DOC_DTYPES}{_DOC_AXIS}
+
+    Returns
+    -------
+    lse : ndarray or numpy scalar
+        ``x``'s shape without ``axis``, in the compute dtype (a NumPy scalar
+        for 1-d input, like ``np.sum``).
+
+    Notes
+    -----
+    One read of ``x``: ``m = max x``, then ``lse = m + log1p(s')`` with
+    ``s' = sum exp(x - m) - 1`` summed without the arg-max term (so nothing
+    cancels). Edge rules as SciPy: NaN in the row gives NaN; otherwise any
+    ``+inf`` gives ``+inf``; an all ``-inf`` row gives ``-inf``.
+
+    Raises
+    ------
+    ValueError
+        0-d input or an empty ``axis`` (C == 0).
+    numpy.exceptions.AxisError
+        ``axis`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> float(ce_fast.logsumexp(np.array([0.0, np.log(3.0)])))
+    1.3862943611198906
+    >>> ce_fast.logsumexp(np.array([[-np.inf, -np.inf], [1.0, np.inf]]))
+    array([-inf,  inf])
+"""
+
+log_softmax.__doc__ = f"""``x - logsumexp(x, axis)``, computed stably (as ``scipy.special.log_softmax``).
+
+    Parameters
+    ----------
+    x : array_like
+        At least 1-d; {_DOC_DTYPES}{_DOC_AXIS}{_DOC_OUT}
+
+    Returns
+    -------
+    y : ndarray
+        ``x``'s shape and compute dtype (``out`` if given).
+
+    Notes
+    -----
+    Evaluated as ``-((m - x) + log1p(s'))``, so entries near 0 keep their
+    relative accuracy. A row with NaN or ``+inf`` anywhere, or all ``-inf``,
+    is all NaN (SciPy gives NaN only at the ``+inf`` positions and ``-inf``
+    elsewhere for ``+inf`` rows; we make the whole row NaN, as for the
+    losses). ``-inf`` entries of a valid row give ``-inf``. One read of ``x``
+    and one write of the result per row (the row stays in cache between the
+    passes).
+
+    Raises
+    ------
+    ValueError
+        0-d input, an empty ``axis``, bad ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> ce_fast.log_softmax(np.array([1.0, 2.0, 3.0]))
+    array([-2.40760596, -1.40760596, -0.40760596])
+"""
+
+softmax.__doc__ = f"""``exp(x - logsumexp(x, axis))`` (as ``scipy.special.softmax``).
+
+    Parameters
+    ----------
+    x : array_like
+        At least 1-d; {_DOC_DTYPES}{_DOC_AXIS}{_DOC_OUT}
+
+    Returns
+    -------
+    p : ndarray
+        ``x``'s shape and compute dtype (``out`` if given).
+
+    Notes
+    -----
+    Each ``exp`` is computed once: stored into the output row, then scaled
+    by ``1 / sum``. A row with NaN or ``+inf`` anywhere, or all ``-inf``, is
+    all NaN (as SciPy); ``-inf`` entries of a valid row give exactly 0.
+
+    Raises
+    ------
+    ValueError
+        0-d input, an empty ``axis``, bad ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> x = np.array([[1.0, 1.0], [0.0, -np.inf]], np.float32)
+    >>> ce_fast.softmax(x, out=x)
+    array([[0.5, 0.5],
+           [1. , 0. ]], dtype=float32)
+"""
+
+entropy.__doc__ = f"""Shannon entropy ``-sum(p log p)`` in nats along ``axis``, ``0 log 0 = 0``.
+
+    Parameters
+    ----------
+    probs : array_like
+        Non-negative values, at least 1-d; {_DOC_DTYPES}
+        Not renormalised (unlike ``scipy.stats.entropy``; this is
+        ``scipy.special.entr(p).sum(axis)``).{_DOC_AXIS}
+
+    Returns
+    -------
+    h : ndarray or numpy scalar
+        ``probs``' shape without ``axis`` (a NumPy scalar for 1-d input).
+
+    Notes
+    -----
+    One pass over memory with a vectorised log (< 1 ulp); the range check
+    runs in the same pass. NaN propagates to its row.
+
+    Raises
+    ------
+    ValueError
+        A negative probability (the message names the first offending flat
+        C-order position and its value), 0-d input, an empty ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> float(ce_fast.entropy(np.array([0.5, 0.5, 0.0])))
+    0.6931471805599453
+"""
+
+softmax_entropy.__doc__ = f"""Entropy of ``softmax(logits)`` along ``axis``, in one pass and stably.
+
+    Parameters
+    ----------
+    logits : array_like
+        At least 1-d; {_DOC_DTYPES}{_DOC_AXIS}
+
+    Returns
+    -------
+    h : ndarray or numpy scalar
+        ``logits``' shape without ``axis`` (a NumPy scalar for 1-d input).
+
+    Notes
+    -----
+    ``H = lse - sum(p x)``, evaluated without cancellation as
+    ``log1p(s') + sum_c p_c (m - x_c)`` (all terms non-negative), where terms
+    with ``p_c == 0`` (e.g. ``x_c = -inf``) are 0; the softmax itself is
+    never materialised. A row with NaN or ``+inf`` anywhere, or all
+    ``-inf``, gives NaN.
+
+    Raises
+    ------
+    ValueError
+        0-d input or an empty ``axis``.
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> float(ce_fast.softmax_entropy(np.zeros(4)))  # log(4)
+    1.3862943611198906
+"""

@@ -1,0 +1,249 @@
+/* binary_impl.h — elementwise binary cross-entropy (on logits and on
+ * probabilities), written once and instantiated per dtype: include it with
+ *     CE_T      element type (float | double)
+ *     CE_SFX    name suffix  (f32   | f64)
+ *     CE_EXP    vector-friendly exp   for CE_T (ce_vecmath.h)
+ *     CE_LOG    vector-friendly log   for CE_T (ce_vecmath_log.h)
+ *     CE_LOG1P  vector-friendly log1p for CE_T (ce_vecmath_log.h)
+ *
+ * Per element, with x the logit, t the target, w the weight, pw the
+ * pos_weight (PyTorch semantics) and e = exp(-|x|), l = log1p(e):
+ *   softplus(x)  = max(x, 0) + l,   softplus(-x) = max(-x, 0) + l,
+ *   loss         = w (pw t softplus(-x) + (1 - t) softplus(x))
+ *     (two non-negative terms for t in [0, 1]: the e^-40 tail of x = 40,
+ *      t = 1 survives, and nothing overflows for any finite x);
+ *   sigmoid(x)   = 1 / (1 + e) or e / (1 + e) by the sign of x, likewise
+ *                  sigmoid(-x), so neither overflows nor cancels;
+ *   d loss / dx  = w ((1 - t) sigmoid(x) - pw t sigmoid(-x)).
+ * On probabilities p (clipped to [eps, 1 - eps] in the element type):
+ *   loss = -(t log p + (1 - t) log1p(-p)), a term with coefficient 0 being 0,
+ * and every p and t is checked to lie in [0, 1] in the same pass.
+ *
+ * Layout: flat elements f = r*cols + c are processed in fixed chunks of
+ * CE_BIN_CHUNK (blocks of CE_BIN_BLOCK for the threads; both independent of
+ * the thread count, so every rounding is too). Operands that are contiguous
+ * in f are used in place; broadcast or strided ones are gathered chunk by
+ * chunk into a small per-thread buffer (L1-resident), so the arithmetic is a
+ * single unit-stride vector loop and broadcasting never materialises. */
+
+#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
+
+#ifndef CE_BIN_CHUNK
+#define CE_BIN_CHUNK 512
+#define CE_BIN_BLOCK 65536 /* a multiple of CE_BIN_CHUNK */
+#endif
+
+/* The operand's values for flat elements [f0, f0 + n): a pointer into the
+ * operand itself when it is contiguous in f, else `buf` filled by a gather. */
+CE_INLINE const CE_T *CE_FN(bin_stage)(const CE_T *base, int64_t rs, int64_t cs, int64_t rows,
+                                       int64_t cols, int64_t f0, int64_t n, CE_T *buf) {
+    if (cs == 1 && (rs == cols || rows == 1)) return base + f0;
+    int64_t r = f0 / cols, c = f0 - r * cols, k = 0;
+    while (k < n) {
+        int64_t m = cols - c < n - k ? cols - c : n - k;
+        const CE_T *src = base + r * rs + c * cs;
+        if (cs == 0) {
+            const CE_T v = src[0];
+            for (int64_t j = 0; j < m; ++j) buf[k + j] = v;
+        } else if (cs == 1) {
+            memcpy(buf + k, src, (size_t)m * sizeof(CE_T));
+        } else {
+            for (int64_t j = 0; j < m; ++j) buf[k + j] = src[j * cs];
+        }
+        k += m;
+        ++r;
+        c = 0;
+    }
+    return buf;
+}
+
+/* One chunk on logits. want_loss / want_none / want_grad are constants at
+ * every call site, so each combination compiles to its own vector loop.
+ * g may alias x exactly (in place); nothing else aliases. */
+CE_INLINE double CE_FN(bcel_chunk)(int64_t n, const CE_T *x, const CE_T *t, const CE_T *w,
+                                   const CE_T *pw, const CE_T *go, CE_T *loss_out, CE_T *g,
+                                   const int want_loss, const int want_none, const int want_grad) {
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < n; ++c) {
+        const CE_T xv = x[c], tv = t[c], wv = w[c], pv = pw[c];
+        const CE_T ax = xv < 0 ? -xv : xv;
+        const CE_T e = CE_EXP(-ax); /* in (0, 1], never overflows */
+        if (want_loss) {
+            const CE_T l = CE_LOG1P(e);
+            const CE_T sp_pos = (xv > 0 ? xv : (CE_T)0) + l; /* softplus(x) */
+            const CE_T sp_neg = (xv < 0 ? -xv : (CE_T)0) + l; /* softplus(-x) */
+            /* NaN x: l is NaN, so both are NaN, as the reference */
+            const CE_T per = wv * (pv * tv * sp_neg + ((CE_T)1 - tv) * sp_pos);
+            if (want_none) loss_out[c] = per;
+            acc += (double)per;
+        }
+        if (want_grad) {
+            const CE_T r = (CE_T)1 / ((CE_T)1 + e);
+            const CE_T er = e * r;
+            const CE_T sg_pos = xv >= 0 ? r : er; /* sigmoid(x) */
+            const CE_T sg_neg = xv >= 0 ? er : r; /* sigmoid(-x) */
+            const CE_T gv = wv * (((CE_T)1 - tv) * sg_pos - pv * tv * sg_neg);
+            g[c] = gv * go[c];
+        }
+    }
+    return acc;
+}
+
+/* One chunk on probabilities: returns the loss sum; *bad gets whether some
+ * p or t lies outside [0, 1] (or is NaN). */
+CE_INLINE double CE_FN(bcep_chunk)(int64_t n, const CE_T *p, const CE_T *t, CE_T lo, CE_T hi,
+                                   CE_T *loss_out, const int want_none, int *bad) {
+    double acc = 0.0;
+    int b = 0;
+#pragma omp simd reduction(+ : acc) reduction(| : b)
+    for (int64_t c = 0; c < n; ++c) {
+        const CE_T pv = p[c], tv = t[c];
+        b |= !(pv >= 0 && pv <= 1) | !(tv >= 0 && tv <= 1);
+        CE_T pc = pv < lo ? lo : pv;
+        pc = pc > hi ? hi : pc;
+        const CE_T lp = CE_LOG(pc), lq = CE_LOG1P(-pc);
+        const CE_T pos = tv != 0 ? tv * lp : (CE_T)0;
+        const CE_T neg = tv != 1 ? ((CE_T)1 - tv) * lq : (CE_T)0;
+        const CE_T per = -(pos + neg);
+        if (want_none) loss_out[c] = per;
+        acc += (double)per;
+    }
+    *bad = b;
+    return acc;
+}
+
+/* First position in [0, n) whose value is outside [0, 1] (or NaN), or -1. */
+CE_INLINE int64_t CE_FN(bin_first_bad)(const CE_T *v, int64_t n) {
+    for (int64_t c = 0; c < n; ++c)
+        if (!(v[c] >= 0 && v[c] <= 1)) return c;
+    return -1;
+}
+
+int CE_FN(ce_binary)(ce_bin_args *a) {
+    const int64_t rows = a->rows, cols = a->cols, N = rows * cols;
+    const int probs = a->mode == CE_BIN_PROBS;
+    const int red = a->reduction;
+    const int64_t nblocks = (N + CE_BIN_BLOCK - 1) / CE_BIN_BLOCK;
+    double gscale = a->grad_output_scalar;
+    if (red == CE_RED_MEAN) gscale = N > 0 ? gscale / (double)N : NAN;
+
+    /* per block: partial loss sum, and (probs) the first bad position of
+     * p and of t, so the reported position does not depend on threads */
+    double *partial = NULL;
+    int64_t *bad_p = NULL, *bad_t = NULL;
+    if (nblocks > 0) {
+        partial = (double *)malloc((size_t)nblocks * sizeof(double));
+        if (probs) {
+            bad_p = (int64_t *)malloc((size_t)nblocks * sizeof(int64_t));
+            bad_t = (int64_t *)malloc((size_t)nblocks * sizeof(int64_t));
+        }
+        if (!partial || (probs && (!bad_p || !bad_t))) {
+            free(partial);
+            free(bad_p);
+            free(bad_t);
+            return CE_ERR_NOMEM;
+        }
+    }
+    const CE_T *x = (const CE_T *)a->x, *t = (const CE_T *)a->t;
+    const CE_T *w = (const CE_T *)a->w, *pw = (const CE_T *)a->pw;
+    const CE_T *go = (const CE_T *)a->go;
+    CE_T *loss_out = (CE_T *)a->loss_out, *g = (CE_T *)a->grad;
+    const int want_loss = probs || red != CE_RED_NONE || loss_out != NULL;
+    const int want_none = loss_out != NULL;
+    const int want_grad = !probs && g != NULL;
+    const CE_T lo = (CE_T)a->eps, hi = (CE_T)(1.0 - a->eps);
+    const int nt = ce_threads_for(a->num_threads, nblocks, N);
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        /* per-thread staging buffers (L1): x, t, w, pw, grad_output, ones */
+        CE_T buf[6][CE_BIN_CHUNK];
+        for (int j = 0; j < CE_BIN_CHUNK; ++j) buf[5][j] = (CE_T)1;
+        if (!go)
+            for (int j = 0; j < CE_BIN_CHUNK; ++j) buf[4][j] = (CE_T)gscale;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nblocks; ++b) {
+            const int64_t f_end = (b + 1) * CE_BIN_BLOCK < N ? (b + 1) * CE_BIN_BLOCK : N;
+            double acc = 0.0;
+            int64_t first_p = -1, first_t = -1;
+            for (int64_t f = b * CE_BIN_BLOCK; f < f_end; f += CE_BIN_CHUNK) {
+                const int64_t n = f_end - f < CE_BIN_CHUNK ? f_end - f : CE_BIN_CHUNK;
+                const CE_T *xc = CE_FN(bin_stage)(x, a->xs_r, a->xs_c, rows, cols, f, n, buf[0]);
+                const CE_T *tc = CE_FN(bin_stage)(t, a->ts_r, a->ts_c, rows, cols, f, n, buf[1]);
+                CE_T *lc = loss_out ? loss_out + f : NULL;
+                if (probs) {
+                    int bad = 0;
+                    if (want_none)
+                        acc += CE_FN(bcep_chunk)(n, xc, tc, lo, hi, lc, 1, &bad);
+                    else
+                        acc += CE_FN(bcep_chunk)(n, xc, tc, lo, hi, lc, 0, &bad);
+                    if (bad) {
+                        const int64_t bp = CE_FN(bin_first_bad)(xc, n);
+                        const int64_t bt = CE_FN(bin_first_bad)(tc, n);
+                        if (bp >= 0 && first_p < 0) first_p = f + bp;
+                        if (bt >= 0 && first_t < 0) first_t = f + bt;
+                        if (first_p >= 0) break; /* nothing later can matter */
+                    }
+                    continue;
+                }
+                const CE_T *wc = w ? CE_FN(bin_stage)(w, a->ws_r, a->ws_c, rows, cols, f, n, buf[2])
+                                   : buf[5];
+                const CE_T *pc = pw ? CE_FN(bin_stage)(pw, a->pws_r, a->pws_c, rows, cols, f, n, buf[3])
+                                    : buf[5];
+                const CE_T *gc = go ? CE_FN(bin_stage)(go, a->gos_r, a->gos_c, rows, cols, f, n, buf[4])
+                                    : buf[4];
+                CE_T *gg = g ? g + f : NULL;
+                if (want_grad) {
+                    if (want_none)
+                        acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 1, 1);
+                    else if (want_loss)
+                        acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 0, 1);
+                    else
+                        CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 0, 0, 1);
+                } else if (want_none) {
+                    acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 1, 0);
+                } else {
+                    acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 0, 0);
+                }
+            }
+            partial[b] = acc;
+            if (probs) {
+                bad_p[b] = first_p;
+                bad_t[b] = first_t;
+            }
+        }
+    }
+
+    int rc = CE_OK;
+    if (probs) {
+        /* probabilities are reported before targets, each at its first position */
+        for (int64_t b = 0; b < nblocks && rc == CE_OK; ++b)
+            if (bad_p[b] >= 0) {
+                rc = CE_ERR_DOMAIN;
+                a->err_arg = 0;
+                a->err_pos = bad_p[b];
+            }
+        for (int64_t b = 0; b < nblocks && rc == CE_OK; ++b)
+            if (bad_t[b] >= 0) {
+                rc = CE_ERR_DOMAIN;
+                a->err_arg = 1;
+                a->err_pos = bad_t[b];
+            }
+        if (rc != CE_OK) {
+            const int64_t f = a->err_pos, r = f / cols, c = f - r * cols;
+            a->err_fval = a->err_arg == 0 ? (double)x[r * a->xs_r + c * a->xs_c]
+                                          : (double)t[r * a->ts_r + c * a->ts_c];
+        }
+    }
+    if (rc == CE_OK) {
+        const double total = nblocks > 0 ? ce_pairwise_sum(partial, nblocks) : 0.0;
+        a->loss = red == CE_RED_MEAN ? (N > 0 ? total / (double)N : NAN) : total;
+    }
+    free(partial);
+    free(bad_p);
+    free(bad_t);
+    return rc;
+}
+
+#undef CE_FN

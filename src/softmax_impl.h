@@ -1,0 +1,180 @@
+/* softmax_impl.h — logsumexp, log_softmax, softmax, entropy and
+ * softmax_entropy over the class axis of an (outer, C, inner) strided array,
+ * written once and instantiated per dtype: include it with
+ *     CE_T     element type (float | double)
+ *     CE_SFX   name suffix  (f32   | f64)
+ *     CE_EXP   vector-friendly exp for CE_T (arguments here are always <= 0)
+ *     CE_LOG   vector-friendly log for CE_T (ce_vecmath_log.h)
+ * Row scalars (sums, lse) are kept in double for both dtypes.
+ *
+ * Per row x (C elements), for the softmax-based operations:
+ *   pass 1  m = max x, and whether the row holds NaN; +inf shows as m = +inf,
+ *           an all -inf row as m = -inf;
+ *   pass 2  e_c = exp(x_c - m) (computed once: softmax stores it straight
+ *           into the output row), s' = sum_{x_c < m} e_c + (#{x_c == m} - 1),
+ *           i.e. sum e - 1 without cancellation, and for softmax_entropy
+ *           sum_c e_c (m - x_c) (terms with e_c == 0 are 0);
+ *   then    L1 = log1p(s'), lse = m + L1;
+ *   pass 3  log_softmax_c = -((m - x_c) + L1), softmax_c = e_c / (1 + s').
+ * The row is cache-resident after pass 1, so DRAM sees one read of x (and one
+ * write of the output). entropy is a single pass: -sum p log p, 0 log 0 = 0.
+ * Edge rules (the reference's, SciPy's for logsumexp): NaN -> NaN; else +inf
+ * -> logsumexp +inf, all -inf -> logsumexp -inf; log_softmax, softmax and
+ * softmax_entropy give NaN for rows with NaN or +inf or all -inf.
+ *
+ * Rows are grouped in blocks of ce_rows_per_block(C) rows, a function of C
+ * only; every row is computed by the same code whatever the thread count, so
+ * results are bitwise identical for every num_threads. */
+
+#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
+
+CE_INLINE void CE_FN(sm_fill)(CE_T *y, ptrdiff_t sy, int64_t C, CE_T v) {
+    for (int64_t c = 0; c < C; ++c) y[c * sy] = v;
+}
+
+/* One row of a softmax-based operation (op is a constant after inlining, and
+ * so are the strides in the unit-stride specialisation). Returns the row
+ * result for the reducing operations. y may alias x exactly. */
+CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, ptrdiff_t sy,
+                               const int op) {
+    CE_T m = -INFINITY;
+    int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (int64_t c = 0; c < C; ++c) {
+        const CE_T v = x[c * sx];
+        m = v > m ? v : m;
+        nan |= v != v;
+    }
+    if (nan || m == INFINITY || m == -INFINITY) {
+        if (op == CE_SM_LOGSUMEXP) return nan ? NAN : (double)m;
+        if (op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX) CE_FN(sm_fill)(y, sy, C, (CE_T)NAN);
+        return NAN;
+    }
+    double s_less = 0.0, dot = 0.0;
+    int64_t n_max = 0;
+    if (op == CE_SM_SOFTMAX) {
+#pragma omp simd reduction(+ : s_less, n_max)
+        for (int64_t c = 0; c < C; ++c) {
+            const CE_T d = x[c * sx] - m;
+            const CE_T e = CE_EXP(d);
+            y[c * sy] = e;
+            s_less += d < 0 ? (double)e : 0.0;
+            n_max += d == 0;
+        }
+    } else if (op == CE_SM_SOFTMAX_ENTROPY) {
+#pragma omp simd reduction(+ : s_less, n_max, dot)
+        for (int64_t c = 0; c < C; ++c) {
+            const CE_T d = x[c * sx] - m;
+            const CE_T e = CE_EXP(d);
+            s_less += d < 0 ? (double)e : 0.0;
+            n_max += d == 0;
+            dot += e == 0 ? 0.0 : (double)e * -(double)d;
+        }
+    } else {
+#pragma omp simd reduction(+ : s_less, n_max)
+        for (int64_t c = 0; c < C; ++c) {
+            const CE_T d = x[c * sx] - m;
+            const CE_T e = CE_EXP(d);
+            s_less += d < 0 ? (double)e : 0.0;
+            n_max += d == 0;
+        }
+    }
+    const double sp = s_less + (double)(n_max - 1);
+    const double L1 = log1p(sp);
+    if (op == CE_SM_LOGSUMEXP) return (double)m + L1;
+    if (op == CE_SM_SOFTMAX_ENTROPY) return L1 + dot / (1.0 + sp);
+    if (op == CE_SM_LOG_SOFTMAX) {
+        const CE_T l1 = (CE_T)L1;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) y[c * sy] = -((m - x[c * sx]) + l1);
+    } else { /* softmax: scale the stored exponentials */
+        const CE_T inv = (CE_T)(1.0 / (1.0 + sp));
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) y[c * sy] *= inv;
+    }
+    return 0.0;
+}
+
+/* Entropy of one row of probabilities: -sum p log p with 0 log 0 = 0.
+ * *neg gets whether the row holds a negative value. */
+CE_INLINE double CE_FN(ent_row)(const CE_T *p, ptrdiff_t sp, int64_t C, int *neg) {
+    double h = 0.0;
+    int ng = 0;
+#pragma omp simd reduction(+ : h) reduction(| : ng)
+    for (int64_t c = 0; c < C; ++c) {
+        const CE_T v = p[c * sp];
+        ng |= v < 0;
+        h += v == 0 ? 0.0 : (double)(-v * CE_LOG(v));
+    }
+    *neg = ng;
+    return h;
+}
+
+int CE_FN(ce_softmax_family)(ce_sm_args *a) {
+    const int64_t outer = a->outer, C = a->C, inner = a->inner, N = outer * inner;
+    const int op = a->op;
+    const CE_T *x = (const CE_T *)a->x;
+    CE_T *out = (CE_T *)a->out;
+    const int64_t rb = ce_rows_per_block(C);
+    const int64_t nblocks = (N + rb - 1) / rb;
+    const int unit = a->xs_c == 1 && inner == 1;
+    const int rowwise = op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX;
+    int64_t *first_neg = NULL; /* entropy: first negative flat position per block */
+    if (op == CE_SM_ENTROPY && nblocks > 0) {
+        first_neg = (int64_t *)malloc((size_t)nblocks * sizeof(int64_t));
+        if (!first_neg) return CE_ERR_NOMEM;
+    }
+    const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
+
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) {
+        const int64_t r_end = (b + 1) * rb < N ? (b + 1) * rb : N;
+        int64_t fneg = -1;
+        for (int64_t r = b * rb; r < r_end; ++r) {
+            const int64_t o = r / inner, i = r - o * inner;
+            const CE_T *xr = x + o * a->xs_o + i * a->xs_i;
+            CE_T *yr = rowwise ? out + o * C * inner + i : NULL;
+            double v = 0.0;
+            if (op == CE_SM_ENTROPY) {
+                int neg = 0;
+                v = unit ? CE_FN(ent_row)(xr, 1, C, &neg) : CE_FN(ent_row)(xr, a->xs_c, C, &neg);
+                if (neg) {
+                    int64_t c = 0;
+                    while (!(xr[c * a->xs_c] < 0)) ++c;
+                    const int64_t f = (o * C + c) * inner + i;
+                    if (fneg < 0 || f < fneg) fneg = f;
+                }
+            } else if (unit) {
+                switch (op) {
+                case CE_SM_LOGSUMEXP: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOGSUMEXP); break;
+                case CE_SM_LOG_SOFTMAX: CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOG_SOFTMAX); break;
+                case CE_SM_SOFTMAX: CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_SOFTMAX); break;
+                default: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_SOFTMAX_ENTROPY); break;
+                }
+            } else {
+                v = CE_FN(sm_row)(xr, a->xs_c, C, yr, inner, op);
+            }
+            if (!rowwise) out[r] = (CE_T)v;
+        }
+        if (first_neg) first_neg[b] = fneg;
+    }
+
+    int rc = CE_OK;
+    if (first_neg) {
+        for (int64_t b = 0; b < nblocks; ++b) {
+            const int64_t f = first_neg[b];
+            if (f >= 0 && (rc == CE_OK || f < a->err_pos)) {
+                rc = CE_ERR_DOMAIN;
+                a->err_pos = f;
+            }
+        }
+        if (rc != CE_OK) {
+            const int64_t f = a->err_pos, i = f % inner, oc = f / inner, c = oc % C, o = oc / C;
+            a->err_fval = (double)x[o * a->xs_o + c * a->xs_c + i * a->xs_i];
+        }
+        free(first_neg);
+    }
+    return rc;
+}
+
+#undef CE_FN

@@ -1,0 +1,194 @@
+"""Shared fixtures and helpers for the ce_fast test-suite.
+
+* ``rng``: a NumPy generator seeded from the test's node id (reproducible,
+  independent of PYTHONHASHSEED and of test order).
+* ``isa``: runs a test once per SIMD level this CPU supports (forced with
+  ``ce_fast._core.set_isa``), restoring the previous level afterwards.
+* ``TOL`` / :func:`assert_close`: dtype-aware comparison with the reference
+  (NaN and +-inf positions must match exactly; finite values within
+  ``rtol`` relative plus an ``atol`` scaled by the array's magnitude).
+* Hypothesis profiles ``ci`` (default) and ``long``; choose with the
+  environment variable ``HYPOTHESIS_PROFILE``.
+* ``@pytest.mark.slow`` tests are skipped unless ``--run-slow`` is given or
+  the ``-m`` expression mentions ``slow`` (e.g. ``pytest -m slow``).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+# ---------------------------------------------------------------------------
+# Hypothesis profiles
+# ---------------------------------------------------------------------------
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    settings = None
+
+if settings is not None:
+    _common = dict(
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.register_profile("ci", max_examples=60, **_common)
+    settings.register_profile("long", max_examples=2000, **_common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# ---------------------------------------------------------------------------
+# slow marker
+# ---------------------------------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow", action="store_true", default=False, help="also run @pytest.mark.slow tests"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow or -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+# ---------------------------------------------------------------------------
+# Random numbers
+# ---------------------------------------------------------------------------
+
+
+def seed_for(*args) -> int:
+    """A stable seed from arbitrary (repr-able) arguments."""
+    return zlib.crc32(repr(args).encode())
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded by the test's node id: every parametrisation gets
+    its own, reproducible stream."""
+    return np.random.default_rng(seed_for(request.node.nodeid))
+
+
+# ---------------------------------------------------------------------------
+# SIMD levels
+# ---------------------------------------------------------------------------
+
+
+def _supported_isas() -> list[str]:
+    try:
+        from ce_fast import _core
+    except ImportError:  # pragma: no cover - package not built
+        return []
+    return list(_core.build_facts()["isa_supported"])
+
+
+SUPPORTED_ISAS = _supported_isas()
+
+
+@pytest.fixture(params=SUPPORTED_ISAS, ids=[f"isa={n}" for n in SUPPORTED_ISAS])
+def isa(request):
+    """Run the test under each SIMD level this CPU supports; yields its name.
+
+    Works for every kernel family: it switches the process-wide dispatch
+    table, so any ce_fast call inside the test uses that level."""
+    from ce_fast import _core
+
+    previous = _core.isa()
+    name = request.param
+    if not _core.set_isa(name):
+        pytest.fail(f"set_isa({name!r}) refused a level listed as supported")
+    assert _core.isa() == name
+    try:
+        yield name
+    finally:
+        assert _core.set_isa(previous), f"could not restore ISA level {previous!r}"
+
+
+# ---------------------------------------------------------------------------
+# Tolerances and comparisons
+# ---------------------------------------------------------------------------
+
+#: (rtol, atol factor) per result dtype; the absolute tolerance is the factor
+#: times the largest finite magnitude of the expected array, so entries that
+#: are tiny *because of cancellation* (p_j * A - a_j ~ 0) are judged on the
+#: scale of the row rather than relatively.
+TOL = {
+    np.dtype(np.float64): (1e-12, 1e-13),
+    np.dtype(np.float32): (2e-6, 1e-6),
+}
+
+
+def tol(dtype) -> tuple[float, float]:
+    return TOL[np.dtype(dtype)]
+
+
+def assert_close(actual, desired, dtype=None, *, rtol=None, atol_factor=None, err_msg=""):
+    """``actual`` matches ``desired`` to the dtype's tolerance.
+
+    NaN positions and infinities (with sign) must match exactly; finite
+    entries must satisfy ``|a - d| <= atol + rtol * |d|`` with
+    ``atol = atol_factor * max|d_finite|``.  Shapes must match exactly
+    (no broadcasting)."""
+    a = np.asarray(actual)
+    d = np.asarray(desired)
+    if dtype is None:
+        dtype = d.dtype if d.dtype.kind == "f" else np.float64
+    r0, f0 = tol(dtype)
+    rtol = r0 if rtol is None else rtol
+    atol_factor = f0 if atol_factor is None else atol_factor
+    assert a.shape == d.shape, f"shape {a.shape} != expected {d.shape}. {err_msg}"
+    a64 = a.astype(np.float64)
+    d64 = d.astype(np.float64)
+    nan_a, nan_d = np.isnan(a64), np.isnan(d64)
+    if not np.array_equal(nan_a, nan_d):
+        raise AssertionError(
+            f"NaN positions differ: actual NaN at {np.argwhere(nan_a & ~nan_d)[:5].tolist()}, "
+            f"expected NaN at {np.argwhere(nan_d & ~nan_a)[:5].tolist()}. {err_msg}"
+        )
+    inf_a, inf_d = np.isinf(a64), np.isinf(d64)
+    if not np.array_equal(inf_a, inf_d) or not np.array_equal(a64[inf_a], d64[inf_d]):
+        raise AssertionError(
+            f"infinities differ: actual {a64[inf_a | inf_d]}, expected {d64[inf_a | inf_d]} "
+            f"at {np.argwhere(inf_a | inf_d)[:5].tolist()}. {err_msg}"
+        )
+    fin = np.isfinite(d64)
+    if not fin.any():
+        return
+    scale = float(np.max(np.abs(d64[fin])))
+    np.testing.assert_allclose(
+        a64[fin], d64[fin], rtol=rtol, atol=atol_factor * scale, err_msg=err_msg
+    )
+
+
+def assert_bitwise(actual, desired, err_msg=""):
+    """Same dtype, shape and bits (NaNs with the same payload-agnostic
+    positions compare equal)."""
+    a = np.asarray(actual)
+    d = np.asarray(desired)
+    assert a.dtype == d.dtype, f"dtype {a.dtype} != {d.dtype}. {err_msg}"
+    assert a.shape == d.shape, f"shape {a.shape} != {d.shape}. {err_msg}"
+    same = (a == d) | (np.isnan(a) & np.isnan(d))
+    # +0.0 and -0.0 compare equal but are different bits: check signs too
+    same &= (np.signbit(a) == np.signbit(d)) | np.isnan(a)
+    if not same.all():
+        bad = np.argwhere(~same)[:5]
+        raise AssertionError(
+            f"not bitwise identical at {bad.tolist()}: "
+            f"{a[tuple(bad.T)]} vs {d[tuple(bad.T)]}. {err_msg}"
+        )
+
+
+def fingerprint(a) -> bytes:
+    """Bytes, dtype, shape and strides of an array (to prove it was not
+    modified)."""
+    a = np.asarray(a)
+    return repr((a.dtype.str, a.shape, a.strides)).encode() + np.ascontiguousarray(a).tobytes()
