@@ -115,8 +115,8 @@ logsumexp.__doc__ = f"""``log(sum(exp(x), axis))``, computed stably (as ``scipy.
     Examples
     --------
     >>> import numpy as np, ce_fast
-    >>> float(ce_fast.logsumexp(np.array([0.0, np.log(3.0)])))
-    1.3862943611198906
+    >>> round(float(ce_fast.logsumexp(np.array([0.0, np.log(3.0)]))), 12)
+    1.38629436112
     >>> ce_fast.logsumexp(np.array([[-np.inf, -np.inf], [1.0, np.inf]]))
     array([-inf,  inf])
 """

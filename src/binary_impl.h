@@ -2,7 +2,7 @@
  * probabilities), written once and instantiated per dtype: include it with
  *     CE_T      element type (float | double)
  *     CE_SFX    name suffix  (f32   | f64)
- *     CE_EXP    vector-friendly exp   for CE_T (ce_vecmath.h)
+ *     CE_EXP_NONPOS  vector-friendly exp for arguments <= 0 (ce_vecmath.h)
  *     CE_LOG    vector-friendly log   for CE_T (ce_vecmath_log.h)
  *     CE_LOG1P  vector-friendly log1p for CE_T (ce_vecmath_log.h)
  *
@@ -68,7 +68,8 @@ CE_INLINE double CE_FN(bcel_chunk)(int64_t n, const CE_T *x, const CE_T *t, cons
     for (int64_t c = 0; c < n; ++c) {
         const CE_T xv = x[c], tv = t[c], wv = w[c], pv = pw[c];
         const CE_T ax = xv < 0 ? -xv : xv;
-        const CE_T e = CE_EXP(-ax); /* in (0, 1], never overflows */
+        /* in [0, 1], never overflows; the cheap exp has no NaN rule of its own */
+        const CE_T e = xv != xv ? xv : CE_EXP_NONPOS(-ax);
         if (want_loss) {
             const CE_T l = CE_LOG1P(e);
             const CE_T sp_pos = (xv > 0 ? xv : (CE_T)0) + l; /* softplus(x) */

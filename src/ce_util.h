@@ -49,6 +49,14 @@ static inline int64_t ce_rows_per_block(int64_t C) {
     return rb < 1 ? 1 : (rb > 1024 ? 1024 : rb);
 }
 
+/* A few huge rows are split along the class axis into chunks of this many
+ * classes, shared by the threads. The choice depends on the shape only, so it
+ * never makes results depend on the thread count. */
+#define CE_SPLIT_CHUNK 32768
+static inline int ce_split_rows(int64_t N, int64_t C) {
+    return N > 0 && N < 16 && C >= 2 * CE_SPLIT_CHUNK;
+}
+
 /* Pairwise sum of n doubles in a fixed order (the order depends on n only,
  * never on the thread count). */
 static inline double ce_pairwise_sum(const double *v, int64_t n) {

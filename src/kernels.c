@@ -44,6 +44,7 @@
 #define CE_EXP ce_exp_f32
 #define CE_LOG ce_log_f32
 #define CE_LOG1P ce_log1p_f32
+#define CE_EXP_NONPOS ce_exp_nonpos_f32
 #include "binary_impl.h"
 #include "softmax_impl.h"
 #undef CE_SFX
@@ -51,12 +52,14 @@
 #undef CE_EXP
 #undef CE_LOG
 #undef CE_LOG1P
+#undef CE_EXP_NONPOS
 
 #define CE_SFX CE_CAT(f64_, CE_ISA)
 #define CE_T double
 #define CE_EXP ce_exp_f64
 #define CE_LOG ce_log_f64
 #define CE_LOG1P ce_log1p_f64
+#define CE_EXP_NONPOS ce_exp_nonpos_f64
 #include "binary_impl.h"
 #include "softmax_impl.h"
 #undef CE_SFX
@@ -64,6 +67,7 @@
 #undef CE_EXP
 #undef CE_LOG
 #undef CE_LOG1P
+#undef CE_EXP_NONPOS
 
 /* Test hook: the vector log / log1p at this ISA level, for the accuracy
  * tests (tests/test_binary.py::test_vec_log_accuracy). */

@@ -3,7 +3,8 @@
  * written once and instantiated per dtype: include it with
  *     CE_T     element type (float | double)
  *     CE_SFX   name suffix  (f32   | f64)
- *     CE_EXP   vector-friendly exp for CE_T (arguments here are always <= 0)
+ *     CE_EXP_NONPOS  vector-friendly exp for arguments <= 0 (ce_vecmath.h);
+ *              rows holding NaN never reach it
  *     CE_LOG   vector-friendly log for CE_T (ce_vecmath_log.h)
  * Row scalars (sums, lse) are kept in double for both dtypes.
  *
@@ -56,7 +57,7 @@ CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, 
 #pragma omp simd reduction(+ : s_less, n_max)
         for (int64_t c = 0; c < C; ++c) {
             const CE_T d = x[c * sx] - m;
-            const CE_T e = CE_EXP(d);
+            const CE_T e = CE_EXP_NONPOS(d);
             y[c * sy] = e;
             s_less += d < 0 ? (double)e : 0.0;
             n_max += d == 0;
@@ -65,7 +66,7 @@ CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, 
 #pragma omp simd reduction(+ : s_less, n_max, dot)
         for (int64_t c = 0; c < C; ++c) {
             const CE_T d = x[c * sx] - m;
-            const CE_T e = CE_EXP(d);
+            const CE_T e = CE_EXP_NONPOS(d);
             s_less += d < 0 ? (double)e : 0.0;
             n_max += d == 0;
             dot += e == 0 ? 0.0 : (double)e * -(double)d;
@@ -74,7 +75,7 @@ CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, 
 #pragma omp simd reduction(+ : s_less, n_max)
         for (int64_t c = 0; c < C; ++c) {
             const CE_T d = x[c * sx] - m;
-            const CE_T e = CE_EXP(d);
+            const CE_T e = CE_EXP_NONPOS(d);
             s_less += d < 0 ? (double)e : 0.0;
             n_max += d == 0;
         }
@@ -110,6 +111,194 @@ CE_INLINE double CE_FN(ent_row)(const CE_T *p, ptrdiff_t sp, int64_t C, int *neg
     return h;
 }
 
+/* Class axis not last (inner > 1, unit inner stride): rows are columns of a
+ * (C, inner) slab. Walking one row at a time would touch a new cache line
+ * (and often a new page) per element, so a tile of CE_SM_TILE neighbouring
+ * rows (one cache line wide) is processed together, vectorised across the
+ * rows: the same passes as sm_row, each a sweep down the tile. The tiling is
+ * a function of the shape only (never of the thread count). Returns, for
+ * entropy, the first flat position of a negative value in the tile, else -1.
+ * res[j] receives the reducing operations' results. */
+#define CE_SM_TILE ((int64_t)(64 / sizeof(CE_T)))
+
+CE_INLINE int64_t CE_FN(sm_tile)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t nb, CE_T *y,
+                                 ptrdiff_t syc, CE_T *res, const int op, int64_t flat0,
+                                 int64_t inner) {
+    double s[CE_SM_TILE], dot[CE_SM_TILE];
+    CE_T m[CE_SM_TILE];
+    int64_t nm[CE_SM_TILE];
+    int nan[CE_SM_TILE];
+    for (int64_t j = 0; j < CE_SM_TILE; ++j) {
+        s[j] = 0.0;
+        dot[j] = 0.0;
+        m[j] = -INFINITY;
+        nm[j] = 0;
+        nan[j] = 0;
+    }
+    if (op == CE_SM_ENTROPY) {
+        for (int64_t c = 0; c < C; ++c) {
+            const CE_T *xc = x + c * sc;
+#pragma omp simd
+            for (int64_t j = 0; j < nb; ++j) {
+                const CE_T v = xc[j];
+                nan[j] |= v < 0;
+                s[j] += v == 0 ? 0.0 : (double)(-v * CE_LOG(v));
+            }
+        }
+        int64_t first = -1;
+        for (int64_t j = 0; j < nb; ++j) {
+            res[j] = (CE_T)s[j];
+            if (nan[j]) {
+                int64_t c = 0;
+                while (!(x[c * sc + j] < 0)) ++c;
+                const int64_t f = flat0 + c * inner + j;
+                if (first < 0 || f < first) first = f;
+            }
+        }
+        return first;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+        const CE_T *xc = x + c * sc;
+#pragma omp simd
+        for (int64_t j = 0; j < nb; ++j) {
+            const CE_T v = xc[j];
+            m[j] = v > m[j] ? v : m[j];
+            nan[j] |= v != v;
+        }
+    }
+    /* bad lanes (NaN, +inf, all -inf) compute garbage below (never a trap:
+     * the exp clamps its argument) and are overwritten at the end */
+    for (int64_t c = 0; c < C; ++c) {
+        const CE_T *xc = x + c * sc;
+        CE_T *yc = y + c * syc;
+        if (op == CE_SM_SOFTMAX) {
+#pragma omp simd
+            for (int64_t j = 0; j < nb; ++j) {
+                const CE_T d = xc[j] - m[j];
+                const CE_T e = CE_EXP_NONPOS(d);
+                yc[j] = e;
+                s[j] += d < 0 ? (double)e : 0.0;
+                nm[j] += d == 0;
+            }
+        } else if (op == CE_SM_SOFTMAX_ENTROPY) {
+#pragma omp simd
+            for (int64_t j = 0; j < nb; ++j) {
+                const CE_T d = xc[j] - m[j];
+                const CE_T e = CE_EXP_NONPOS(d);
+                s[j] += d < 0 ? (double)e : 0.0;
+                nm[j] += d == 0;
+                dot[j] += e == 0 ? 0.0 : (double)e * -(double)d;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < nb; ++j) {
+                const CE_T d = xc[j] - m[j];
+                const CE_T e = CE_EXP_NONPOS(d);
+                s[j] += d < 0 ? (double)e : 0.0;
+                nm[j] += d == 0;
+            }
+        }
+    }
+    CE_T k[CE_SM_TILE]; /* log_softmax: L1; softmax: 1 / (1 + s') */
+    int bad[CE_SM_TILE];
+    for (int64_t j = 0; j < nb; ++j) {
+        bad[j] = nan[j] || m[j] == INFINITY || m[j] == -INFINITY;
+        const double sp = s[j] + (double)(nm[j] - 1);
+        const double L1 = log1p(sp);
+        k[j] = op == CE_SM_SOFTMAX ? (CE_T)(1.0 / (1.0 + sp)) : (CE_T)L1;
+        if (op == CE_SM_LOGSUMEXP)
+            res[j] = (CE_T)(bad[j] ? (nan[j] ? NAN : (double)m[j]) : (double)m[j] + L1);
+        else if (op == CE_SM_SOFTMAX_ENTROPY)
+            res[j] = (CE_T)(bad[j] ? NAN : L1 + dot[j] / (1.0 + sp));
+    }
+    if (op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX) {
+        for (int64_t c = 0; c < C; ++c) {
+            const CE_T *xc = x + c * sc;
+            CE_T *yc = y + c * syc;
+            if (op == CE_SM_LOG_SOFTMAX) {
+#pragma omp simd
+                for (int64_t j = 0; j < nb; ++j) yc[j] = -((m[j] - xc[j]) + k[j]);
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < nb; ++j) yc[j] *= k[j];
+            }
+        }
+        for (int64_t j = 0; j < nb; ++j)
+            if (bad[j]) CE_FN(sm_fill)(y + j, syc, C, (CE_T)NAN);
+    }
+    return -1;
+}
+
+/* The driver for the tiled layout (see sm_tile): work items are (o, tile)
+ * pairs, a function of the shape only. */
+static int CE_FN(sm_tiled)(ce_sm_args *a) {
+    const int64_t outer = a->outer, C = a->C, inner = a->inner;
+    const int op = a->op;
+    const CE_T *x = (const CE_T *)a->x;
+    CE_T *out = (CE_T *)a->out;
+    const int rowwise = op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX;
+    const int64_t ntiles = (inner + CE_SM_TILE - 1) / CE_SM_TILE;
+    const int64_t items = outer * ntiles;
+    int64_t *first_neg = NULL;
+    if (op == CE_SM_ENTROPY && items > 0) {
+        first_neg = (int64_t *)malloc((size_t)items * sizeof(int64_t));
+        if (!first_neg) return CE_ERR_NOMEM;
+    }
+    const int nt = ce_threads_for(a->num_threads, items, outer * C * inner);
+
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t o = it / ntiles, i0 = (it - o * ntiles) * CE_SM_TILE;
+        const int64_t nb = inner - i0 < CE_SM_TILE ? inner - i0 : CE_SM_TILE;
+        const CE_T *xt = x + o * a->xs_o + i0;
+        CE_T *yt = rowwise ? out + o * C * inner + i0 : NULL;
+        CE_T *res = rowwise ? NULL : out + o * inner + i0;
+        int64_t f;
+        /* full tiles get a constant lane count: the lane loops unroll and the
+         * per-lane accumulators live in registers */
+        if (nb == CE_SM_TILE) {
+            switch (op) {
+            case CE_SM_LOGSUMEXP:
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_LOGSUMEXP, 0, inner);
+                break;
+            case CE_SM_LOG_SOFTMAX:
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_LOG_SOFTMAX, 0, inner);
+                break;
+            case CE_SM_SOFTMAX:
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_SOFTMAX, 0, inner);
+                break;
+            case CE_SM_ENTROPY:
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_ENTROPY,
+                                   o * C * inner + i0, inner);
+                break;
+            default:
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_SOFTMAX_ENTROPY, 0,
+                                   inner);
+                break;
+            }
+        } else {
+            f = CE_FN(sm_tile)(xt, a->xs_c, C, nb, yt, inner, res, op, o * C * inner + i0, inner);
+        }
+        if (first_neg) first_neg[it] = f;
+    }
+    int rc = CE_OK;
+    if (first_neg) {
+        for (int64_t b = 0; b < items; ++b) {
+            const int64_t f = first_neg[b];
+            if (f >= 0 && (rc == CE_OK || f < a->err_pos)) {
+                rc = CE_ERR_DOMAIN;
+                a->err_pos = f;
+            }
+        }
+        if (rc != CE_OK) {
+            const int64_t f = a->err_pos, i = f % inner, oc = f / inner, c = oc % C, o = oc / C;
+            a->err_fval = (double)x[o * a->xs_o + c * a->xs_c + i * a->xs_i];
+        }
+        free(first_neg);
+    }
+    return rc;
+}
+
 int CE_FN(ce_softmax_family)(ce_sm_args *a) {
     const int64_t outer = a->outer, C = a->C, inner = a->inner, N = outer * inner;
     const int op = a->op;
@@ -119,6 +308,7 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
     const int64_t nblocks = (N + rb - 1) / rb;
     const int unit = a->xs_c == 1 && inner == 1;
     const int rowwise = op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX;
+    if (inner >= 4 && a->xs_i == 1) return CE_FN(sm_tiled)(a);
     int64_t *first_neg = NULL; /* entropy: first negative flat position per block */
     if (op == CE_SM_ENTROPY && nblocks > 0) {
         first_neg = (int64_t *)malloc((size_t)nblocks * sizeof(int64_t));
@@ -178,3 +368,4 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
 }
 
 #undef CE_FN
+#undef CE_SM_TILE

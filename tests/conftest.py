@@ -131,13 +131,17 @@ def tol(dtype) -> tuple[float, float]:
     return TOL[np.dtype(dtype)]
 
 
-def assert_close(actual, desired, dtype=None, *, rtol=None, atol_factor=None, err_msg=""):
+def assert_close(
+    actual, desired, dtype=None, *, rtol=None, atol_factor=None, scale=None, err_msg=""
+):
     """``actual`` matches ``desired`` to the dtype's tolerance.
 
     NaN positions and infinities (with sign) must match exactly; finite
     entries must satisfy ``|a - d| <= atol + rtol * |d|`` with
-    ``atol = atol_factor * max|d_finite|``.  Shapes must match exactly
-    (no broadcasting)."""
+    ``atol = atol_factor * max(max|d_finite|, scale)``; pass ``scale`` when
+    the result can be much smaller than the terms it is computed from (e.g.
+    an exactly cancelling gradient).  Shapes must match exactly (no
+    broadcasting)."""
     a = np.asarray(actual)
     d = np.asarray(desired)
     if dtype is None:
@@ -163,7 +167,7 @@ def assert_close(actual, desired, dtype=None, *, rtol=None, atol_factor=None, er
     fin = np.isfinite(d64)
     if not fin.any():
         return
-    scale = float(np.max(np.abs(d64[fin])))
+    scale = max(float(np.max(np.abs(d64[fin]))), 0.0 if scale is None else float(scale))
     np.testing.assert_allclose(
         a64[fin], d64[fin], rtol=rtol, atol=atol_factor * scale, err_msg=err_msg
     )
