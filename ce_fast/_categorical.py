@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _core
 from ._validation import (
+    REDUCTIONS,
     as_array,
     as_float,
     check_out,
@@ -143,6 +144,77 @@ def _int_target(t: np.ndarray, shape: tuple[int, ...], C: int, ignore_index: int
     return np.ascontiguousarray(t, dtype=np.int64)
 
 
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_I64 = np.dtype(np.int64)
+_NUMBER = (int, float)
+
+
+def _fast(
+    logits: Any, target: Any, reduction: Any, num_threads: Any, want_grad: bool, grad_output: Any, out: Any
+) -> Any:
+    """The common call -- 2-d C-contiguous float logits, int64 labels, no
+    options -- with the checks reduced to what that case needs, so that tiny
+    calls cost little more than the kernel. Returns None to fall back to the
+    general path (which also produces every error message)."""
+    if type(logits) is not np.ndarray or type(target) is not np.ndarray:
+        return None
+    dt = logits.dtype
+    if (dt is not _F32 and dt is not _F64) or target.dtype is not _I64 or logits.ndim != 2:
+        return None
+    N, C = logits.shape
+    item = dt.itemsize
+    if C == 0 or logits.strides != (C * item, item) or target.shape != (N,) or target.strides != (8,):
+        return None
+    if not logits.flags.aligned or not target.flags.aligned:
+        return None
+    red = REDUCTIONS.get(reduction) if type(reduction) is str else None
+    if red is None or not (num_threads is None or type(num_threads) is int):
+        return None
+    nt = 0 if num_threads is None else num_threads
+    if nt < 0 or (num_threads is not None and nt == 0):
+        return None
+    go = 1.0
+    if grad_output is not None:
+        if type(grad_output) not in _NUMBER:
+            return None
+        go = float(grad_output)
+    grad = None
+    if want_grad:
+        if out is None:
+            grad = np.empty((N, C), dt)
+        elif out is logits and logits.flags.writeable:
+            grad = out
+        else:
+            return None
+    loss_out = np.empty(N, dt) if red == 0 else None
+    rc, loss, _, _ = _core.categorical(
+        logits, N, C, 1, (C, 1, 1), target, None, (0, 0, 0), None, None, None, go, -100,
+        0.0, 0.0, 0.0, red, loss_out, grad, nt,
+    )  # fmt: skip
+    if rc != 0:
+        return None  # the general path re-runs and raises the precise error
+    return (loss_out if red == 0 else dt.type(loss)), grad
+
+
+def _defaults(axis: Any, weight: Any, sample_weight: Any, ignore_index: Any, label_smoothing: Any,
+              z_loss: Any, softcap: Any) -> bool:
+    """True when every option is at its default (the fast path applies)."""
+    return (
+        weight is None
+        and sample_weight is None
+        and softcap is None
+        and type(axis) is int
+        and axis in (-1, 1)
+        and type(ignore_index) is int
+        and ignore_index == -100
+        and type(label_smoothing) in _NUMBER
+        and label_smoothing == 0
+        and type(z_loss) in _NUMBER
+        and z_loss == 0
+    )
+
+
 def _run(
     logits: Any,
     target: Any,
@@ -270,6 +342,10 @@ def cross_entropy(
     softcap: float | None = None,
     num_threads: int | None = None,
 ) -> Any:
+    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
+        r = _fast(logits, target, reduction, num_threads, False, None, None)
+        if r is not None:
+            return r[0]
     loss, _ = _run(
         logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
@@ -294,6 +370,10 @@ def cross_entropy_grad(
     grad_output: Any = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
+    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
+        r = _fast(logits, target, reduction, num_threads, True, grad_output, out)
+        if r is not None:
+            return r[1]  # type: ignore[no-any-return]
     _, grad = _run(
         logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
@@ -320,6 +400,10 @@ def cross_entropy_and_grad(
     grad_output: Any = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
+    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
+        r = _fast(logits, target, reduction, num_threads, True, grad_output, out)
+        if r is not None:
+            return r  # type: ignore[no-any-return]
     loss, grad = _run(
         logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
