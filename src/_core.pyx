@@ -65,7 +65,7 @@ cdef extern from "ce_kernels.h" nogil:
         int64_t err_pos
         double err_fval
     int ce_softmax_family(int is_double, ce_sm_args *a)
-    void ce_veclog(int is_double, int kind, const void *x, void *y, int64_t n)
+    void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n)
     const char *ce_isa()
     const char *ce_isa_compiled()
     const char *ce_isa_supported()
@@ -181,15 +181,16 @@ def softmax_family(int op, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
     return rc, a.err_pos, a.err_fval
 
 
-def veclog(int kind, x, y):
-    """Test hook: y = log(x) (kind 0) or log1p(x) (kind 1) with the vector
-    code of the active ISA level; x, y contiguous, same float dtype."""
+def vecmath(int kind, x, y):
+    """Test hook: y = log(x) (kind 0), log1p(x) (kind 1) or exp(x) for x <= 0
+    (kind 2) with the vector code of the active ISA level; x, y contiguous,
+    same float dtype."""
     cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
     cdef int64_t n = (<cnp.ndarray>x).size
     cdef const void *xp = _ptr(x)
     cdef void *yp = <void *>_ptr(y)
     with nogil:
-        ce_veclog(is_double, kind, xp, yp, n)
+        ce_vecmath(is_double, kind, xp, yp, n)
 
 
 def isa():

@@ -113,9 +113,10 @@ typedef struct {
 
 typedef int (*ce_sm_fn)(ce_sm_args *a);
 
-/* Test hook for the vector log (ce_vecmath_log.h): y[i] = log(x[i]) (kind 0)
- * or log1p(x[i]) (kind 1), n contiguous elements. */
-typedef void (*ce_veclog_fn)(int kind, const void *x, void *y, int64_t n);
+/* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (kind 0),
+ * log1p(x[i]) (kind 1) or exp(x[i]) for x[i] <= 0 (kind 2), n contiguous
+ * elements. */
+typedef void (*ce_vecmath_fn)(int kind, const void *x, void *y, int64_t n);
 
 /* One set of kernels, compiled once per instruction-set level. */
 typedef struct {
@@ -126,15 +127,15 @@ typedef struct {
     ce_bin_fn binary_f64;
     ce_sm_fn softmax_family_f32;
     ce_sm_fn softmax_family_f64;
-    ce_veclog_fn veclog_f32;
-    ce_veclog_fn veclog_f64;
+    ce_vecmath_fn vecmath_f32;
+    ce_vecmath_fn vecmath_f64;
 } ce_kernel_table;
 
 /* Entry points used by the binding (dispatch.c). */
 int ce_categorical(int is_double, ce_cat_args *a);
 int ce_binary(int is_double, ce_bin_args *a);
 int ce_softmax_family(int is_double, ce_sm_args *a);
-void ce_veclog(int is_double, int kind, const void *x, void *y, int64_t n);
+void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n);
 
 /* The ISA level in use: "baseline", "avx2" or "avx512". */
 const char *ce_isa(void);

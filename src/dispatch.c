@@ -107,12 +107,12 @@ int ce_softmax_family(int is_double, ce_sm_args *a) {
     return is_double ? t->softmax_family_f64(a) : t->softmax_family_f32(a);
 }
 
-void ce_veclog(int is_double, int kind, const void *x, void *y, int64_t n) {
+void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n) {
     const ce_kernel_table *t = table();
     if (is_double)
-        t->veclog_f64(kind, x, y, n);
+        t->vecmath_f64(kind, x, y, n);
     else
-        t->veclog_f32(kind, x, y, n);
+        t->vecmath_f32(kind, x, y, n);
 }
 
 const char *ce_compiler(void) {

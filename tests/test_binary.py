@@ -63,52 +63,6 @@ def problem(rng, shape, dtype, scale=4.0):
 
 
 # ---------------------------------------------------------------------------
-# Vector log / log1p accuracy (src/ce_vecmath_log.h)
-# ---------------------------------------------------------------------------
-
-
-def _ulps(got, exact, dtype):
-    ref_d = exact.astype(dtype)
-    fin = np.isfinite(ref_d) & (ref_d != 0)
-    spacing = np.spacing(np.abs(ref_d[fin])).astype(np.longdouble)
-    return float(np.max(np.abs(got[fin].astype(np.longdouble) - exact[fin]) / spacing))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_vec_log_accuracy(isa, dtype, rng):
-    """log and log1p within 1 ulp (the bound stated in ce_vecmath_log.h)."""
-    fi = np.finfo(dtype)
-    x = np.concatenate([
-        np.exp(rng.uniform(np.log(1e-30), np.log(1e30), 200_000)),
-        rng.uniform(0.5, 2.0, 200_000),
-    ]).astype(dtype)
-    x = np.concatenate([x, np.array([fi.tiny, fi.tiny / 3, fi.smallest_subnormal, fi.max], dtype)])
-    y = np.empty_like(x)
-    _core.veclog(0, x, y)
-    assert _ulps(y, np.log(x.astype(np.longdouble)), dtype) < 1.0
-    z = np.concatenate([x, -x[x < 1], rng.uniform(-1, 1, 200_000).astype(dtype),
-                        np.array([1e-30, -1e-30, 1e-8, -0.5, 1.0], dtype)])  # fmt: skip
-    y = np.empty_like(z)
-    _core.veclog(1, z, y)
-    assert _ulps(y, np.log1p(z.astype(np.longdouble)), dtype) < 1.0
-    # log1p(x) == x exactly where 1 + x rounds to 1
-    tiny = np.array([1e-30, -1e-30, fi.smallest_subnormal], dtype)
-    y = np.empty_like(tiny)
-    _core.veclog(1, tiny, y)
-    assert_bitwise(y, tiny)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_vec_log_special_values(isa, dtype):
-    x = np.array([np.nan, -1.0, -np.inf, np.inf, 0.0, -0.0, -2.0, 1.0], dtype)
-    y = np.empty_like(x)
-    _core.veclog(0, x, y)
-    assert_bitwise(y, np.array([np.nan, np.nan, np.nan, np.inf, -np.inf, -np.inf, np.nan, 0.0], dtype))
-    _core.veclog(1, x, y)
-    assert_bitwise(y, np.array([np.nan, -np.inf, np.nan, np.inf, 0.0, 0.0, np.nan, np.log(2.0)], dtype))
-
-
-# ---------------------------------------------------------------------------
 # binary_cross_entropy_with_logits: against the reference
 # ---------------------------------------------------------------------------
 

@@ -1,0 +1,32 @@
+/* kernels_for_dtype.h — every kernel body for one element type. kernels.c
+ * includes it once per dtype with CE_T, CE_SFX and the vector-math macros
+ * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) defined; it undefines them afterwards. */
+#include "categorical_impl.h"
+#include "binary_impl.h"
+#include "softmax_impl.h"
+
+#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
+/* Test hook: the vector math of this ISA level, elementwise over n
+ * contiguous elements (tests/test_vecmath.py): kind 0 log, 1 log1p,
+ * 2 exp of arguments <= 0. */
+static void CE_FN(ce_vecmath)(int kind, const void *xv, void *yv, int64_t n) {
+    const CE_T *x = (const CE_T *)xv;
+    CE_T *y = (CE_T *)yv;
+    if (kind == 0) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) y[i] = CE_LOG(x[i]);
+    } else if (kind == 1) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) y[i] = CE_LOG1P(x[i]);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) y[i] = CE_EXP_NONPOS(x[i]);
+    }
+}
+#undef CE_FN
+
+#undef CE_SFX
+#undef CE_T
+#undef CE_EXP_NONPOS
+#undef CE_LOG
+#undef CE_LOG1P
