@@ -27,13 +27,6 @@
 
 #define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
 
-/* Row sums are accumulated in CE_T over chunks of CE_CHUNK elements (full
- * vector width, no conversions in the hot loop) and folded into double per
- * chunk, so the rounding error is that of a 256-term sum whatever C is. */
-#ifndef CE_CHUNK
-#define CE_CHUNK 256
-#endif
-
 /* Everything that is constant over the rows of one call. */
 typedef struct {
     int64_t C;
@@ -75,15 +68,9 @@ CE_INLINE void CE_FN(fill_span)(CE_T *g, ptrdiff_t sg, int64_t n, CE_T v) {
 CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                  const CE_T *q, ptrdiff_t sq, const CE_T *w, int64_t n, CE_T *g,
                                  ptrdiff_t sg, CE_FN(span_stats) * st) {
-    /* pass 1: max, and NaN detection (a NaN never wins a > comparison) */
-    CE_T m = -INFINITY;
-    int bad = 0;
-#pragma omp simd reduction(max : m) reduction(| : bad)
-    for (int64_t c = 0; c < n; ++c) {
-        CE_T v = x[c * sx];
-        m = v > m ? v : m;
-        bad |= (v != v);
-    }
+    /* pass 1: max, and NaN detection */
+    int bad;
+    const CE_T m = CE_FN(row_max)(x, sx, n, &bad);
     st->bad = bad || m == INFINITY;
     st->empty = m == -INFINITY;
     st->s_less = st->n_max = st->dot = st->W = 0.0;
@@ -92,24 +79,17 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     const CE_T r = st->empty ? (CE_T)0 : m;
     st->r = r;
 
-    /* pass 2: exponentials and sums, in chunks (see CE_CHUNK) */
+    /* pass 2: exponentials and sums, in chunks (see rowscan_impl.h) */
+    if (!k->prob && k->eps <= 0.0) {
+        CE_FN(row_expsum)(x, sx, n, r, g, sg, &st->s_less, &st->n_max);
+        return;
+    }
     const CE_T eps_c = (CE_T)k->eps_c, one_m_eps = (CE_T)(1.0 - k->eps);
-    const int smooth = k->eps > 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < n ? c0 + CE_CHUNK : n;
         CE_T cs = 0, cn = 0, cw = 0;
         double cd = 0.0; /* in double: in float32, r - x may exceed FLT_MAX */
-        if (!k->prob && !smooth) {
-#pragma omp simd reduction(+ : cs, cn)
-            for (int64_t c = c0; c < c1; ++c) {
-                const CE_T xv = x[c * sx]; /* read before g (may alias x) is written */
-                CE_T d = xv - r;
-                CE_T e = CE_EXP_NONPOS(d);
-                if (g) g[c * sg] = e;
-                cs += d < 0 ? e : (CE_T)0;
-                cn += d == 0 ? (CE_T)1 : (CE_T)0;
-            }
-        } else if (!k->prob) { /* integer target with label smoothing */
+        if (!k->prob) { /* integer target with label smoothing */
 #pragma omp simd reduction(+ : cs, cn, cd, cw)
             for (int64_t c = c0; c < c1; ++c) {
                 const CE_T xv = x[c * sx]; /* read before g (may alias x) is written */
@@ -155,7 +135,8 @@ CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, 
     double loss;
     if (!k->prob) {
         const double wy = k->w ? (double)k->w[y] : 1.0;
-        loss = (1.0 - k->eps) * wy * (((double)m - xy) + L1);
+        const double ct = (1.0 - k->eps) * wy; /* a zero coefficient masks a -inf target */
+        loss = ct == 0.0 ? 0.0 : ct * (((double)m - xy) + L1);
         if (k->eps > 0.0) loss += k->eps_c * (dot + k->W * L1);
         if (k->lambda > 0.0) loss += wy * k->lambda * lse * lse;
         /* d loss / d x_j = A p_j - (1 - eps) w_y [j == y] - eps/C w_j */

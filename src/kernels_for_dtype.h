@@ -1,6 +1,7 @@
 /* kernels_for_dtype.h — every kernel body for one element type. kernels.c
  * includes it once per dtype with CE_T, CE_SFX and the vector-math macros
  * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) defined; it undefines them afterwards. */
+#include "rowscan_impl.h"
 #include "categorical_impl.h"
 #include "binary_impl.h"
 #include "softmax_impl.h"

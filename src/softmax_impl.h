@@ -38,49 +38,34 @@ CE_INLINE void CE_FN(sm_fill)(CE_T *y, ptrdiff_t sy, int64_t C, CE_T v) {
  * result for the reducing operations. y may alias x exactly. */
 CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, ptrdiff_t sy,
                                const int op) {
-    CE_T m = -INFINITY;
-    int nan = 0;
-#pragma omp simd reduction(max : m) reduction(| : nan)
-    for (int64_t c = 0; c < C; ++c) {
-        const CE_T v = x[c * sx];
-        m = v > m ? v : m;
-        nan |= v != v;
-    }
+    int nan;
+    const CE_T m = CE_FN(row_max)(x, sx, C, &nan);
     if (nan || m == INFINITY || m == -INFINITY) {
         if (op == CE_SM_LOGSUMEXP) return nan ? NAN : (double)m;
         if (op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX) CE_FN(sm_fill)(y, sy, C, (CE_T)NAN);
         return NAN;
     }
-    double s_less = 0.0, dot = 0.0;
-    int64_t n_max = 0;
-    if (op == CE_SM_SOFTMAX) {
-#pragma omp simd reduction(+ : s_less, n_max)
-        for (int64_t c = 0; c < C; ++c) {
-            const CE_T d = x[c * sx] - m;
-            const CE_T e = CE_EXP_NONPOS(d);
-            y[c * sy] = e;
-            s_less += d < 0 ? (double)e : 0.0;
-            n_max += d == 0;
+    double s_less = 0.0, n_max = 0.0, dot = 0.0;
+    if (op == CE_SM_SOFTMAX_ENTROPY) { /* also sum_c e_c (m - x_c), 0 where e_c == 0 */
+        for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+            const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
+            CE_T cs = 0, cn = 0, cd = 0;
+#pragma omp simd reduction(+ : cs, cn, cd)
+            for (int64_t c = c0; c < c1; ++c) {
+                const CE_T d = x[c * sx] - m;
+                const CE_T e = CE_EXP_NONPOS(d);
+                cs += d < 0 ? e : (CE_T)0;
+                cn += d == 0 ? (CE_T)1 : (CE_T)0;
+                cd += e == 0 ? (CE_T)0 : e * -d;
+            }
+            s_less += (double)cs;
+            n_max += (double)cn;
+            dot += (double)cd;
         }
-    } else if (op == CE_SM_SOFTMAX_ENTROPY) {
-#pragma omp simd reduction(+ : s_less, n_max, dot)
-        for (int64_t c = 0; c < C; ++c) {
-            const CE_T d = x[c * sx] - m;
-            const CE_T e = CE_EXP_NONPOS(d);
-            s_less += d < 0 ? (double)e : 0.0;
-            n_max += d == 0;
-            dot += e == 0 ? 0.0 : (double)e * -(double)d;
-        }
-    } else {
-#pragma omp simd reduction(+ : s_less, n_max)
-        for (int64_t c = 0; c < C; ++c) {
-            const CE_T d = x[c * sx] - m;
-            const CE_T e = CE_EXP_NONPOS(d);
-            s_less += d < 0 ? (double)e : 0.0;
-            n_max += d == 0;
-        }
+    } else { /* softmax stores the exponentials in the output, to scale below */
+        CE_FN(row_expsum)(x, sx, C, m, op == CE_SM_SOFTMAX ? y : NULL, sy, &s_less, &n_max);
     }
-    const double sp = s_less + (double)(n_max - 1);
+    const double sp = s_less + (n_max - 1.0);
     const double L1 = log1p(sp);
     if (op == CE_SM_LOGSUMEXP) return (double)m + L1;
     if (op == CE_SM_SOFTMAX_ENTROPY) return L1 + dot / (1.0 + sp);

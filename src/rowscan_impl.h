@@ -1,0 +1,56 @@
+/* rowscan_impl.h — the two passes every softmax-style kernel makes over a
+ * row, written once (instantiated per dtype like the kernels; see
+ * kernels_for_dtype.h). Used by categorical_impl.h and softmax_impl.h.
+ *
+ *   row_max     pass 1: the max of n strided elements, and whether one is NaN
+ *               (a NaN never wins a > comparison, so it is tracked apart);
+ *   row_expsum  pass 2: e = exp(x - r) for a reference r >= max (stored into
+ *               y when y is not NULL -- y may alias x exactly), and
+ *                 s_less = sum_{x < r} e,   n_max = #{x == r},
+ *               so that sum e - 1 = s_less + (n_max - 1) has no cancellation.
+ *
+ * Sums are accumulated in CE_T over chunks of CE_CHUNK elements (full vector
+ * width, no conversions in the hot loop) and folded into double per chunk, so
+ * the rounding error is that of a CE_CHUNK-term sum whatever n is. */
+
+#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
+
+#ifndef CE_CHUNK
+#define CE_CHUNK 256
+#endif
+
+CE_INLINE CE_T CE_FN(row_max)(const CE_T *x, ptrdiff_t sx, int64_t n, int *has_nan) {
+    CE_T m = -INFINITY;
+    int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (int64_t c = 0; c < n; ++c) {
+        const CE_T v = x[c * sx];
+        m = v > m ? v : m;
+        nan |= (v != v);
+    }
+    *has_nan = nan;
+    return m;
+}
+
+CE_INLINE void CE_FN(row_expsum)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
+                                 ptrdiff_t sy, double *s_less, double *n_max) {
+    double sl = 0.0, nm = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += CE_CHUNK) {
+        const int64_t c1 = c0 + CE_CHUNK < n ? c0 + CE_CHUNK : n;
+        CE_T cs = 0, cn = 0;
+#pragma omp simd reduction(+ : cs, cn)
+        for (int64_t c = c0; c < c1; ++c) {
+            const CE_T d = x[c * sx] - r;
+            const CE_T e = CE_EXP_NONPOS(d);
+            if (y) y[c * sy] = e;
+            cs += d < 0 ? e : (CE_T)0;
+            cn += d == 0 ? (CE_T)1 : (CE_T)0;
+        }
+        sl += (double)cs;
+        nm += (double)cn;
+    }
+    *s_less = sl;
+    *n_max = nm;
+}
+
+#undef CE_FN
