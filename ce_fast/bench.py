@@ -49,17 +49,17 @@ def _median_times(fns: dict[str, Callable[[], Any]], repeats: int, budget: float
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _cases(x: np.ndarray, y: np.ndarray, nt: int, peers: bool, ref: bool) -> dict[str, Callable[[], Any]]:
+def _cases(x: np.ndarray, y: np.ndarray, nt: int) -> dict[str, Callable[[], Any]]:
     buf = np.empty_like(x)
     work = x.copy()
 
     def in_place() -> Any:
-        # out=logits overwrites the input: give it a fresh copy each time,
-        # outside the timed region would be ideal, so subtract a copy below.
+        # out=logits overwrites the input, so each call gets a fresh copy;
+        # the copy's median is subtracted afterwards
         np.copyto(work, x)
         return ce_fast.cross_entropy_and_grad(work, y, out=work, num_threads=nt)
 
-    fns: dict[str, Callable[[], Any]] = {
+    return {
         "read": lambda: np.add.reduce(x, axis=None),
         "copy": lambda: np.copyto(buf, x),
         "alloc+copy": lambda: np.copyto(np.empty_like(x), x),
@@ -68,6 +68,10 @@ def _cases(x: np.ndarray, y: np.ndarray, nt: int, peers: bool, ref: bool) -> dic
         "grad in place+copy": in_place,
         "grad fresh": lambda: ce_fast.cross_entropy_and_grad(x, y, num_threads=nt),
     }
+
+
+def _peer_cases(x: np.ndarray, y: np.ndarray, nt: int, peers: bool, ref: bool) -> dict[str, Callable[[], Any]]:
+    fns: dict[str, Callable[[], Any]] = {}
     if ref:
         fns["numpy reference"] = lambda: reference.cross_entropy_and_grad(x, y)
     if peers:
@@ -97,7 +101,13 @@ def run(
                 if progress:
                     print(f"[{step}/{total}] {N}x{C} {dt} threads={nt} ...", file=sys.stderr, flush=True)
                 with _peers.limit_threads(nt):
-                    med = _median_times(_cases(x, y, nt, peers, ref), repeats, budget=3.0)
+                    # ce_fast and the ceilings round-robin; the peers apart, so
+                    # that their thread pools (a second OpenMP runtime, for
+                    # PyTorch) spin down instead of competing with ours
+                    med = _median_times(_cases(x, y, nt), repeats, budget=3.0)
+                    others = _peer_cases(x, y, nt, peers, ref)
+                    if others:
+                        med.update(_median_times(others, repeats, budget=3.0))
                 med["grad in place"] = max(med.pop("grad in place+copy") - med["copy"], 0.0)
                 results.append(
                     {"N": N, "C": C, "dtype": dt, "threads": nt, "bytes": x.nbytes, "median_s": med}

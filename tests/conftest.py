@@ -31,11 +31,11 @@ except ImportError:  # pragma: no cover - hypothesis is a test dependency
     settings = None
 
 if settings is not None:
-    _common = dict(
-        deadline=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    _common = {
+        "deadline": None,
+        "print_blob": True,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    }
     settings.register_profile("ci", max_examples=60, **_common)
     settings.register_profile("long", max_examples=2000, **_common)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -48,7 +48,10 @@ if settings is not None:
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--run-slow", action="store_true", default=False, help="also run @pytest.mark.slow tests"
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run @pytest.mark.slow tests",
     )
 
 
@@ -185,7 +188,9 @@ def assert_close(
             return
         a64, d64 = a64[fin][bad], d64[fin][bad]  # report only the violations
         fin = np.ones(a64.shape, bool)
-    np.testing.assert_allclose(a64[fin], d64[fin], rtol=rtol, atol=atol, err_msg=err_msg)
+    np.testing.assert_allclose(
+        a64[fin], d64[fin], rtol=rtol, atol=atol, err_msg=err_msg
+    )
 
 
 def assert_bitwise(actual, desired, err_msg=""):
@@ -210,7 +215,10 @@ def fingerprint(a) -> bytes:
     """Bytes, dtype, shape and strides of an array (to prove it was not
     modified)."""
     a = np.asarray(a)
-    return repr((a.dtype.str, a.shape, a.strides)).encode() + np.ascontiguousarray(a).tobytes()
+    return (
+        repr((a.dtype.str, a.shape, a.strides)).encode()
+        + np.ascontiguousarray(a).tobytes()
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -240,10 +248,16 @@ def _categorical_terms(x, t, kw, go):
         e = np.exp(x2 - np.where(np.isfinite(m), m, 0.0))
         p = np.nan_to_num(e / e.sum(axis=1, keepdims=True))
         lse = np.nan_to_num(np.log(e.sum(axis=1)) + m[:, 0], posinf=0.0, neginf=0.0)
-        w = np.ones(C) if kw.get("weight") is None else np.asarray(kw["weight"], np.float64)
+        w = (
+            np.ones(C)
+            if kw.get("weight") is None
+            else np.asarray(kw["weight"], np.float64)
+        )
         eps = float(kw.get("label_smoothing", 0.0))
         s_in = kw.get("sample_weight")
-        sw = np.broadcast_to(np.asarray(1.0 if s_in is None else s_in, float), sshape).reshape(-1)
+        sw = np.broadcast_to(
+            np.asarray(1.0 if s_in is None else s_in, float), sshape
+        ).reshape(-1)
         if np.issubdtype(t.dtype, np.integer):
             y = t.reshape(-1).astype(np.int64)
             keep = y != kw.get("ignore_index", -100)
@@ -261,7 +275,12 @@ def _categorical_terms(x, t, kw, go):
         B = a.sum(axis=1) + 2 * float(kw.get("z_loss", 0.0)) * zc * np.abs(lse)
         red = kw.get("reduction", "mean")
         if red == "none":
-            gs = np.broadcast_to(np.asarray(1.0 if go is None else go, float), sshape).reshape(-1) * sw
+            gs = (
+                np.broadcast_to(
+                    np.asarray(1.0 if go is None else go, float), sshape
+                ).reshape(-1)
+                * sw
+            )
         else:
             gs = (1.0 if go is None else float(np.asarray(go))) * sw
             if red == "mean":
@@ -298,7 +317,7 @@ def categorical_reference_slack(x, t, kw, go=None):
     x = np.asarray(x)
     if x.size == 0:
         return np.zeros(x.shape)
-    x2, p, a, B, gs, fac, moved_shape, ax = _categorical_terms(x, t, kw, go)
+    x2, _p, _a, B, gs, fac, moved_shape, ax = _categorical_terms(x, t, kw, go)
     slack = np.zeros_like(x2)
     with np.errstate(all="ignore"):
         am = np.argmax(x2, axis=1)

@@ -18,7 +18,6 @@ import pytest
 
 import ce_fast
 import ce_fast.reference as ref
-
 from tests.conftest import (
     assert_bitwise,
     assert_close,
@@ -72,7 +71,9 @@ def make_prob_target(rng, shape, axis, dtype, zero_frac=0.0):
         q[rng.random(shape) < zero_frac] = 0.0
         # keep at least one class with mass per sample
         first = np.take(q, [0], axis=axis)
-        np.put_along_axis(q, np.zeros_like(first, dtype=np.intp), first + 0.1, axis=axis)
+        np.put_along_axis(
+            q, np.zeros_like(first, dtype=np.intp), first + 0.1, axis=axis
+        )
     q /= q.sum(axis=axis, keepdims=True)
     return q.astype(dtype)
 
@@ -140,7 +141,9 @@ OPTION_NAMES = [
 ]  # fmt: skip
 
 
-def assert_grad_matches(grad, rgrad, x, t, kw, grad_output=None, dtype=None, err_msg="grad"):
+def assert_grad_matches(
+    grad, rgrad, x, t, kw, grad_output=None, dtype=None, err_msg="grad"
+):
     """A gradient against the reference's, on the scale of the gradient's
     terms, with the slack the reference's own arg-max rounding needs."""
     assert_close(
@@ -170,7 +173,9 @@ def check_vs_reference(x, t, *, grad_output=None, **kw):
         assert isinstance(loss, np.ndarray)
         assert loss.shape == rloss.shape
     else:
-        assert type(loss) is dt.type, f"reduced loss is {type(loss)}, expected {dt.type}"
+        assert type(loss) is dt.type, (
+            f"reduced loss is {type(loss)}, expected {dt.type}"
+        )
     assert loss.dtype == dt
     assert isinstance(grad, np.ndarray) and grad.dtype == dt
     assert grad.shape == xa.shape and grad.flags.c_contiguous
@@ -216,7 +221,9 @@ def test_shapes_match_reference(dtype, shape, axis, kind, reduction):
     x = make_logits(rng, shape, dtype)
     t = make_target(rng, kind, shape, axis, dtype, ignore_index=-100)
     go = grad_output_for(rng, reduction, sample_shape(shape, axis), "array")
-    loss, grad = check_vs_reference(x, t, axis=axis, reduction=reduction, grad_output=go)
+    loss, grad = check_vs_reference(
+        x, t, axis=axis, reduction=reduction, grad_output=go
+    )
     if x.size == 0:
         assert grad.shape == x.shape
         if reduction == "mean":
@@ -291,8 +298,12 @@ def test_all_ignored(dtype, ignore_index, reduction):
     x[2, 1] = np.nan  # ignored rows are never read
     x[4, 0] = np.inf
     y = np.full(7, ignore_index)
-    loss, grad = check_vs_reference(x, y, ignore_index=ignore_index, reduction=reduction)
-    assert not grad.any() and not np.isnan(grad).any(), "all-ignored gradient must be zeros"
+    loss, grad = check_vs_reference(
+        x, y, ignore_index=ignore_index, reduction=reduction
+    )
+    assert not grad.any() and not np.isnan(grad).any(), (
+        "all-ignored gradient must be zeros"
+    )
     if reduction == "mean":
         assert np.isnan(loss)
     elif reduction == "sum":
@@ -311,7 +322,9 @@ def test_ignored_rows_are_zero_and_never_read(dtype, reduction):
     x[1] = np.nan
     x[4] = np.inf
     x[8] = -np.inf
-    loss, grad = check_vs_reference(x, y, ignore_index=2, reduction=reduction, label_smoothing=0.1)
+    loss, grad = check_vs_reference(
+        x, y, ignore_index=2, reduction=reduction, label_smoothing=0.1
+    )
     assert np.all(grad[[1, 4, 8]] == 0)
     assert np.isfinite(loss).all()
     if reduction == "none":
@@ -371,38 +384,56 @@ def test_threads_bitwise_identical(dtype, shape, axis, kind, option):
     rng = np.random.default_rng(seed_for(dtype, shape, axis, kind, option))
     C = shape[axis]
     N = math.prod(shape) // C
-    assert N * C >= PARALLEL_MIN_ELEMENTS and -(-N // rows_per_block(C)) >= 3, "not parallel"
+    assert N * C >= PARALLEL_MIN_ELEMENTS and -(-N // rows_per_block(C)) >= 3, (
+        "not parallel"
+    )
     kw = option_set(option, rng, shape, axis, kind)
     x = make_logits(rng, shape, dtype)
     t = make_target(rng, kind, shape, axis, dtype, ignore_index=kw.get("ignore_index"))
     for red in REDUCTIONS:
         go = grad_output_for(rng, red, sample_shape(shape, axis), "array")
         common = dict(axis=axis, reduction=red, **kw)
-        loss1, grad1 = ce_fast.cross_entropy_and_grad(x, t, grad_output=go, num_threads=1, **common)
+        loss1, grad1 = ce_fast.cross_entropy_and_grad(
+            x, t, grad_output=go, num_threads=1, **common
+        )
         for nt in [2, 3, None, 1]:  # the second nt=1 call checks repeatability
             msg = f"num_threads={nt} reduction={red}"
-            loss, grad = ce_fast.cross_entropy_and_grad(x, t, grad_output=go, num_threads=nt, **common)
+            loss, grad = ce_fast.cross_entropy_and_grad(
+                x, t, grad_output=go, num_threads=nt, **common
+            )
             assert_bitwise(loss, loss1, msg)
             assert_bitwise(grad, grad1, msg)
         msg = f"separate functions, num_threads=3, reduction={red}"
         assert_bitwise(ce_fast.cross_entropy(x, t, num_threads=3, **common), loss1, msg)
         g3 = ce_fast.cross_entropy_grad(x, t, grad_output=go, num_threads=3, **common)
         assert_bitwise(g3, grad1, msg)
-        # and the values are right (not only reproducible)
+        # and the values are right (not only reproducible); the gradients of
+        # the three reductions differ by a scale only: compare one in full
         with np.errstate(all="ignore"):
-            rloss, rgrad = ref.cross_entropy_and_grad(x, t, grad_output=go, **common)
+            if red == "none":
+                rloss, rgrad = ref.cross_entropy_and_grad(
+                    x, t, grad_output=go, **common
+                )
+                assert_grad_matches(
+                    grad1, rgrad, x, t, common, go, dtype, f"grad {red}"
+                )
+            else:
+                rloss = ref.cross_entropy(x, t, **common)
         assert_close(loss1, rloss, dtype, err_msg=f"loss {red}")
-        assert_grad_matches(grad1, rgrad, x, t, common, go, dtype, f"grad {red}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "axis"), [((2, 1_000_003), -1), ((200_003, 7), -1), ((64, 1000, 33), 1)], ids=str)
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [((2, 1_000_003), -1), ((200_003, 7), -1), ((64, 1000, 33), 1)],
+    ids=str,
+)
 def test_very_large_problems(dtype, shape, axis):
     rng = np.random.default_rng(seed_for(dtype, shape, axis))
     x = make_logits(rng, shape, dtype)
     y = make_int_target(rng, shape, axis, ignore_index=-100, every=5)
-    kw = dict(axis=axis, label_smoothing=0.1, z_loss=1e-3, reduction="mean")
+    kw = {"axis": axis, "label_smoothing": 0.1, "z_loss": 1e-3, "reduction": "mean"}
     loss, grad = ce_fast.cross_entropy_and_grad(x, y, num_threads=1, **kw)
     rl, rg = ref.cross_entropy_and_grad(x, y, **kw)
     assert_close(loss, rl, dtype)
@@ -415,15 +446,25 @@ def test_very_large_problems(dtype, shape, axis):
 
 # A few huge rows (N < 16, C >= 65536, no softcap) are split along the class
 # axis into chunks that the threads share (src/ce_util.h ce_split_rows).
-SPLIT_SHAPES = [((3, 70001), -1), ((1, 65536), -1), ((70001, 2), 0), ((2, 3, 65537), -1)]
 SPLIT_CHUNK = 32768
+SPLIT_CASES = [
+    ((3, 70001), -1, "int", "plain"),
+    ((3, 70001), -1, "int", "options"),
+    ((3, 70001), -1, "prob", "options"),
+    ((3, 70001), -1, "prob", "softcap"),  # soft-capping takes the row path
+    ((1, 65536), -1, "int", "plain"),  # the smallest split C
+    ((1, 65536), -1, "prob", "plain"),
+    ((70001, 2), 0, "int", "options"),  # class axis first: strided chunks
+    ((70001, 2), 0, "prob", "plain"),
+    ((2, 3, 65537), -1, "prob", "options"),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "axis"), SPLIT_SHAPES, ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("option", ["plain", "options", "softcap"])
-def test_split_rows_match_reference_and_are_deterministic(dtype, shape, axis, kind, option):
+@pytest.mark.parametrize(("shape", "axis", "kind", "option"), SPLIT_CASES, ids=str)
+def test_split_rows_match_reference_and_are_deterministic(
+    dtype, shape, axis, kind, option
+):
     rng = np.random.default_rng(seed_for(dtype, shape, axis, kind, option))
     C = shape[axis]
     ss = sample_shape(shape, axis)
@@ -445,18 +486,24 @@ def test_split_rows_match_reference_and_are_deterministic(dtype, shape, axis, ki
         common = dict(axis=axis, reduction=red, **kw)
         loss, grad = check_vs_reference(x, t, grad_output=go, **common)
         for nt in (1, 2, 3):
-            l2, g2 = ce_fast.cross_entropy_and_grad(x, t, grad_output=go, num_threads=nt, **common)
+            l2, g2 = ce_fast.cross_entropy_and_grad(
+                x, t, grad_output=go, num_threads=nt, **common
+            )
             assert_bitwise(l2, loss, f"num_threads={nt}")
             assert_bitwise(g2, grad, f"num_threads={nt}")
         xi = x.copy()
-        res = ce_fast.cross_entropy_and_grad(xi, t, grad_output=go, out=xi, num_threads=3, **common)
+        res = ce_fast.cross_entropy_and_grad(
+            xi, t, grad_output=go, out=xi, num_threads=3, **common
+        )
         assert res[1] is xi
         assert_bitwise(res[0], loss, "in place")
         assert_bitwise(xi, grad, "in place")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1}, {"weight": "w", "z_loss": 1e-3}], ids=str)
+@pytest.mark.parametrize(
+    "opts", [{}, {"label_smoothing": 0.1}, {"weight": "w", "z_loss": 1e-3}], ids=str
+)
 def test_split_rows_special_values(dtype, opts):
     rng = np.random.default_rng(seed_for(dtype, repr(opts)))
     C = 3 * SPLIT_CHUNK + 1001  # four chunks, the last one partial
@@ -500,7 +547,9 @@ def test_split_rows_special_values(dtype, opts):
     xq = make_logits(rng, (2, C), dtype)
     xq[0, SPLIT_CHUNK : 2 * SPLIT_CHUNK] = -np.inf
     loss, grad = check_vs_reference(xq, q, reduction="none")
-    assert np.isfinite(loss).all() and np.all(grad[0, SPLIT_CHUNK : 2 * SPLIT_CHUNK] == 0)
+    assert np.isfinite(loss).all() and np.all(
+        grad[0, SPLIT_CHUNK : 2 * SPLIT_CHUNK] == 0
+    )
 
 
 def test_threads_bitwise_with_special_rows():
@@ -514,7 +563,10 @@ def test_threads_bitwise_with_special_rows():
     x[5000, :4] = -np.inf
     y[::7] = -100
     for red in REDUCTIONS:
-        res = [ce_fast.cross_entropy_and_grad(x, y, reduction=red, num_threads=nt) for nt in (1, 2, 3)]
+        res = [
+            ce_fast.cross_entropy_and_grad(x, y, reduction=red, num_threads=nt)
+            for nt in (1, 2, 3)
+        ]
         for loss, grad in res[1:]:
             assert_bitwise(loss, res[0][0])
             assert_bitwise(grad, res[0][1])
@@ -565,11 +617,15 @@ def test_out_separate_buffer(dtype, shape, axis, kind, kw, reduction, func):
     rng = np.random.default_rng(seed_for(dtype, shape, axis, kind, reduction, func))
     kw = _resolve(kw, rng, shape[axis])
     x = make_logits(rng, shape, dtype)
-    t = make_target(rng, kind, shape, axis, dtype, ignore_index=kw.get("ignore_index", -100))
+    t = make_target(
+        rng, kind, shape, axis, dtype, ignore_index=kw.get("ignore_index", -100)
+    )
     common = dict(axis=axis, reduction=reduction, **kw)
     expected_loss, expected = ce_fast.cross_entropy_and_grad(x, t, **common)
     with np.errstate(all="ignore"):
-        assert_grad_matches(expected, ref.cross_entropy_grad(x, t, **common), x, t, common)
+        assert_grad_matches(
+            expected, ref.cross_entropy_grad(x, t, **common), x, t, common
+        )
     x_before = fingerprint(x)
     out = np.full(shape, np.nan, dtype)  # every element must be written
     res = getattr(ce_fast, func)(x, t, out=out, **common)
@@ -589,7 +645,9 @@ def test_out_is_logits_in_place(dtype, shape, axis, kind, kw, reduction, func):
     rng = np.random.default_rng(seed_for(dtype, shape, axis, kind, reduction, func))
     kw = _resolve(kw, rng, shape[axis])
     x = make_logits(rng, shape, dtype)
-    t = make_target(rng, kind, shape, axis, dtype, ignore_index=kw.get("ignore_index", -100))
+    t = make_target(
+        rng, kind, shape, axis, dtype, ignore_index=kw.get("ignore_index", -100)
+    )
     common = dict(axis=axis, reduction=reduction, **kw)
     expected_loss, expected = ce_fast.cross_entropy_and_grad(x.copy(), t, **common)
     with np.errstate(all="ignore"):
@@ -648,7 +706,7 @@ def test_out_partial_overlap_reads_a_snapshot(dtype):
 def _layouts(x, t, axis, kind):
     """(name, logits, target, axis, undo) variants holding the same values;
     ``undo`` maps the variant's gradient back to x's layout."""
-    ident = lambda g: g  # noqa: E731
+    ident = lambda g: g
     out = []
     out.append(("fortran", np.asfortranarray(x), np.asfortranarray(t), axis, ident))
     # transposed view: every axis reversed, class axis follows
@@ -668,15 +726,21 @@ def _layouts(x, t, axis, kind):
     tneg = tuple(slice(None, None, -1) for _ in t.shape)
     out.append(("negative", x[neg].copy()[neg], t[tneg].copy()[tneg], axis, ident))
     # only the class axis reversed (the kernel may walk it with stride -1)
-    cls = tuple(slice(None, None, -1) if i == axis % nd else slice(None) for i in range(nd))
+    cls = tuple(
+        slice(None, None, -1) if i == axis % nd else slice(None) for i in range(nd)
+    )
     tcls = cls if kind == "prob" else tuple(slice(None) for _ in t.shape)
-    out.append(("class_reversed", x[cls].copy()[cls], t[tcls].copy()[tcls], axis, ident))
+    out.append(
+        ("class_reversed", x[cls].copy()[cls], t[tcls].copy()[tcls], axis, ident)
+    )
     return out
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    ("shape", "axis"), [((13, 7), -1), ((7, 13), 0), ((9, 7, 41), 1), ((5, 3, 4, 6), 2)], ids=str
+    ("shape", "axis"),
+    [((13, 7), -1), ((7, 13), 0), ((9, 7, 41), 1), ((5, 3, 4, 6), 2)],
+    ids=str,
 )
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("option", ["plain", "all"])
@@ -696,7 +760,9 @@ def test_layouts_match_contiguous(dtype, shape, axis, kind, option):
                 common2 = common
             before = (fingerprint(xv), fingerprint(tv))
             loss, grad = ce_fast.cross_entropy_and_grad(xv, tv, axis=ax, **common2)
-            assert (fingerprint(xv), fingerprint(tv)) == before, f"{name}: input modified"
+            assert (fingerprint(xv), fingerprint(tv)) == before, (
+                f"{name}: input modified"
+            )
             assert grad.flags.c_contiguous and grad.shape == xv.shape
             msg = f"layout {name}, reduction {red}"
             assert_bitwise(ce_fast.cross_entropy(xv, tv, axis=ax, **common2), loss, msg)
@@ -704,7 +770,9 @@ def test_layouts_match_contiguous(dtype, shape, axis, kind, option):
                 loss = loss.T
             # not necessarily bitwise (another loop may run), but a few ulps at most
             assert_close(loss, eloss, dtype, rtol=8 * np.finfo(dtype).eps, err_msg=msg)
-            assert_close(undo(grad), egrad, dtype, rtol=8 * np.finfo(dtype).eps, err_msg=msg)
+            assert_close(
+                undo(grad), egrad, dtype, rtol=8 * np.finfo(dtype).eps, err_msg=msg
+            )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -717,12 +785,20 @@ def test_non_contiguous_options(dtype):
     sw = (rng.random(30) + 0.5)[::-3]
     go = rng.standard_normal((10, 2))[:, 1]
     assert not (w.flags.c_contiguous or sw.flags.c_contiguous or go.flags.c_contiguous)
-    kw = dict(weight=w, sample_weight=sw, reduction="none", grad_output=go)
+    kw = {"weight": w, "sample_weight": sw, "reduction": "none", "grad_output": go}
     loss, grad = check_vs_reference(x, y, **kw)
-    ckw = dict(
-        weight=w.copy(), sample_weight=sw.copy(), reduction="none", grad_output=go.copy()
+    ckw = {
+        "weight": w.copy(),
+        "sample_weight": sw.copy(),
+        "reduction": "none",
+        "grad_output": go.copy(),
+    }
+    assert_bitwise(
+        loss,
+        ce_fast.cross_entropy(
+            x, y, **{k: v for k, v in ckw.items() if k != "grad_output"}
+        ),
     )
-    assert_bitwise(loss, ce_fast.cross_entropy(x, y, **{k: v for k, v in ckw.items() if k != "grad_output"}))
     assert_bitwise(grad, ce_fast.cross_entropy_grad(x, y, **ckw))
 
 
@@ -734,14 +810,14 @@ def test_read_only_inputs(dtype, kind):
     ss = sample_shape(shape, axis)
     x = make_logits(rng, shape, dtype)
     t = make_target(rng, kind, shape, axis, dtype, ignore_index=-100)
-    kw = dict(
-        axis=axis,
-        weight=rng.random(7) + 0.5,
-        sample_weight=rng.random(ss) + 0.5,
-        reduction="none",
-        label_smoothing=0.1,
-        softcap=3.0,
-    )
+    kw = {
+        "axis": axis,
+        "weight": rng.random(7) + 0.5,
+        "sample_weight": rng.random(ss) + 0.5,
+        "reduction": "none",
+        "label_smoothing": 0.1,
+        "softcap": 3.0,
+    }
     go = rng.standard_normal(ss)
     loss, grad = check_vs_reference(x, t, grad_output=go, **kw)
     arrays = [x, t, kw["weight"], kw["sample_weight"], go]
@@ -775,12 +851,25 @@ def test_inputs_never_modified(dtype, kind):
         arrays = [xv, tv, w, sw, go]
         before = [fingerprint(a) for a in arrays]
         for red in REDUCTIONS:
-            kw = dict(axis=axis, weight=w, sample_weight=sw, reduction=red, softcap=5.0, z_loss=0.01)
+            kw = {
+                "axis": axis,
+                "weight": w,
+                "sample_weight": sw,
+                "reduction": red,
+                "softcap": 5.0,
+                "z_loss": 0.01,
+            }
             g = go if red == "none" else 1.5
             ce_fast.cross_entropy(xv, tv, **kw)
             ce_fast.cross_entropy_grad(xv, tv, grad_output=g, **kw)
             ce_fast.cross_entropy_and_grad(xv, tv, grad_output=g, **kw)
-            ce_fast.cross_entropy_and_grad(xv, tv, grad_output=g, out=np.empty(xv.shape, compute_dtype(dtype)), **kw)
+            ce_fast.cross_entropy_and_grad(
+                xv,
+                tv,
+                grad_output=g,
+                out=np.empty(xv.shape, compute_dtype(dtype)),
+                **kw,
+            )
         assert [fingerprint(a) for a in arrays] == before
 
 
@@ -799,7 +888,10 @@ def test_float16_logits_compute_in_float32(kind):
         assert loss.dtype == np.float32 and grad.dtype == np.float32
         # identical to upcasting first
         loss32, grad32 = ce_fast.cross_entropy_and_grad(
-            x.astype(np.float32), t.astype(np.float32) if kind == "prob" else t, axis=1, reduction=red
+            x.astype(np.float32),
+            t.astype(np.float32) if kind == "prob" else t,
+            axis=1,
+            reduction=red,
         )
         assert_bitwise(loss, loss32)
         assert_bitwise(grad, grad32)
@@ -818,7 +910,9 @@ def test_integer_and_bool_logits_compute_in_float64(ldtype):
     for red in REDUCTIONS:
         loss, grad = check_vs_reference(x, y, reduction=red)
         assert loss.dtype == np.float64 and grad.dtype == np.float64
-        assert_bitwise(grad, ce_fast.cross_entropy_grad(x.astype(np.float64), y, reduction=red))
+        assert_bitwise(
+            grad, ce_fast.cross_entropy_grad(x.astype(np.float64), y, reduction=red)
+        )
 
 
 @pytest.mark.parametrize("tdtype", INT_DTYPES)
@@ -830,13 +924,17 @@ def test_integer_target_dtypes(tdtype, dtype):
     ignore = -100 if np.issubdtype(tdtype, np.signedinteger) else 3
     y[::5] = ignore
     yt = y.astype(tdtype)
-    base_l, base_g = ce_fast.cross_entropy_and_grad(x, y, ignore_index=ignore, reduction="none")
+    base_l, base_g = ce_fast.cross_entropy_and_grad(
+        x, y, ignore_index=ignore, reduction="none"
+    )
     loss, grad = check_vs_reference(x, yt, ignore_index=ignore, reduction="none")
     assert_bitwise(loss, base_l)
     assert_bitwise(grad, base_g)
     # non-native byte order
     ys = yt.astype(yt.dtype.newbyteorder())
-    assert_bitwise(ce_fast.cross_entropy(x, ys, ignore_index=ignore, reduction="none"), base_l)
+    assert_bitwise(
+        ce_fast.cross_entropy(x, ys, ignore_index=ignore, reduction="none"), base_l
+    )
 
 
 def test_array_likes():
@@ -847,7 +945,11 @@ def test_array_likes():
     # prob target as a list, tuples, numpy scalars as options
     q = [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]
     check_vs_reference(tuple(map(tuple, x)), q, reduction="sum", weight=[1.0, 2.0, 0.5])
-    check_vs_reference(np.float32(2.0) * np.ones((2, 3), np.float32), [1, 1], label_smoothing=np.float32(0.25))
+    check_vs_reference(
+        np.float32(2.0) * np.ones((2, 3), np.float32),
+        [1, 1],
+        label_smoothing=np.float32(0.25),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -869,7 +971,11 @@ def test_non_native_byte_order_logits(dtype):
     y = rng.integers(0, 5, 6)
     xs = x.astype(x.dtype.newbyteorder())
     loss, grad = ce_fast.cross_entropy_and_grad(xs, y, reduction="none")
-    assert loss.dtype == np.dtype(dtype) and grad.dtype == np.dtype(dtype) and grad.dtype.isnative
+    assert (
+        loss.dtype == np.dtype(dtype)
+        and grad.dtype == np.dtype(dtype)
+        and grad.dtype.isnative
+    )
     # the reference is run on the native-order copy (same values)
     rl, rg = ref.cross_entropy_and_grad(x, y, reduction="none")
     assert_close(loss, rl, dtype)
@@ -883,11 +989,15 @@ def test_torch_tensors_via_dlpack():
     rng = np.random.default_rng(4)
     x = make_logits(rng, (7, 5), np.float32)
     y = rng.integers(0, 5, 7)
-    loss, grad = ce_fast.cross_entropy_and_grad(torch.from_numpy(x), torch.from_numpy(y))
+    loss, grad = ce_fast.cross_entropy_and_grad(
+        torch.from_numpy(x), torch.from_numpy(y)
+    )
     assert_bitwise(loss, ce_fast.cross_entropy(x, y))
     assert_bitwise(grad, ce_fast.cross_entropy_grad(x, y))
     # PyTorch's own value
-    expected = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(y))
+    expected = torch.nn.functional.cross_entropy(
+        torch.from_numpy(x), torch.from_numpy(y)
+    )
     assert_close(loss, expected.numpy(), np.float32)
 
 
@@ -902,7 +1012,13 @@ NAN, INF = np.nan, np.inf
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(
     "opts",
-    [{}, {"label_smoothing": 0.1}, {"z_loss": 0.01}, {"weight": [1.0, 2.0, 0.5, 1.5]}, {"softcap": 3.0}],
+    [
+        {},
+        {"label_smoothing": 0.1},
+        {"z_loss": 0.01},
+        {"weight": [1.0, 2.0, 0.5, 1.5]},
+        {"softcap": 3.0},
+    ],
     ids=str,
 )
 def test_special_values_int_target(dtype, reduction, opts):
@@ -961,15 +1077,24 @@ def test_special_values_prob_target(dtype, reduction):
         assert loss[1] == np.inf
         assert np.isnan(loss[[2, 3, 4]]).all()
         assert np.all(grad[0, [1, 3]] == 0)
-    check_vs_reference(x, q, reduction=reduction, weight=[1.0, 2.0, 3.0, 0.5], z_loss=0.1)
+    check_vs_reference(
+        x, q, reduction=reduction, weight=[1.0, 2.0, 3.0, 0.5], z_loss=0.1
+    )
     check_vs_reference(x, q, reduction=reduction, softcap=2.0, label_smoothing=0.2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "axis"), [((40, 9), -1), ((6, 11, 5), 1), ((3, 2001), -1)], ids=str)
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((40, 9), -1), ((6, 11, 5), 1), ((3, 2001), -1)], ids=str
+)
 @pytest.mark.parametrize(
     "opts",
-    [{}, {"weight": "w"}, {"sample_weight": "s", "z_loss": 0.01}, {"label_smoothing": 0.1}],
+    [
+        {},
+        {"weight": "w"},
+        {"sample_weight": "s", "z_loss": 0.01},
+        {"label_smoothing": 0.1},
+    ],
     ids=str,
 )
 def test_prob_target_zero_mass_classes_masked(dtype, shape, axis, opts):
@@ -1002,7 +1127,9 @@ def test_prob_target_zero_mass_classes_masked(dtype, shape, axis, opts):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softcap_maps_infinities_to_the_cap(dtype):
-    x = np.array([[INF, 0.0, -INF], [-INF, -INF, -INF], [INF, INF, 1.0], [NAN, 0.0, 1.0]], dtype)
+    x = np.array(
+        [[INF, 0.0, -INF], [-INF, -INF, -INF], [INF, INF, 1.0], [NAN, 0.0, 1.0]], dtype
+    )
     y = np.array([0, 1, 2, 0])
     loss, grad = check_vs_reference(x, y, reduction="none", softcap=2.0)
     assert np.isfinite(loss[:3]).all() and np.isfinite(grad[:3]).all()
@@ -1047,7 +1174,7 @@ def test_huge_finite_logits(dtype, opts):
     y = np.array([0, 1, 2, 0, 0, 1, 2])
     with np.errstate(all="ignore"):
         for red in ["none", "sum"]:
-            loss, grad = check_vs_reference(x, y, reduction=red, **opts)
+            _loss, grad = check_vs_reference(x, y, reduction=red, **opts)
             assert not np.isnan(grad).any()
 
 
@@ -1077,7 +1204,9 @@ def test_ties_and_tiny_differences(dtype):
     for y in [np.array([0, 1, 2, 3, 2, 0]), np.array([3, 3, 0, 2, 3, 1])]:
         for red in REDUCTIONS:
             check_vs_reference(x, y, reduction=red)
-            check_vs_reference(x, y, reduction=red, label_smoothing=0.3, weight=[1, 2, 3, 4])
+            check_vs_reference(
+                x, y, reduction=red, label_smoothing=0.3, weight=[1, 2, 3, 4]
+            )
     q = np.full(x.shape, 0.25, dtype)
     check_vs_reference(x, q, reduction="none")
 
@@ -1162,7 +1291,10 @@ def test_tiny_losses_keep_relative_accuracy(dtype, option):
     assert np.all(np.abs(loss - true_loss) <= rtol[:, 0] * true_loss), (loss, true_loss)
     # the true-class gradient p_y - 1 ~ -loss is not swallowed by cancellation
     assert np.all(grad[:, 0] < 0), "true-class gradient of a confident row is 0"
-    assert np.all(np.abs(grad - true_grad) <= rtol * np.abs(true_grad)), (grad, true_grad)
+    assert np.all(np.abs(grad - true_grad) <= rtol * np.abs(true_grad)), (
+        grad,
+        true_grad,
+    )
     # reduced: the sum of tiny losses, and the mean's gradient
     lsum = ce_fast.cross_entropy(x, t, reduction="sum", **kw)
     np.testing.assert_allclose(lsum, true_loss.sum(), rtol=float(rtol.max()))
@@ -1177,7 +1309,9 @@ def test_tiny_losses_keep_relative_accuracy(dtype, option):
     "instead of a few ulps (the reference, exact for float32 inputs, is within 1 ulp)",
 )
 def test_tiny_loss_float32_few_ulps_with_inexact_differences():
-    x = np.array([[69.88379669189453, 0.10454945266246796, 0.13658541440963745]], np.float32)
+    x = np.array(
+        [[69.88379669189453, 0.10454945266246796, 0.13658541440963745]], np.float32
+    )
     y = np.array([0])
     true_loss, true_grad = _mp_loss_and_grad(x[0].astype(np.float64), 0)
     ref_loss = ref.cross_entropy(x, y, reduction="none")[0]
@@ -1199,7 +1333,9 @@ def test_confident_rows_vs_reference_large(dtype):
     loss, grad = ce_fast.cross_entropy_and_grad(x, y, reduction="none")
     rl, rg = ref.cross_entropy_and_grad(x, y, reduction="none")
     assert np.all(loss > 0) and np.all(grad[rows, y] < 0)
-    if dtype == np.float32:  # see test_tiny_loss_float32_few_ulps_with_inexact_differences
+    if (
+        dtype == np.float32
+    ):  # see test_tiny_loss_float32_few_ulps_with_inexact_differences
         rtol = 2e-6 + (x.max(axis=1) - x.min(axis=1)).astype(np.float64) * 2.0**-24
     else:
         rtol = np.full(300, 1e-13)
@@ -1220,7 +1356,11 @@ def test_row_gradients_sum_to_zero(dtype, kw):
     shape = (50, 37)
     kw = dict(kw)
     x = make_logits(rng, shape, dtype, scale=5.0)
-    t = make_prob_target(rng, shape, -1, dtype) if kw.pop("prob", False) else rng.integers(0, 37, 50)
+    t = (
+        make_prob_target(rng, shape, -1, dtype)
+        if kw.pop("prob", False)
+        else rng.integers(0, 37, 50)
+    )
     if kw.get("weight") == "w":
         kw["weight"] = rng.random(37) + 0.5
     if kw.get("sample_weight") == "s":
@@ -1228,7 +1368,9 @@ def test_row_gradients_sum_to_zero(dtype, kw):
     grad = check_vs_reference(x, t, reduction="none", **kw)[1].astype(np.float64)
     row_sum = np.abs(grad.sum(axis=1))
     bound = 8 * np.finfo(dtype).eps * np.abs(grad).sum(axis=1)
-    assert np.all(row_sum <= bound), f"max |row sum| / bound = {np.max(row_sum / bound)}"
+    assert np.all(row_sum <= bound), (
+        f"max |row sum| / bound = {np.max(row_sum / bound)}"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -1271,9 +1413,13 @@ FD_COMBOS = list(
 )
 
 
-@pytest.mark.parametrize(("kind", "eps", "lam", "cap", "use_w", "use_sw"), FD_COMBOS, ids=str)
+@pytest.mark.parametrize(
+    ("kind", "eps", "lam", "cap", "use_w", "use_sw"), FD_COMBOS, ids=str
+)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_gradient_matches_finite_differences(kind, eps, lam, cap, use_w, use_sw, reduction):
+def test_gradient_matches_finite_differences(
+    kind, eps, lam, cap, use_w, use_sw, reduction
+):
     rng = np.random.default_rng(seed_for(kind, eps, lam, cap, use_w, use_sw, reduction))
     shape, axis = ((3, 5), -1) if reduction != "none" else ((2, 4, 3), 1)
     C = shape[axis]
@@ -1284,7 +1430,13 @@ def test_gradient_matches_finite_differences(kind, eps, lam, cap, use_w, use_sw,
         t.reshape(-1)[1] = -100  # one ignored sample
     else:
         t = make_prob_target(rng, shape, axis, np.float64)
-    kw = dict(axis=axis, reduction=reduction, label_smoothing=eps, z_loss=lam, softcap=cap)
+    kw = {
+        "axis": axis,
+        "reduction": reduction,
+        "label_smoothing": eps,
+        "z_loss": lam,
+        "softcap": cap,
+    }
     if use_w:
         kw["weight"] = rng.random(C) + 0.5
     if use_sw:
@@ -1324,7 +1476,9 @@ def test_every_isa_matches_reference(isa, dtype, shape, axis, kind, option):
     t = make_target(rng, kind, shape, axis, dtype, ignore_index=kw.get("ignore_index"))
     for red in REDUCTIONS:
         go = grad_output_for(rng, red, sample_shape(shape, axis), "array")
-        loss, grad = check_vs_reference(x, t, axis=axis, reduction=red, grad_output=go, **kw)
+        loss, grad = check_vs_reference(
+            x, t, axis=axis, reduction=red, grad_output=go, **kw
+        )
         for nt in (2, 3):
             l2, g2 = ce_fast.cross_entropy_and_grad(
                 x, t, axis=axis, reduction=red, grad_output=go, num_threads=nt, **kw
@@ -1332,7 +1486,9 @@ def test_every_isa_matches_reference(isa, dtype, shape, axis, kind, option):
             assert_bitwise(l2, loss)
             assert_bitwise(g2, grad)
         xi = x.copy()
-        ce_fast.cross_entropy_grad(xi, t, axis=axis, reduction=red, grad_output=go, out=xi, **kw)
+        ce_fast.cross_entropy_grad(
+            xi, t, axis=axis, reduction=red, grad_output=go, out=xi, **kw
+        )
         assert_bitwise(xi, grad)
 
 
@@ -1352,7 +1508,9 @@ def test_every_isa_special_values_and_accuracy(isa, dtype):
     y = np.array([0, 2, 1, 3, 0, 0, 0, 8])
     with np.errstate(all="ignore"):
         loss, grad = check_vs_reference(x, y, reduction="none")
-        check_vs_reference(x, y, reduction="sum", label_smoothing=0.1, weight=np.arange(1.0, 10.0))
+        check_vs_reference(
+            x, y, reduction="sum", label_smoothing=0.1, weight=np.arange(1.0, 10.0)
+        )
         check_vs_reference(x, y, reduction="none", softcap=20.0, z_loss=1e-3)
     assert np.all(loss[4:6] > 0) and np.all(grad[4:6, 0] < 0)
     rtol = 2e-6 if dtype == np.float32 else 1e-13
@@ -1383,6 +1541,7 @@ ZERO_COEF_FIXED = {
         {"weight": [0.0, 0.0, 1.0], "label_smoothing": 0.2}),
 }  # fmt: skip
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(ZERO_COEF_FIXED))
 def test_zero_coefficient_against_masked_class(dtype, case):
@@ -1391,10 +1550,13 @@ def test_zero_coefficient_against_masked_class(dtype, case):
     t = np.array(t, dtype) if isinstance(t[0], list) else np.array(t)
     for red in REDUCTIONS:
         loss, grad = check_vs_reference(x, t, reduction=red, **kw)
-        assert not np.isnan(loss).any() and np.isfinite(grad).all()
+        if red != "mean":  # (a zero total weight makes the mean 0/0)
+            assert not np.isnan(loss).any() and np.isfinite(grad).all()
 
 
-@pytest.mark.parametrize(("dtype", "C"), [(np.float32, 1000), (np.float64, 50000), (np.float32, 70001)])
+@pytest.mark.parametrize(
+    ("dtype", "C"), [(np.float32, 1000), (np.float64, 50000), (np.float32, 70001)]
+)
 def test_prob_target_flat_row_gradient(dtype, C):
     """Regression: the p ~ 1 form A (p - 1) + (A - w q') of the gradient at
     the row max once ran also where p_max << 1 and cancelled (error ~ eps/p).
@@ -1404,7 +1566,7 @@ def test_prob_target_flat_row_gradient(dtype, C):
     q = np.random.default_rng(0).random((1, C))
     q = (q / q.sum()).astype(dtype)
     for eps, lam in [(0.0, 0.0), (0.2, 0.0), (0.0, 0.1)]:
-        kw = dict(reduction="sum", label_smoothing=eps, z_loss=lam)
+        kw = {"reduction": "sum", "label_smoothing": eps, "z_loss": lam}
         loss, grad = ce_fast.cross_entropy_and_grad(x, q, **kw)
         assert_close(loss, ref.cross_entropy(x, q, **kw), dtype)
         qp = (1 - np.longdouble(eps)) * q.astype(np.longdouble) + np.longdouble(eps) / C

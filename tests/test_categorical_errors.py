@@ -13,7 +13,6 @@ import pytest
 
 import ce_fast
 import ce_fast.reference as ref
-
 from tests.conftest import fingerprint
 
 FUNCS = ["cross_entropy", "cross_entropy_grad", "cross_entropy_and_grad"]
@@ -59,7 +58,9 @@ def _message_names(msg, *numbers):
         ([0, 1, 2, 3, 1, 2**62], 5, 2**62, None),
     ],
 )
-def test_index_error_names_first_position_and_value(impl, func, target, pos, val, absent):
+def test_index_error_names_first_position_and_value(
+    impl, func, target, pos, val, absent
+):
     x = _x((6, 5))
     with pytest.raises(IndexError) as exc:
         getattr(impl, func)(x, np.array(target))
@@ -92,7 +93,10 @@ def test_index_error_uint64_not_confused_with_ignore_index(impl):
         impl.cross_entropy(x, y, ignore_index=-1)
 
 
-@pytest.mark.parametrize("tdtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64])
+@pytest.mark.parametrize(
+    "tdtype",
+    [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64],
+)
 def test_index_error_every_integer_dtype(func, tdtype):
     x = _x((4, 5))
     y = np.array([0, 1, 5, 2], dtype=tdtype)
@@ -139,7 +143,9 @@ def test_index_error_leaves_out_logits_untouched(func, dtype):
     x = _x((7, 5), dtype)
     x[3, 2] = np.nan
     before = fingerprint(x)
-    y = np.array([0, 1, 2, 3, 4, 1, 5])  # last row invalid: found after earlier valid rows
+    y = np.array(
+        [0, 1, 2, 3, 4, 1, 5]
+    )  # last row invalid: found after earlier valid rows
     with pytest.raises(IndexError):
         getattr(ce_fast, func)(x, y, out=x)
     assert fingerprint(x) == before
@@ -190,7 +196,9 @@ def test_wrong_target_shape(impl, func, xshape, axis, tshape, tdtype):
     assert str(tuple(tshape)) in msg, f"arrived shape not named: {msg!r}"
     ax = axis % len(xshape)
     sshape = xshape[:ax] + xshape[ax + 1 :]
-    expected = str(tuple(sshape)) if np.issubdtype(tdtype, np.integer) else str(tuple(xshape))
+    expected = (
+        str(tuple(sshape)) if np.issubdtype(tdtype, np.integer) else str(tuple(xshape))
+    )
     assert expected in msg, f"expected shape not named: {msg!r}"
 
 
@@ -228,13 +236,17 @@ def test_axis_not_an_integer(impl, func, axis):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reduction", ["Mean", "SUM", "None", "avg", "", None, 1, "mean "])
+@pytest.mark.parametrize(
+    "reduction", ["Mean", "SUM", "None", "avg", "", None, 1, "mean "]
+)
 def test_bad_reduction(impl, func, reduction):
     with pytest.raises(ValueError, match="reduction"):
         getattr(impl, func)(_x(), _y(), reduction=reduction)
 
 
-@pytest.mark.parametrize("value", [-0.1, -1e-300, 1.0000001, 2.0, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    "value", [-0.1, -1e-300, 1.0000001, 2.0, np.nan, np.inf, -np.inf]
+)
 def test_bad_label_smoothing(impl, func, value):
     with pytest.raises(ValueError, match="label_smoothing"):
         getattr(impl, func)(_x(), _y(), label_smoothing=value)
@@ -269,7 +281,9 @@ def test_bad_sample_weight_shape(impl, func, shape):
         getattr(impl, func)(_x(), _y(), sample_weight=np.ones(shape))
 
 
-@pytest.mark.parametrize("value", [0, -1, -100, 1.5, 2.0, True, False, "2", np.float64(2.0)])
+@pytest.mark.parametrize(
+    "value", [0, -1, -100, 1.5, 2.0, True, False, "2", np.float64(2.0)]
+)
 def test_bad_num_threads(impl, func, value):
     with pytest.raises(ValueError, match="num_threads"):
         getattr(impl, func)(_x(), _y(), num_threads=value)
@@ -322,7 +336,9 @@ def test_grad_output_wrong_shape_with_none(impl, func, shape):
 @pytest.mark.parametrize("func", GRAD_FUNCS)
 def test_grad_output_complex(func):
     with pytest.raises(TypeError, match="grad_output"):
-        getattr(ce_fast, func)(_x(), _y(), reduction="none", grad_output=np.ones(4, complex))
+        getattr(ce_fast, func)(
+            _x(), _y(), reduction="none", grad_output=np.ones(4, complex)
+        )
 
 
 # ---------------------------------------------------------------------------
