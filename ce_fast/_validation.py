@@ -18,14 +18,25 @@ def as_array(a: Any, name: str) -> np.ndarray:
     """Any array-like as an ndarray, without a copy where possible.
 
     Objects exposing ``__dlpack__`` (CPU PyTorch tensors, ...) are taken
-    through DLPack, which shares their memory."""
+    through DLPack, which shares their memory, whatever their strides. A
+    tensor that requires grad is read through its ``detach()`` (the same
+    memory, outside the autograd graph: ce_fast returns plain arrays and
+    records nothing for autograd)."""
     if isinstance(a, np.ndarray):
         return a
     if hasattr(a, "__dlpack__"):
         try:
             return np.from_dlpack(a)
         except (TypeError, BufferError, RuntimeError, ValueError):
-            pass  # e.g. a tensor that requires grad: fall back to __array__
+            # PyTorch refuses to export a tensor that requires grad: its
+            # detach() is a view of the same memory that it does export.
+            detach = getattr(a, "detach", None)
+            if callable(detach):
+                try:
+                    return np.from_dlpack(detach())
+                except (TypeError, BufferError, RuntimeError, ValueError, AttributeError):
+                    pass
+            # else fall back to __array__ below (e.g. a GPU tensor raises there)
     try:
         return np.asarray(a)
     except Exception as exc:  # ragged lists and other non-arrays

@@ -122,7 +122,7 @@ def _to_array(x, name):
 
 def _compute_dtype(dtype):
     """float16/float32 -> float32; float64, integer and bool -> float64."""
-    if dtype == np.float32 or dtype == np.float16:
+    if dtype.kind == "f" and dtype.itemsize <= 4:  # any byte order
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
@@ -270,7 +270,7 @@ def _ce_rows(x, a, zc, lam, want_grad):
     coefficients (a zero coefficient gives an exactly zero term); ``zc``:
     ``(K,)`` z-loss weight per row.  The gradient is
     ``g_j = p_j * B - a_j`` with ``B = sum(a) + 2 lam zc lse``; at the arg-max
-    it is evaluated as ``(B - a_am) + (p_am - 1) * B`` with
+    it is evaluated (where p_am > 1/2) as ``(B - a_am) + (p_am - 1) * B`` with
     ``B - a_am = sum_{c != am} a_c + 2 lam zc lse`` and
     ``p_am - 1 = -s'/(1 + s')``, so nothing cancels catastrophically.
     Bad rows (NaN/+inf anywhere, all -inf) get NaN loss and NaN gradient.
@@ -283,7 +283,7 @@ def _ce_rows(x, a, zc, lam, want_grad):
         nlp = _neg_log_softmax(x, m, sp)
         loss = np.where(a != 0, a * nlp, 0.0).sum(axis=-1)
         if lam != 0:
-            loss = loss + lam * zc * lse**2
+            loss = loss + (lam * zc * lse) * lse  # not lse**2: that overflows first
         loss[bad] = np.nan
         if not want_grad:
             return loss, None
@@ -295,7 +295,10 @@ def _ce_rows(x, a, zc, lam, want_grad):
         big_b = a.sum(axis=-1) + z
         rest_b = a_rest.sum(axis=-1) + z  # == big_b - a[am], without cancellation
         grad = p * big_b[:, None] - a
-        grad[rows, am] = rest_b + p_am_minus_1 * big_b
+        # the p - 1 form only where p_am > 1/2 (sp < 1); elsewhere it would
+        # cancel instead, and the plain form is the accurate one
+        fixed = rest_b + p_am_minus_1 * big_b
+        grad[rows, am] = np.where(sp < 1.0, fixed, grad[rows, am])
         grad[bad] = np.nan
     return loss, grad
 

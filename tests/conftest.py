@@ -306,23 +306,3 @@ def categorical_grad_term_scale(x, t, kw, go=None):
     M = M[np.isfinite(M)]
     return float(M.max()) if M.size else 0.0
 
-
-def categorical_reference_slack(x, t, kw, go=None):
-    """Extra absolute tolerance (gradient-shaped) for the reference's own
-    rounding: ``ce_fast.reference`` evaluates every row's arg-max entry as
-    ``(B - a_am) + (p_am - 1) B``, which is exact to ~eps * B but cancels when
-    p_am is far below 1 (flat rows, large C), so there it is only good to a
-    few ulps of |gs| B, not of the entry.  Zero everywhere else.  (Drop this
-    once the reference uses that form only where p_am > 1/2.)"""
-    x = np.asarray(x)
-    if x.size == 0:
-        return np.zeros(x.shape)
-    x2, _p, _a, B, gs, fac, moved_shape, ax = _categorical_terms(x, t, kw, go)
-    slack = np.zeros_like(x2)
-    with np.errstate(all="ignore"):
-        am = np.argmax(x2, axis=1)
-        rows = np.arange(x2.shape[0])
-        # (p_am - 1) B and the C-term sum B - a_am each carry a few eps * B
-        v = 64 * np.finfo(np.float64).eps * np.abs(gs) * np.abs(B) * fac[rows, am]
-        slack[rows, am] = np.nan_to_num(v, nan=0.0, posinf=0.0)
-    return np.moveaxis(slack.reshape(moved_shape), -1, ax)
