@@ -19,7 +19,8 @@ import argparse
 import statistics
 import time
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -139,8 +140,10 @@ def main() -> None:
         for dt in args.dtypes.split(","):
             x, y, buf = setup(N, C, dt)
             mem = {k: globals()[k](x, y) for k in globals() if k.startswith("peakmem_")}
-            print(f"\n== {N} x {C} {dt} ({x.nbytes / 1e6:.0f} MB) ==  peak extra memory: "
-                  + ", ".join(f"{k[8:]} {v / x.nbytes:.2f}x logits" for k, v in mem.items()))
+            print(
+                f"\n== {N} x {C} {dt} ({x.nbytes / 1e6:.0f} MB) ==  peak extra memory: "
+                + ", ".join(f"{k[8:]} {v / x.nbytes:.2f}x logits" for k, v in mem.items())
+            )
             for nt in (int(t) for t in args.threads.split(",")):
                 cases = {k: (lambda f=f: f(x, y, buf, nt)) for k, f in fns.items()}
                 for name, peer in peers.items():
@@ -148,8 +151,12 @@ def main() -> None:
                         torch.set_num_threads(nt)
                     cases[name] = lambda peer=peer: peer(x, y)
                 m = _medians(cases, args.repeat)
-                ceil = {"loss": m["ceiling_read"], "loss_and_grad_out": m["ceiling_copy"],
-                        "grad_only_out": m["ceiling_copy"], "loss_and_grad_fresh": m["ceiling_alloc_copy"]}
+                ceil = {
+                    "loss": m["ceiling_read"],
+                    "loss_and_grad_out": m["ceiling_copy"],
+                    "grad_only_out": m["ceiling_copy"],
+                    "loss_and_grad_fresh": m["ceiling_alloc_copy"],
+                }
                 print(f"  threads={nt}")
                 for k, t in m.items():
                     extra = f"  {t / ceil[k]:5.2f}x its ceiling" if k in ceil else ""

@@ -75,7 +75,12 @@ _DOC_LOGITS_NOTES = """
     materialised at the logits' shape: the kernel walks their broadcast
     strides (a copy of one of them is made only in the rare case that its
     broadcast layout cannot be seen as (rows, cols) with uniform strides).
-    Operands of another dtype are converted to the compute dtype first.
+    Operands of another dtype are converted to the compute dtype first. The
+    logits are read in place in any strided layout: NumPy arrays (memmaps and
+    read-only ones included) and ``__dlpack__`` objects (CPU PyTorch tensors,
+    non-contiguous ones too; one that requires grad is read through
+    ``detach()``); a copy is made only for another dtype, byte-swapped
+    (non-native) or unaligned memory.
 
     Raises
     ------
@@ -266,9 +271,7 @@ def binary_cross_entropy(
     )  # fmt: skip
     if rc == _core.ERR_DOMAIN:
         name = "probs" if arg == 0 else "target"
-        raise ValueError(
-            f"{name} must lie in [0, 1] (and not be NaN); found {val!r} at flat position {pos}"
-        )
+        raise ValueError(f"{name} must lie in [0, 1] (and not be NaN); found {val!r} at flat position {pos}")
     if rc == _core.ERR_NOMEM:
         raise MemoryError("ce_fast: could not allocate per-block partial sums")
     return loss_out if red == 0 else dt.type(loss)
@@ -278,12 +281,12 @@ binary_cross_entropy_with_logits.__doc__ = _doc(
     "Binary cross-entropy on logits (elementwise, PyTorch semantics).",
     False,
     "    loss : numpy scalar or ndarray\n"
-    "        A NumPy scalar of the compute dtype for \"mean\"/\"sum\"; the\n"
-    "        per-element losses (the logits' shape) for \"none\".",
+    '        A NumPy scalar of the compute dtype for "mean"/"sum"; the\n'
+    '        per-element losses (the logits\' shape) for "none".',
     "    >>> import numpy as np, ce_fast\n"
     "    >>> x = np.array([[40.0, -1.0], [0.0, 3.0]])\n"
     "    >>> t = np.array([[1.0, 0.0], [1.0, 0.5]])\n"
-    "    >>> ce_fast.binary_cross_entropy_with_logits(x, t, reduction=\"none\")\n"
+    '    >>> ce_fast.binary_cross_entropy_with_logits(x, t, reduction="none")\n'
     "    array([[4.24835426e-18, 3.13261688e-01],\n"
     "           [6.93147181e-01, 1.54858735e+00]])\n"
     "    >>> round(float(ce_fast.binary_cross_entropy_with_logits(\n"
@@ -296,7 +299,7 @@ binary_cross_entropy_with_logits_grad.__doc__ = _doc(
     "    grad : ndarray\n        The logits' shape and compute dtype (``out`` if given).",
     "    >>> import numpy as np, ce_fast\n"
     "    >>> ce_fast.binary_cross_entropy_with_logits_grad(\n"
-    "    ...     np.array([0.0, 2.0]), np.array([1.0, 0.0]), reduction=\"sum\")\n"
+    '    ...     np.array([0.0, 2.0]), np.array([1.0, 0.0]), reduction="sum")\n'
     "    array([-0.5       ,  0.88079708])\n",
 )
 binary_cross_entropy_with_logits_and_grad.__doc__ = _doc(

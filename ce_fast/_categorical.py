@@ -37,7 +37,13 @@ _DOC_PARAMS = """
     axis : int, default -1
         The class axis. Any axis is walked in place (no transposing copy)
         when the other axes collapse to uniform strides, which is always true
-        for C-contiguous input; other layouts are copied once.
+        for C-contiguous input; other layouts are copied once. NumPy arrays
+        (memmaps and read-only ones included) and ``__dlpack__`` objects (CPU
+        PyTorch tensors, non-contiguous ones too; one that requires grad is
+        read through ``detach()``) are read in place; otherwise a copy is made
+        only for another dtype, byte-swapped (non-native) or unaligned memory.
+        Integer targets of any dtype and byte order are converted to int64
+        (a copy of the N labels unless they already are native int64).
     weight : array_like of shape (C,), optional
         Class weights ``w_c``.
     sample_weight : array_like, optional
@@ -197,8 +203,15 @@ def _fast(
     return (loss_out if red == 0 else dt.type(loss)), grad
 
 
-def _defaults(axis: Any, weight: Any, sample_weight: Any, ignore_index: Any, label_smoothing: Any,
-              z_loss: Any, softcap: Any) -> bool:
+def _defaults(
+    axis: Any,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+) -> bool:
     """True when every option is at its default (the fast path applies)."""
     return (
         weight is None
@@ -417,14 +430,14 @@ def cross_entropy_and_grad(
 cross_entropy.__doc__ = _doc(
     "Cross-entropy of softmax(logits) against integer or probability targets.",
     "    loss : numpy scalar or ndarray\n"
-    "        A NumPy scalar of the compute dtype for \"mean\"/\"sum\"; the per-sample\n"
+    '        A NumPy scalar of the compute dtype for "mean"/"sum"; the per-sample\n'
     "        losses (the target's shape, or the logits' shape minus the class axis)\n"
-    "        for \"none\".",
+    '        for "none".',
     False,
     "    >>> import numpy as np, ce_fast\n"
     "    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])\n"
     "    >>> round(float(ce_fast.cross_entropy(logits, np.array([0, 2]))), 6)\n"
-    "    0.165798\n",
+    "    0.175456\n",
 )
 cross_entropy_grad.__doc__ = _doc(
     "Gradient of :func:`cross_entropy` with respect to the logits.",

@@ -39,11 +39,16 @@ def _openmp_runtime() -> str | None:
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
-    core = os.path.realpath(_core.__file__)
-    for pool in threadpool_info():
-        if pool.get("user_api") == "openmp":
-            return f"{pool.get('internal_api')} ({pool.get('filepath')})"
-    del core
+    pools = [p for p in threadpool_info() if p.get("user_api") == "openmp"]
+    # A repaired wheel vendors its runtime next to the package (ce_fast.libs/,
+    # a distinct soname): prefer that one over others loaded in the process
+    # (e.g. PyTorch's). Otherwise the runtime is shared by soname: the first.
+    vendored = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.realpath(_core.__file__))), "ce_fast.libs"
+    )
+    pools.sort(key=lambda p: not os.path.realpath(str(p.get("filepath"))).startswith(vendored + os.sep))
+    for pool in pools:
+        return f"{pool.get('internal_api')} ({pool.get('filepath')})"
     return None
 
 
@@ -55,7 +60,9 @@ def build_info() -> dict[str, Any]:
     >>> import ce_fast
     >>> info = ce_fast.build_info()
     >>> sorted(info)[:3]
-    ['compiler', 'isa', 'isa_compiled']
+    ['compiler', 'default_threads', 'isa']
+    >>> info["version"] == ce_fast.__version__
+    True
     """
     facts = _core.build_facts()
     omp = facts["openmp"]

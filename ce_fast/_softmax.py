@@ -3,7 +3,7 @@ softmax, entropy, softmax_entropy. The arithmetic is in src/softmax_impl.h."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -17,7 +17,11 @@ _DOC_AXIS = """
         The axis to reduce / normalise over. Any axis is walked in place (no
         transposing copy) when the other axes collapse to uniform strides,
         which is always true for C-contiguous input; other layouts are copied
-        once.
+        once. NumPy arrays (memmaps and read-only ones included) and
+        ``__dlpack__`` objects (CPU PyTorch tensors, non-contiguous ones too;
+        one that requires grad is read through ``detach()``) are read in
+        place; otherwise a copy is made only for another dtype, byte-swapped
+        (non-native) or unaligned memory.
     num_threads : int, optional
         Threads for this call; default: the OpenMP default (honours
         ``OMP_NUM_THREADS`` and threadpoolctl). Results are bitwise
@@ -68,13 +72,13 @@ def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
 def log_softmax(
     x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
 ) -> np.ndarray:
-    return _run(_LOG_SOFTMAX, x, axis, num_threads, "x", out)
+    return cast(np.ndarray, _run(_LOG_SOFTMAX, x, axis, num_threads, "x", out))
 
 
 def softmax(
     x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
 ) -> np.ndarray:
-    return _run(_SOFTMAX, x, axis, num_threads, "x", out)
+    return cast(np.ndarray, _run(_SOFTMAX, x, axis, num_threads, "x", out))
 
 
 def entropy(probs: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:

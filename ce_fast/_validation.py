@@ -139,7 +139,7 @@ def _collapse(shape: tuple[int, ...], strides: tuple[int, ...], item: int) -> in
     dims = [(n, s) for n, s in zip(shape, strides) if n != 1]
     if not dims:
         return 1
-    for (n_hi, s_hi), (n_lo, s_lo) in zip(dims, dims[1:]):
+    for (_n_hi, s_hi), (n_lo, s_lo) in zip(dims, dims[1:]):
         if s_hi != s_lo * n_lo:
             return None
     s = dims[-1][1]
@@ -168,9 +168,7 @@ def same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def per_sample(
-    value: Any, shape: tuple[int, ...], dtype: np.dtype, name: str
-) -> np.ndarray:
+def per_sample(value: Any, shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
     """A per-sample array (sample_weight, grad_output): broadcast to the
     per-sample shape, contiguous, in the compute dtype."""
     arr = as_float(value, name, dtype)
@@ -183,7 +181,9 @@ def per_sample(
     return np.ascontiguousarray(arr)
 
 
-def broadcast_operand(value: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
+def broadcast_operand(
+    value: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, what: str
+) -> np.ndarray:
     """``value`` in the compute dtype, broadcast (a zero-stride view, never a
     copy of the broadcast) to ``shape``; aligned, native-endian memory."""
     arr = as_float(value, name, dtype)
@@ -197,7 +197,9 @@ def broadcast_operand(value: Any, name: str, shape: tuple[int, ...], dtype: np.d
         ) from None
 
 
-def flat_2d(shape: tuple[int, ...], arrays: list[np.ndarray]) -> tuple[int, int, list[np.ndarray], list[tuple[int, int]]]:
+def flat_2d(
+    shape: tuple[int, ...], arrays: list[np.ndarray]
+) -> tuple[int, int, list[np.ndarray], list[tuple[int, int]]]:
     """View arrays of one ``shape`` (broadcast views allowed) as (rows, cols).
 
     Chooses the split ``rows = prod(shape[:k])``, ``cols = prod(shape[k:])``
@@ -207,9 +209,10 @@ def flat_2d(shape: tuple[int, ...], arrays: list[np.ndarray]) -> tuple[int, int,
     shape ``(A, 1, C)`` against ``(A, B, C)``) are copied C-contiguously.
     Returns (rows, cols, arrays, [(row_stride, col_stride), ...])."""
     ndim = len(shape)
-    best = None
+    best: tuple[int, int, list[tuple[int, int] | None]] | None = None
     for k in range(ndim + 1):
-        strides, cost = [], 0
+        strides: list[tuple[int, int] | None] = []
+        cost = 0
         for a in arrays:
             item = a.itemsize
             rs = _collapse(shape[:k], a.strides[:k], item)
@@ -223,11 +226,12 @@ def flat_2d(shape: tuple[int, ...], arrays: list[np.ndarray]) -> tuple[int, int,
             best = (cost, k, strides)
         if cost == 0:
             break
-    _, k, strides = best  # type: ignore[misc]
+    assert best is not None  # range(ndim + 1) is never empty
+    _, k, strides = best
     rows = math.prod(shape[:k])
     cols = math.prod(shape[k:])
-    out_arrays = []
-    out_strides = []
+    out_arrays: list[np.ndarray] = []
+    out_strides: list[tuple[int, int]] = []
     for a, st in zip(arrays, strides):
         if st is None:
             a = np.ascontiguousarray(a)

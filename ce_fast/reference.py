@@ -61,7 +61,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 try:  # NumPy >= 1.25
     _AxisError = np.exceptions.AxisError
 except AttributeError:  # pragma: no cover - old NumPy
-    _AxisError = np.AxisError
+    _AxisError = np.AxisError  # type: ignore[attr-defined,misc]
 
 
 # ---------------------------------------------------------------------------
@@ -78,17 +78,13 @@ def _check_num_threads(num_threads):
         or not isinstance(num_threads, (int, np.integer))
         or num_threads < 1
     ):
-        raise ValueError(
-            f"num_threads must be None or a positive integer, got {num_threads!r}"
-        )
+        raise ValueError(f"num_threads must be None or a positive integer, got {num_threads!r}")
 
 
 def _check_reduction(reduction):
     """``reduction`` is one of "mean", "sum", "none" (case-sensitive)."""
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}"
-        )
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
 
 
 def _real_scalar(value, name):
@@ -109,14 +105,9 @@ def _to_array(x, name):
         try:
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and other non-arrays
-            raise TypeError(
-                f"{name}: cannot convert {type(x).__name__} to an array ({exc})"
-            ) from exc
+            raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc})") from exc
     if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and arr.itemsize > 8):
-        raise TypeError(
-            f"{name}: unsupported dtype {arr.dtype} (expected float16/32/64, "
-            "integer or bool)"
-        )
+        raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected float16/32/64, integer or bool)")
     return arr
 
 
@@ -175,8 +166,7 @@ def _broadcast_to(arr, shape, name, target_name):
         return np.broadcast_to(arr, shape)
     except ValueError:
         raise ValueError(
-            f"{name} of shape {arr.shape} is not broadcastable to the "
-            f"{target_name} shape {tuple(shape)}"
+            f"{name} of shape {arr.shape} is not broadcastable to the {target_name} shape {tuple(shape)}"
         ) from None
 
 
@@ -197,8 +187,7 @@ def _grad_output(grad_output, reduction, sample_shape):
         return _broadcast_to(g, sample_shape, "grad_output", "per-sample loss")
     if np.ndim(g) != 0:
         raise ValueError(
-            f"grad_output must be a scalar with reduction={reduction!r}, "
-            f"got shape {np.shape(g)}"
+            f"grad_output must be a scalar with reduction={reduction!r}, got shape {np.shape(g)}"
         )
     return np.asarray(g, dtype=np.float64)
 
@@ -241,11 +230,7 @@ def _row_stats(x):
 
 def _bad_rows(x):
     """Rows whose softmax is undefined: NaN or +inf anywhere, or all -inf."""
-    return (
-        np.isnan(x).any(axis=-1)
-        | np.isposinf(x).any(axis=-1)
-        | np.isneginf(x).all(axis=-1)
-    )
+    return np.isnan(x).any(axis=-1) | np.isposinf(x).any(axis=-1) | np.isneginf(x).all(axis=-1)
 
 
 def _neg_log_softmax(x, m, sp):
@@ -348,9 +333,7 @@ def _categorical(
         cap = _real_scalar(softcap, "softcap")
         if not 0.0 < cap < np.inf:
             raise ValueError(f"softcap must be None or finite and > 0, got {softcap!r}")
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(
-        ignore_index, (int, np.integer)
-    ):
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
     ignore_index = int(ignore_index)
     if not -(2**63) <= ignore_index < 2**63:
@@ -373,8 +356,7 @@ def _categorical(
     t = _to_array(target, "target")
     if t.dtype.kind == "b":
         raise TypeError(
-            "target: boolean targets are ambiguous; pass integer class indices "
-            "or floating probabilities"
+            "target: boolean targets are ambiguous; pass integer class indices or floating probabilities"
         )
     integer_target = t.dtype.kind in "iu"
     expected = (
@@ -386,9 +368,7 @@ def _categorical(
     if not integer_target and t.shape != x.shape:
         raise ValueError(f"{expected}; got a floating target of shape {t.shape}")
     if not integer_target and ignore_index >= 0:
-        raise ValueError(
-            "ignore_index >= 0 is only supported with integer class-index targets"
-        )
+        raise ValueError("ignore_index >= 0 is only supported with integer class-index targets")
 
     # -- class weights ------------------------------------------------------
     if weight is None:
@@ -396,9 +376,7 @@ def _categorical(
     else:
         w = _as_float64(weight, "weight")
         if w.shape != (n_classes,):
-            raise ValueError(
-                f"weight must be 1-D of length C = {n_classes}, got shape {w.shape}"
-            )
+            raise ValueError(f"weight must be 1-D of length C = {n_classes}, got shape {w.shape}")
 
     # -- sample weights -----------------------------------------------------
     if sample_weight is None:
@@ -467,9 +445,7 @@ def _categorical(
         elif reduction == "sum":
             scale = np.full(xk.shape[0], float(go))
         else:
-            scale = np.full(
-                xk.shape[0], float(go) / denominator if denominator != 0 else np.nan
-            )
+            scale = np.full(xk.shape[0], float(go) / denominator if denominator != 0 else np.nan)
         grad_k = grad_k * (sk * scale)[:, None]
         if cap is not None:
             grad_k = grad_k * dcap
@@ -758,9 +734,7 @@ def _binary_logits(
         w = _broadcast_to(_as_float64(weight, "weight"), shape, "weight", "logits'")
     pw = 1.0
     if pos_weight is not None:
-        pw = _broadcast_to(
-            _as_float64(pos_weight, "pos_weight"), shape, "pos_weight", "logits'"
-        )
+        pw = _broadcast_to(_as_float64(pos_weight, "pos_weight"), shape, "pos_weight", "logits'")
     if want_grad:
         go = _grad_output(grad_output, reduction, shape)
         if out is not None:
@@ -880,24 +854,16 @@ def binary_cross_entropy_with_logits_and_grad(
     )
 
 
-binary_cross_entropy_with_logits.__doc__ = (
-    "Binary cross-entropy with logits.\n" + _BCE_LOGITS_DOC
-)
+binary_cross_entropy_with_logits.__doc__ = "Binary cross-entropy with logits.\n" + _BCE_LOGITS_DOC
 binary_cross_entropy_with_logits_grad.__doc__ = (
-    "Gradient of :func:`binary_cross_entropy_with_logits`.\n"
-    + _BCE_LOGITS_DOC
-    + _BCE_GRAD_DOC
+    "Gradient of :func:`binary_cross_entropy_with_logits`.\n" + _BCE_LOGITS_DOC + _BCE_GRAD_DOC
 )
 binary_cross_entropy_with_logits_and_grad.__doc__ = (
-    "``(loss, grad)`` of :func:`binary_cross_entropy_with_logits`.\n"
-    + _BCE_LOGITS_DOC
-    + _BCE_GRAD_DOC
+    "``(loss, grad)`` of :func:`binary_cross_entropy_with_logits`.\n" + _BCE_LOGITS_DOC + _BCE_GRAD_DOC
 )
 
 
-def binary_cross_entropy(
-    probs, target, *, eps=None, reduction="mean", num_threads=None
-):
+def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threads=None):
     """Binary cross-entropy on probabilities (``sklearn.metrics.log_loss``).
 
     ``probs`` are clipped (in the compute dtype) to ``[eps, 1 - eps]``, with
@@ -908,6 +874,14 @@ def binary_cross_entropy(
     integer targets are read as 0/1.  ``ValueError`` if any probability or
     target is outside ``[0, 1]`` or NaN, or if ``eps`` is not in
     ``[0, 0.5]``.  ``"mean"`` averages over all elements (NaN if empty).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> p, t = np.array([0.5, 0.9]), np.array([1.0, 1.0])
+    >>> reference.binary_cross_entropy(p, t, reduction="none")
+    array([0.69314718, 0.10536052])
     """
     _check_num_threads(num_threads)
     _check_reduction(reduction)
@@ -924,9 +898,7 @@ def binary_cross_entropy(
     if not np.all((t >= 0) & (t <= 1)):
         raise ValueError("target must lie in [0, 1] (and not be NaN)")
     # clip in the compute dtype, like sklearn.metrics.log_loss
-    pc = np.clip(p.astype(dtype), dtype.type(eps), dtype.type(1 - eps)).astype(
-        np.float64
-    )
+    pc = np.clip(p.astype(dtype), dtype.type(eps), dtype.type(1 - eps)).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = np.where(t != 0, t * np.log(pc), 0.0)
         neg = np.where(t != 1, (1.0 - t) * np.log1p(-pc), 0.0)
@@ -959,6 +931,13 @@ def logsumexp(x, *, axis=-1, num_threads=None):
     SciPy: a NaN in the row gives NaN; otherwise any ``+inf`` gives ``+inf``;
     an all ``-inf`` row gives ``-inf``.  The result has ``x``'s shape without
     ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` -> ``ValueError``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]])) - [0.0, 1000.0]
+    array([0.69314718, 0.69314718])
     """
     _check_num_threads(num_threads)
     x2, dtype, _, moved_shape = _rows_along(x, axis, "x")
@@ -977,6 +956,13 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     make the whole row NaN, as for the losses).  ``-inf`` entries of a valid
     row give ``-inf``.  ``out``: writable C-contiguous ndarray of ``x``'s
     shape and compute dtype.  ``C == 0`` -> ``ValueError``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.log_softmax(np.array([0.0, 0.0]))
+    array([-0.69314718, -0.69314718])
     """
     _check_num_threads(num_threads)
     x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
@@ -995,6 +981,14 @@ def softmax(x, *, axis=-1, out=None, num_threads=None):
     A row with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (as
     SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``out`` as for
     :func:`log_softmax`.  ``C == 0`` -> ``ValueError``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.softmax(np.array([[0.0, np.log(3.0)], [0.0, -np.inf]]))
+    array([[0.25, 0.75],
+           [1.  , 0.  ]])
     """
     _check_num_threads(num_threads)
     x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
@@ -1016,6 +1010,13 @@ def entropy(probs, *, axis=-1, num_threads=None):
     ``ValueError``; NaN propagates to its row.  The result has the input's
     shape without ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` ->
     ``ValueError``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.entropy(np.array([[0.5, 0.5], [1.0, 0.0]]))
+    array([0.69314718, 0.        ])
     """
     _check_num_threads(num_threads)
     p2, dtype, _, moved_shape = _rows_along(probs, axis, "probs")
@@ -1035,6 +1036,13 @@ def softmax_entropy(logits, *, axis=-1, num_threads=None):
     with ``p_c == 0`` (e.g. ``x_c = -inf``) are 0.  A row with NaN or ``+inf``
     anywhere, or all ``-inf``, gives NaN.  Shape as :func:`entropy`.
     ``C == 0`` -> ``ValueError``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.softmax_entropy(np.zeros((1, 4)))
+    array([1.38629436])
     """
     _check_num_threads(num_threads)
     x2, dtype, _, moved_shape = _rows_along(logits, axis, "logits")
@@ -1045,3 +1053,84 @@ def softmax_entropy(logits, *, axis=-1, num_threads=None):
         h = np.log1p(sp) + terms.sum(axis=-1)
     h[_bad_rows(x2)] = np.nan
     return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+
+
+# Examples of the functions whose docstrings are assembled above.
+
+
+def _add_examples(fn, examples):
+    fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n\n" + examples
+
+
+_add_examples(
+    cross_entropy,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> round(float(reference.cross_entropy(logits, np.array([0, 2]))), 6)
+    0.175456
+""",
+)
+_add_examples(
+    cross_entropy_grad,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.cross_entropy_grad(np.zeros((2, 4)), np.array([1, 3]))[0]
+    array([ 0.125, -0.375,  0.125,  0.125])
+""",
+)
+_add_examples(
+    cross_entropy_and_grad,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> loss, grad = reference.cross_entropy_and_grad(np.zeros((1, 4)), np.array([2]), reduction="sum")
+    >>> round(float(loss), 6), grad
+    (1.386294, array([[ 0.25,  0.25, -0.75,  0.25]]))
+""",
+)
+_add_examples(
+    binary_cross_entropy_with_logits,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> x, t = np.array([0.0, 0.0]), np.array([1.0, 0.0])
+    >>> reference.binary_cross_entropy_with_logits(x, t, reduction="none")
+    array([0.69314718, 0.69314718])
+""",
+)
+_add_examples(
+    binary_cross_entropy_with_logits_grad,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> x, t = np.array([0.0, 0.0]), np.array([1.0, 0.0])
+    >>> reference.binary_cross_entropy_with_logits_grad(x, t)
+    array([-0.25,  0.25])
+""",
+)
+_add_examples(
+    binary_cross_entropy_with_logits_and_grad,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> x, t = np.array([0.0]), np.array([1.0])
+    >>> loss, grad = reference.binary_cross_entropy_with_logits_and_grad(x, t, reduction="sum")
+    >>> round(float(loss), 6), grad
+    (0.693147, array([-0.5]))
+""",
+)

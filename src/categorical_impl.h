@@ -126,11 +126,10 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
 }
 
 /* The row's loss and gradient coefficients from its merged statistics:
- * m = row max, sp = s', dot and W relative to m. */
-CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, double dot,
+ * m = row max, sp = s', L1 = log1p(s'), dot and W relative to m. */
+CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, double L1, double dot,
                                    double W, double xy, int64_t y, double sw, double gscale,
                                    CE_FN(row_coef) * cf) {
-    const double L1 = log1p(sp);
     const double lse = (double)m + L1;
     double loss;
     if (!k->prob) {
@@ -222,7 +221,8 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
         return NAN;
     }
     CE_FN(row_coef) cf;
-    const double loss = CE_FN(row_finish)(k, st.r, st.s_less + (st.n_max - 1.0), st.dot, st.W, xy,
+    const double sp = st.s_less + (st.n_max - 1.0);
+    const double loss = CE_FN(row_finish)(k, st.r, sp, log1p(sp), st.dot, st.W, xy,
                                           y, sw, gscale, &cf);
     if (!g) return loss;
     const double e_y = k->prob ? 0.0 : (double)g[y * sg];
@@ -307,31 +307,42 @@ CE_INLINE CE_FN(row_ptrs) CE_FN(locate_row)(const ce_cat_args *a, int64_t r, dou
     return p;
 }
 
-/* The row-parallel path: blocks of whole rows per thread. */
+#include "categorical_tile_impl.h"
+
+/* The row-parallel path: blocks of whole rows per thread (in tiles of rows
+ * for narrow rows and non-last class axes, see categorical_tile_impl.h). */
 static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale, double *partial,
                            int64_t rb, int64_t nblocks, double cap) {
     const int64_t N = a->outer * a->inner, C = a->C, inner = a->inner;
     CE_T *loss_out = (CE_T *)a->loss_out;
     const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
+    const int tile = CE_FN(use_tile)(a);
+    const size_t scratch_len = tile ? (size_t)(CE_TILE * C) : cap > 0.0 ? (size_t)(2 * C) : 0;
     int nomem = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : nomem)
     {
         CE_T *scratch = NULL;
-        if (cap > 0.0) {
-            scratch = (CE_T *)malloc((size_t)(2 * C) * sizeof(CE_T));
+        if (scratch_len) {
+            scratch = (CE_T *)malloc(scratch_len * sizeof(CE_T));
             nomem |= scratch == NULL;
         }
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < nblocks; ++b) {
-            if (cap > 0.0 && !scratch) continue;
+            if (scratch_len && !scratch) continue;
             double acc = 0.0;
             const int64_t r_end = (b + 1) * rb < N ? (b + 1) * rb : N;
-            for (int64_t r = b * rb; r < r_end; ++r) {
+            for (int64_t r = b * rb; tile && r < r_end;) {
+                int64_t nb = r_end - r < CE_TILE ? r_end - r : CE_TILE;
+                if (inner > 1 && nb > inner - r % inner) nb = inner - r % inner;
+                acc += CE_FN(cat_tile)(a, k, gscale, r, nb, scratch, loss_out);
+                r += nb;
+            }
+            for (int64_t r = b * rb; !tile && r < r_end; ++r) {
                 CE_FN(row_ptrs) p = CE_FN(locate_row)(a, r, gscale);
                 double loss = 0.0;
                 if (p.ignored) { /* ignored samples are never read: loss 0, gradient 0 */
                     if (p.g) CE_FN(fill_span)(p.g, inner, C, (CE_T)0);
-                } else if (scratch) {
+                } else if (cap > 0.0) {
                     CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
                     loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, p.g, inner,
                                               scratch + C, p.sw, p.gs);
@@ -425,7 +436,8 @@ static int CE_FN(cat_split)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsc
                 W += s[j].W;
             }
             if (want_g && !k->prob) e_y[2 * r + 1] = (double)p.g[p.y * sg]; /* before phase 2 */
-            row_loss[r] = CE_FN(row_finish)(k, m, sl + (nm - 1.0), dot, W, e_y[2 * r], p.y, p.sw,
+            const double sp = sl + (nm - 1.0);
+            row_loss[r] = CE_FN(row_finish)(k, m, sp, log1p(sp), dot, W, e_y[2 * r], p.y, p.sw,
                                             p.gs, &cf[r]);
         }
         if (want_g) {

@@ -11,8 +11,6 @@ import pytest
 
 import ce_fast
 import ce_fast.reference as ref
-from ce_fast import _core
-
 from tests.conftest import assert_bitwise, assert_close, fingerprint
 
 DTYPES = [np.float32, np.float64]
@@ -192,7 +190,9 @@ def test_special_values(isa, dtype, reduction):
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("opts", [{}, {"weight": "w"}, {"pos_weight": "pw"}, {"weight": "w", "pos_weight": "pw"}])
+@pytest.mark.parametrize(
+    "opts", [{}, {"weight": "w"}, {"pos_weight": "pw"}, {"weight": "w", "pos_weight": "pw"}]
+)
 def test_gradient_matches_finite_differences(reduction, opts, rng):
     """float64, 4th-order central differences of sum(grad_output * loss)."""
     x = rng.standard_normal((5, 4)) * 2
@@ -226,7 +226,9 @@ def test_threads_bitwise_identical(dtype, reduction, rng):
     x, t = problem(rng, shape, dtype)
     x.reshape(-1)[::977] = np.nan
     kw = dict(reduction=reduction, pos_weight=rng.random(150) + 0.5, weight=rng.random((1000, 1)))
-    res = {nt: ce_fast.binary_cross_entropy_with_logits_and_grad(x, t, num_threads=nt, **kw) for nt in (1, 2, 3)}
+    res = {
+        nt: ce_fast.binary_cross_entropy_with_logits_and_grad(x, t, num_threads=nt, **kw) for nt in (1, 2, 3)
+    }
     for nt in (2, 3):
         assert_bitwise(res[nt][0], res[1][0])
         assert_bitwise(res[nt][1], res[1][1])
@@ -371,7 +373,9 @@ def test_logits_errors():
     with pytest.raises(ValueError):
         ce_fast.binary_cross_entropy_with_logits_grad(x, np.zeros(4), grad_output=np.ones((3, 4)))
     with pytest.raises(ValueError):
-        ce_fast.binary_cross_entropy_with_logits_grad(x, np.zeros(4), reduction="none", grad_output=np.ones(5))
+        ce_fast.binary_cross_entropy_with_logits_grad(
+            x, np.zeros(4), reduction="none", grad_output=np.ones(5)
+        )
 
 
 # ---------------------------------------------------------------------------

@@ -171,9 +171,7 @@ def test_ce_integer_target_vs_torch(
         "ignore_index": ignore_index,
         "label_smoothing": label_smoothing,
     }
-    expected_loss, expected_grad = torch_ce(
-        torch, x, y, axis=axis, reduction=reduction, grad_output=go, **kw
-    )
+    expected_loss, expected_grad = torch_ce(torch, x, y, axis=axis, reduction=reduction, grad_output=go, **kw)
     kw.update(axis=axis, reduction=reduction)
     loss = ref.cross_entropy(x, y, **kw)
     grad = ref.cross_entropy_grad(x, y, grad_output=go, **kw)
@@ -196,9 +194,7 @@ def test_ce_integer_target_vs_torch(
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("use_weight", [False, True])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
-def test_ce_probability_target_vs_torch(
-    torch, dtype, shape, axis, reduction, use_weight, label_smoothing
-):
+def test_ce_probability_target_vs_torch(torch, dtype, shape, axis, reduction, use_weight, label_smoothing):
     rng = np.random.default_rng(seed_for(shape, axis, reduction, 1))
     C = shape[axis]
     x = make_logits(rng, shape, dtype)
@@ -206,12 +202,8 @@ def test_ce_probability_target_vs_torch(
     weight = rng.random(C) + 0.5 if use_weight else None
     go = grad_output_for(rng, reduction, sample_shape(shape, axis))
     kw = {"weight": weight, "label_smoothing": label_smoothing}
-    expected_loss, expected_grad = torch_ce(
-        torch, x, q, axis=axis, reduction=reduction, grad_output=go, **kw
-    )
-    loss, grad = ref.cross_entropy_and_grad(
-        x, q, axis=axis, reduction=reduction, grad_output=go, **kw
-    )
+    expected_loss, expected_grad = torch_ce(torch, x, q, axis=axis, reduction=reduction, grad_output=go, **kw)
+    loss, grad = ref.cross_entropy_and_grad(x, q, axis=axis, reduction=reduction, grad_output=go, **kw)
     assert loss.dtype == dtype and grad.dtype == dtype
     close(loss, expected_loss, dtype)
     close(grad, expected_grad, dtype)
@@ -233,9 +225,7 @@ EXTENDED = [
 @pytest.mark.parametrize("target_kind", ["int", "prob"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize(("shape", "axis"), [((12, 6), -1), ((5, 4, 3), 1)])
-def test_ce_extended_options_vs_torch_autograd(
-    torch, opts, target_kind, reduction, shape, axis
-):
+def test_ce_extended_options_vs_torch_autograd(torch, opts, target_kind, reduction, shape, axis):
     """sample_weight, z_loss and softcap (not in torch) against autograd."""
     opts = dict(opts)
     if target_kind == "prob" and opts.get("ignore_index", -100) >= 0:
@@ -258,9 +248,7 @@ def test_ce_extended_options_vs_torch_autograd(
     expected_loss, expected_grad = torch_ce_manual(
         torch, x, t, axis=axis, reduction=reduction, grad_output=go, **opts
     )
-    loss, grad = ref.cross_entropy_and_grad(
-        x, t, axis=axis, reduction=reduction, grad_output=go, **opts
-    )
+    loss, grad = ref.cross_entropy_and_grad(x, t, axis=axis, reduction=reduction, grad_output=go, **opts)
     close(loss, expected_loss, np.float64)
     close(grad, expected_grad, np.float64)
 
@@ -299,23 +287,15 @@ def mp_ce_row(x, y, weight=None, eps=0.0, z_loss=0.0):
     mp.dps = 50
     xs = [mpmath.mpf(float(v)) for v in x]
     C = len(xs)
-    w = (
-        [mpmath.mpf(1)] * C
-        if weight is None
-        else [mpmath.mpf(float(v)) for v in weight]
-    )
+    w = [mpmath.mpf(1)] * C if weight is None else [mpmath.mpf(float(v)) for v in weight]
     lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in xs))
     p = [mpmath.exp(v - lse) for v in xs]
     nlp = [lse - v for v in xs]
     W = mpmath.fsum(w)
-    loss = (1 - eps) * w[y] * nlp[y] + eps / C * mpmath.fsum(
-        wc * n for wc, n in zip(w, nlp)
-    )
+    loss = (1 - eps) * w[y] * nlp[y] + eps / C * mpmath.fsum(wc * n for wc, n in zip(w, nlp))
     loss += w[y] * z_loss * lse**2
     big_b = (1 - eps) * w[y] + eps / C * W + 2 * z_loss * w[y] * lse
-    grad = [
-        p[j] * big_b - (1 - eps) * w[y] * (j == y) - eps / C * w[j] for j in range(C)
-    ]
+    grad = [p[j] * big_b - (1 - eps) * w[y] * (j == y) - eps / C * w[j] for j in range(C)]
     return float(loss), np.array([float(g) for g in grad])
 
 
@@ -585,9 +565,7 @@ Y2 = np.array([0, 1])
         ((X23, np.array([-1, 0])), {}, IndexError, "position 0"),
     ],
 )
-@pytest.mark.parametrize(
-    "fn", [ref.cross_entropy, ref.cross_entropy_grad, ref.cross_entropy_and_grad]
-)
+@pytest.mark.parametrize("fn", [ref.cross_entropy, ref.cross_entropy_grad, ref.cross_entropy_and_grad])
 def test_ce_errors(fn, args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         fn(*args, **kwargs)
@@ -639,9 +617,7 @@ BIN_SHAPES = [(0,), (17,), (6, 5), (3, 4, 5), ()]
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("use_weight", [False, True])
 @pytest.mark.parametrize("use_pos_weight", [False, True])
-def test_bce_logits_vs_torch(
-    torch, dtype, shape, reduction, use_weight, use_pos_weight
-):
+def test_bce_logits_vs_torch(torch, dtype, shape, reduction, use_weight, use_pos_weight):
     F = torch.nn.functional
     rng = np.random.default_rng(11)
     x = (rng.standard_normal(shape) * 4).astype(dtype)
@@ -659,17 +635,13 @@ def test_bce_logits_vs_torch(
         kw_t["weight"] = torch.tensor(weight)
     if pos_weight is not None:
         kw_t["pos_weight"] = torch.tensor(pos_weight)
-    lt = F.binary_cross_entropy_with_logits(
-        xt, torch.tensor(t), reduction=reduction, **kw_t
-    )
+    lt = F.binary_cross_entropy_with_logits(xt, torch.tensor(t), reduction=reduction, **kw_t)
     (lt * torch.tensor(go, dtype=xt.dtype)).sum().backward()
 
     kw = {"weight": weight, "pos_weight": pos_weight, "reduction": reduction}
     loss = ref.binary_cross_entropy_with_logits(x, t, **kw)
     grad = ref.binary_cross_entropy_with_logits_grad(x, t, grad_output=go, **kw)
-    loss2, grad2 = ref.binary_cross_entropy_with_logits_and_grad(
-        x, t, grad_output=go, **kw
-    )
+    loss2, grad2 = ref.binary_cross_entropy_with_logits_and_grad(x, t, grad_output=go, **kw)
     assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == x.shape
     if reduction == "none":
         assert isinstance(loss, np.ndarray) and loss.shape == x.shape
@@ -729,9 +701,7 @@ def test_bce_logits_errors():
     with pytest.raises(ValueError):
         ref.binary_cross_entropy_with_logits_grad(x, x, grad_output=np.ones(3))
     with pytest.raises(ValueError):
-        ref.binary_cross_entropy_with_logits_grad(
-            x, x, reduction="none", grad_output=np.ones(2)
-        )
+        ref.binary_cross_entropy_with_logits_grad(x, x, reduction="none", grad_output=np.ones(2))
     with pytest.raises(ValueError):
         ref.binary_cross_entropy_with_logits_grad(x, x, out=np.empty((3, 2)))
 
@@ -768,9 +738,7 @@ def test_bce_probs_vs_torch(torch, dtype, reduction):
     rng = np.random.default_rng(6)
     p = (rng.random((7, 3)) * 0.98 + 0.01).astype(dtype)
     t = rng.random((7, 3)).astype(dtype)
-    expected = F.binary_cross_entropy(
-        torch.tensor(p), torch.tensor(t), reduction=reduction
-    )
+    expected = F.binary_cross_entropy(torch.tensor(p), torch.tensor(t), reduction=reduction)
     close(ref.binary_cross_entropy(p, t, reduction=reduction), expected.numpy(), dtype)
 
 
@@ -883,9 +851,7 @@ def test_softmax_family_edge_rows(special):
     with np.errstate(all="ignore"):
         expected_lse = special.logsumexp(x, axis=-1)
     np.testing.assert_array_equal(ref.logsumexp(x), expected_lse)
-    np.testing.assert_array_equal(
-        ref.logsumexp(x), [-inf, inf, nan, np.log(1 + np.e), nan]
-    )
+    np.testing.assert_array_equal(ref.logsumexp(x), [-inf, inf, nan, np.log(1 + np.e), nan])
     for fn in (ref.log_softmax, ref.softmax):
         r = fn(x)
         assert np.all(np.isnan(r[[0, 1, 2, 4]]))
@@ -906,9 +872,7 @@ def test_softmax_family_accuracy():
     np.testing.assert_allclose(h, 2 * e * 51, rtol=1e-13)
     # (entropy(softmax(x)) cannot match here: p_0 rounds to 1 and log p_0 to 0)
     y = np.array([[3.0, 0.0, -1.0, 0.5]])
-    np.testing.assert_allclose(
-        ref.softmax_entropy(y), ref.entropy(ref.softmax(y)), rtol=1e-14
-    )
+    np.testing.assert_allclose(ref.softmax_entropy(y), ref.entropy(ref.softmax(y)), rtol=1e-14)
     sm = ref.softmax(x)
     np.testing.assert_allclose(sm[0, 1], e, rtol=1e-15)
 

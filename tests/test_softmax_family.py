@@ -11,7 +11,6 @@ import scipy.stats
 
 import ce_fast
 import ce_fast.reference as ref
-
 from tests.conftest import assert_bitwise, assert_close, fingerprint
 
 DTYPES = [np.float32, np.float64]
@@ -78,7 +77,9 @@ def test_match_reference_and_scipy(func, case, dtype, rng):
         assert_close(call(func, q, axis=axis), scipy.stats.entropy(q.astype(np.float64), axis=axis), dtype)
     if func == "softmax_entropy" and x.size:
         p = sps.softmax(x.astype(np.float64), axis=axis)
-        assert_close(got, sps.entr(p).sum(axis=axis), dtype, atol_factor=1e-5 if dtype == np.float32 else 1e-13)
+        assert_close(
+            got, sps.entr(p).sum(axis=axis), dtype, atol_factor=1e-5 if dtype == np.float32 else 1e-13
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -146,7 +147,9 @@ def test_small_results_keep_relative_accuracy(isa, dtype):
     np.testing.assert_allclose(ce_fast.logsumexp(np.array([0.0, -40.0], dtype)), e40, rtol=rt)
     np.testing.assert_allclose(ce_fast.softmax(x)[1], e40, rtol=rt)
     # H = e^-40 (1 + 40) to first order
-    np.testing.assert_allclose(ce_fast.softmax_entropy(x), ref.softmax_entropy(x), rtol=8 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        ce_fast.softmax_entropy(x), ref.softmax_entropy(x), rtol=8 * np.finfo(dtype).eps
+    )
     assert ce_fast.softmax_entropy(x) > 0
 
 
@@ -157,7 +160,9 @@ def test_huge_and_tiny_values(isa, dtype, rng):
     x = np.array([[big, -big, 0.0], [tiny, -tiny, 0.0], [big, big, big], [-big, -big, -big]], dtype)
     for func in ("logsumexp", "log_softmax", "softmax", "softmax_entropy"):
         check(call(func, x), call_ref(func, x), dtype)
-    p = np.array([[tiny, 1.0, 0.0], [np.finfo(dtype).smallest_subnormal, 0.5, 0.5], [1e-30, 1 - 1e-7, 0]], dtype)
+    p = np.array(
+        [[tiny, 1.0, 0.0], [np.finfo(dtype).smallest_subnormal, 0.5, 0.5], [1e-30, 1 - 1e-7, 0]], dtype
+    )
     check(ce_fast.entropy(p), ref.entropy(p), dtype)
     assert_close(ce_fast.entropy(p), sps.entr(p.astype(np.float64)).sum(-1).astype(dtype), dtype)
 
@@ -295,7 +300,9 @@ def test_entropy_negative_probabilities(dtype):
     p[2000, 50] = -1e-30 if dtype == np.float64 else -1e-20
     p[2001, 7] = -2.0
     for nt in (1, 2, 3):
-        with pytest.raises(ValueError, match=rf"probs must be non-negative; found .* at flat position {2000 * 100 + 50}\b"):
+        with pytest.raises(
+            ValueError, match=rf"probs must be non-negative; found .* at flat position {2000 * 100 + 50}\b"
+        ):
             ce_fast.entropy(p, num_threads=nt)
     # along axis 0 the rows are columns: the first offending flat C-order
     # position is still reported (row 2000 col 50 comes before row 2001 col 7)

@@ -26,10 +26,12 @@ def _ulps(got, exact, dtype):
 def test_vec_log_accuracy(isa, dtype, rng):
     """log and log1p within 1 ulp (the bound stated in ce_vecmath_log.h)."""
     fi = np.finfo(dtype)
-    x = np.concatenate([
-        np.exp(rng.uniform(np.log(1e-30), np.log(1e30), 200_000)),
-        rng.uniform(0.5, 2.0, 200_000),
-    ]).astype(dtype)
+    x = np.concatenate(
+        [
+            np.exp(rng.uniform(np.log(1e-30), np.log(1e30), 200_000)),
+            rng.uniform(0.5, 2.0, 200_000),
+        ]
+    ).astype(dtype)
     x = np.concatenate([x, np.array([fi.tiny, fi.tiny / 3, fi.smallest_subnormal, fi.max], dtype)])
     y = np.empty_like(x)
     _core.vecmath(0, x, y)
@@ -69,12 +71,14 @@ def test_vec_exp_accuracy(isa, dtype, rng):
     is normal, and within one subnormal spacing where it underflows."""
     fi = np.finfo(dtype)
     lo = float(np.log(fi.smallest_subnormal)) - 1.0
-    x = np.concatenate([
-        rng.uniform(lo, 0.0, 400_000),
-        -np.exp(rng.uniform(np.log(1e-30), np.log(-lo), 200_000)),  # many magnitudes
-        -rng.uniform(0.0, 1e-6, 10_000),
-        np.arange(0, int(lo), -1, dtype=np.float64) * np.log(2.0),  # reduction boundaries
-    ]).astype(dtype)
+    x = np.concatenate(
+        [
+            rng.uniform(lo, 0.0, 400_000),
+            -np.exp(rng.uniform(np.log(1e-30), np.log(-lo), 200_000)),  # many magnitudes
+            -rng.uniform(0.0, 1e-6, 10_000),
+            np.arange(0, int(lo), -1, dtype=np.float64) * np.log(2.0),  # reduction boundaries
+        ]
+    ).astype(dtype)
     y = np.empty_like(x)
     _core.vecmath(2, x, y)
     exact = np.exp(x.astype(np.longdouble))

@@ -28,8 +28,10 @@ fi
 
 rm -rf "$OUT/dist" "$OUT/wheelhouse"
 echo "== sdist + wheel (isolated build) -> $OUT/dist"
-# Build the wheel from the sdist, so the sdist is proven complete as well.
-"$PY" -m build --sdist --wheel --outdir "$OUT/dist" "$ROOT"
+# No --sdist/--wheel flags: build makes the sdist, then the wheel *from the
+# sdist* (proving the sdist complete) in a temporary directory, so the
+# editable install's build/ tree is not touched.
+"$PY" -m build --outdir "$OUT/dist" "$ROOT"
 
 wheel="$(ls "$OUT"/dist/*.whl)"
 echo "== auditwheel repair $wheel -> $OUT/wheelhouse"

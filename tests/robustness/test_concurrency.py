@@ -1,0 +1,190 @@
+"""Concurrency: many Python threads calling every kernel at once, thread
+pools with more OpenMP threads than cores, nested parallelism, and
+KeyboardInterrupt delivered during a long call.
+
+Every kernel releases the GIL, so Python threads really run kernels
+concurrently; each call has its own outputs and shares only read-only
+inputs, so results must be bitwise identical to serial calls."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import ce_fast
+from tests.conftest import assert_bitwise
+
+TIMEOUT = 120  # seconds; a deadlock fails instead of hanging the suite
+
+
+def _inputs(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((257, 531)).astype(dtype) * 3
+    x[5, 7] = np.nan
+    x[9, :4] = -np.inf
+    y = rng.integers(0, 531, 257)
+    y[::17] = -100
+    p = ce_fast.softmax(x[10:])
+    t = (rng.random(x.shape) < 0.3).astype(dtype)
+    for a in (x, y, p, t):
+        a.flags.writeable = False  # shared and read-only: nobody may write
+    return x, y, p, t
+
+
+def _calls(x, y, p, t, nt):
+    """Every public function (its own outputs), in a fixed order."""
+    sw = np.linspace(0.5, 2.0, x.shape[0]).astype(x.dtype)
+    w = np.linspace(0.1, 3.0, x.shape[1]).astype(x.dtype)
+    return [
+        lambda: ce_fast.cross_entropy(x, y, num_threads=nt),
+        lambda: ce_fast.cross_entropy(x, y, reduction="none", weight=w, num_threads=nt),
+        lambda: ce_fast.cross_entropy_grad(x, y, label_smoothing=0.1, sample_weight=sw, num_threads=nt),
+        lambda: ce_fast.cross_entropy_and_grad(x, y, z_loss=1e-3, softcap=20.0, num_threads=nt),
+        lambda: ce_fast.cross_entropy_and_grad(x[10:], p, axis=-1, num_threads=nt),
+        lambda: ce_fast.cross_entropy(x.T, y, axis=0, num_threads=nt),
+        lambda: ce_fast.binary_cross_entropy_with_logits(x, t, num_threads=nt),
+        lambda: ce_fast.binary_cross_entropy_with_logits_grad(x, t, pos_weight=w, num_threads=nt),
+        lambda: ce_fast.binary_cross_entropy_with_logits_and_grad(x, t, weight=w, reduction="none", num_threads=nt),
+        lambda: ce_fast.binary_cross_entropy(p, t[10:], num_threads=nt),
+        lambda: ce_fast.logsumexp(x, num_threads=nt),
+        lambda: ce_fast.log_softmax(x, axis=0, num_threads=nt),
+        lambda: ce_fast.softmax(x, num_threads=nt),
+        lambda: ce_fast.entropy(p, num_threads=nt),
+        lambda: ce_fast.softmax_entropy(x, num_threads=nt),
+    ]
+
+
+def _flat(r):
+    return list(r) if isinstance(r, tuple) else [r]
+
+
+def _check_same(got, want):
+    for g, w in zip(got, want):
+        for a, b in zip(_flat(g), _flat(w)):
+            assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_threads_bitwise_identical_to_serial(dtype):
+    x, y, p, t = _inputs(dtype)
+    before = [a.tobytes() for a in (x, y, p, t)]
+    serial = [f() for f in _calls(x, y, p, t, 1)]
+    n_threads, rounds = 8, 4
+    barrier = threading.Barrier(n_threads)
+    results: dict = {}
+
+    def worker(k):
+        barrier.wait(timeout=TIMEOUT)
+        nt = [None, 1, 2, 3][k % 4]  # mixed OpenMP team sizes at once
+        calls = _calls(x, y, p, t, nt)
+        order = np.random.default_rng(k).permutation(len(calls))
+        mine = {}
+        for _ in range(rounds):
+            for i in order:
+                mine[int(i)] = calls[i]()
+        results[k] = [mine[i] for i in range(len(calls))]
+
+    with ThreadPoolExecutor(n_threads) as ex:
+        futs = [ex.submit(worker, k) for k in range(n_threads)]
+        for f in futs:
+            f.result(timeout=TIMEOUT)
+    for k in range(n_threads):
+        _check_same(results[k], serial)
+    assert [a.tobytes() for a in (x, y, p, t)] == before
+
+
+def test_oversubscribed_pool_does_not_deadlock():
+    """A thread pool whose tasks each ask for 4 OpenMP threads on 2 cores,
+    and tasks that themselves start Python threads calling ce_fast
+    (nested parallelism): everything finishes, results unchanged."""
+    x, y, p, t = _inputs(np.float32, seed=1)
+    want = ce_fast.cross_entropy_and_grad(x, y, num_threads=1)
+
+    def task(_):
+        return ce_fast.cross_entropy_and_grad(x, y, num_threads=4)
+
+    def nested(_):
+        with ThreadPoolExecutor(3) as inner:
+            return list(inner.map(task, range(3)))
+
+    with ThreadPoolExecutor(6) as ex:
+        flat = list(ex.map(task, range(24), timeout=TIMEOUT))
+        for group in ex.map(nested, range(4), timeout=TIMEOUT):
+            flat.extend(group)
+    for r in flat:
+        _check_same([r], [want])
+
+
+def test_openmp_inside_openmp_threads_via_threadpoolctl():
+    """Calls from threads while a process-wide limit is in force (if
+    threadpoolctl is available) are still bitwise identical."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x, y, _, _ = _inputs(np.float64, seed=2)
+    want = ce_fast.cross_entropy_grad(x, y, num_threads=1)
+    with threadpoolctl.threadpool_limits(1):
+        with ThreadPoolExecutor(4) as ex:
+            got = list(ex.map(lambda _: ce_fast.cross_entropy_grad(x, y), range(8), timeout=TIMEOUT))
+    for g in got:
+        assert_bitwise(g, want)
+
+
+def test_keyboard_interrupt_waits_for_the_kernel():
+    """A KeyboardInterrupt raised (``_thread.interrupt_main``, i.e. Ctrl-C)
+    while a multi-second kernel runs does not abort the kernel: kernels
+    release the GIL and do not poll for signals, so the C code runs to the
+    end and the interrupt is raised at the next Python bytecode boundary --
+    in practice still inside ce_fast's thin Python wrapper, so the call
+    raises KeyboardInterrupt *after* the full computation (its return value
+    is lost, but an ``out=`` buffer holds the complete, correct gradient and
+    nothing is left half-written or locked: the next call works)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1024, 8192)).astype(np.float32)  # 32 MiB
+    y = rng.integers(0, 8192, 1024)
+    want = ce_fast.cross_entropy_grad(x, y, num_threads=1, reduction="sum")
+    t0 = time.perf_counter()
+    ce_fast.cross_entropy_grad(x, y, num_threads=1, reduction="sum")
+    one = time.perf_counter() - t0
+    reps = max(2, int(2.0 / max(one, 1e-3)))
+    big = np.tile(x, (reps, 1))  # one call of ~2 s on one thread
+    bigy = np.tile(y, reps)
+    out = np.zeros_like(big)
+    delay = 0.25
+
+    def interrupter():
+        time.sleep(delay)
+        _thread.interrupt_main()
+
+    th = threading.Thread(target=interrupter)
+    raised_in_call = False
+    t0 = time.perf_counter()
+    try:
+        try:
+            th.start()
+            ce_fast.cross_entropy_grad(big, bigy, reduction="sum", num_threads=1, out=out)
+        except KeyboardInterrupt:
+            raised_in_call = True
+        elapsed = time.perf_counter() - t0
+        if not raised_in_call:  # delivered after the wrapper returned
+            try:
+                for _ in range(10**6):
+                    pass
+                time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+            else:  # pragma: no cover
+                pytest.fail("the interrupt was lost")
+    finally:
+        th.join()
+    # the interrupt arrived mid-call but the kernel was not cut short
+    assert elapsed > delay, "the call ended before the interrupt fired (input too small?)"
+    # ...and every row of out= is complete and exact (an aborted kernel would
+    # have left the zeros of the later rows in place)
+    for k in range(reps):
+        assert_bitwise(out[k * x.shape[0] : (k + 1) * x.shape[0]], want)
+    # and the library is still fully usable
+    assert_bitwise(ce_fast.cross_entropy_grad(x, y, num_threads=2, reduction="sum"), want)
