@@ -191,6 +191,17 @@ def _fast(
             grad = np.empty((N, C), dt)
         elif out is logits and logits.flags.writeable:
             grad = out
+        elif (
+            type(out) is np.ndarray
+            and out.dtype is dt
+            and out.strides == logits.strides
+            and out.shape == logits.shape
+            and out.flags.writeable
+            and out.flags.aligned
+            and not np.may_share_memory(out, logits)
+            and not np.may_share_memory(out, target)
+        ):
+            grad = out
         else:
             return None
     loss_out = np.empty(N, dt) if red == 0 else None
@@ -291,9 +302,10 @@ def _run(
 
     w = None
     if weight is not None:
-        w = np.ascontiguousarray(as_float(weight, "weight", dt))
+        w = as_float(weight, "weight", dt)
         if w.shape != (C,):
             raise ValueError(f"weight must be 1-d of length C = {C}, got shape {w.shape}")
+        w = np.ascontiguousarray(w)
     sw = None if sample_weight is None else per_sample(sample_weight, sample_shape, dt, "sample_weight")
 
     go_arr, go = _grad_output(grad_output, red, sample_shape, dt) if want_grad else (None, 1.0)

@@ -129,7 +129,7 @@ def strided_view(a: np.ndarray, axis: int) -> tuple[np.ndarray, int, int, int, t
         sc = a.strides[axis]
         if so is not None and si is not None and sc % item == 0:
             return a, outer, C, inner, (so, sc // item, si)
-    a = np.ascontiguousarray(a)
+    a = np.array(a, order="C")  # a fresh copy: contiguous *and* aligned
     return a, outer, C, inner, (C * inner, inner, 1)
 
 

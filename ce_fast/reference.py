@@ -402,8 +402,9 @@ def _categorical(
         yk = y[keep]
         rows = np.arange(xk.shape[0])
         wy = w[yk]
-        # a_c = (1 - eps) w_y [c == y] + (eps / C) w_c
-        a = np.tile((eps / n_classes) * w, (xk.shape[0], 1))
+        # a_c = (1 - eps) w_y [c == y] + (eps / C) w_c; the smoothing term only
+        # with smoothing (as PyTorch: a NaN weight of an unused class is inert)
+        a = np.tile((eps / n_classes) * w if eps > 0 else np.zeros_like(w), (xk.shape[0], 1))
         a[rows, yk] += (1.0 - eps) * wy
         zc = wy
         sk = sw[keep]

@@ -139,8 +139,10 @@ CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, 
         if (k->eps > 0.0) loss += k->eps_c * (dot + k->W * L1);
         if (k->lambda > 0.0) loss += wy * k->lambda * lse * lse;
         /* d loss / d x_j = A p_j - (1 - eps) w_y [j == y] - eps/C w_j */
-        cf->A = (1.0 - k->eps) * wy + k->eps_c * k->W + 2.0 * k->lambda * wy * lse;
-        cf->Bself = (1.0 - k->eps) * wy + k->eps_c * wy;
+        /* (the smoothing terms only with smoothing: 0 * a NaN weight is NaN) */
+        cf->A = (1.0 - k->eps) * wy + (k->eps > 0.0 ? k->eps_c * k->W : 0.0);
+        if (k->lambda > 0.0) cf->A += 2.0 * k->lambda * wy * lse;
+        cf->Bself = (1.0 - k->eps) * wy + (k->eps > 0.0 ? k->eps_c * wy : 0.0);
     } else {
         loss = dot + W * L1;
         if (k->lambda > 0.0) loss += k->lambda * lse * lse;
@@ -309,53 +311,64 @@ CE_INLINE CE_FN(row_ptrs) CE_FN(locate_row)(const ce_cat_args *a, int64_t r, dou
 
 #include "categorical_tile_impl.h"
 
+/* The blocks of rows one thread computes (an orphaned `omp for`: inside a
+ * parallel region the team shares the blocks, outside one it runs them all).
+ * Returns 1 if its scratch could not be allocated. */
+static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale,
+                             double *partial, int64_t rb, int64_t nblocks, double cap, int tile,
+                             size_t scratch_len) {
+    const int64_t N = a->outer * a->inner, C = a->C, inner = a->inner;
+    CE_T *loss_out = (CE_T *)a->loss_out;
+    CE_T *scratch = NULL;
+    if (scratch_len) scratch = (CE_T *)malloc(scratch_len * sizeof(CE_T));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) {
+        if (scratch_len && !scratch) continue;
+        double acc = 0.0;
+        const int64_t r_end = (b + 1) * rb < N ? (b + 1) * rb : N;
+        for (int64_t r = b * rb; tile && r < r_end;) {
+            int64_t nb = r_end - r < CE_TILE ? r_end - r : CE_TILE;
+            if (inner > 1 && nb > inner - r % inner) nb = inner - r % inner;
+            acc += CE_FN(cat_tile)(a, k, gscale, r, nb, scratch, loss_out);
+            r += nb;
+        }
+        for (int64_t r = b * rb; !tile && r < r_end; ++r) {
+            CE_FN(row_ptrs) p = CE_FN(locate_row)(a, r, gscale);
+            double loss = 0.0;
+            if (p.ignored) { /* ignored samples are never read: loss 0, gradient 0 */
+                if (p.g) CE_FN(fill_span)(p.g, inner, C, (CE_T)0);
+            } else if (cap > 0.0) {
+                CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
+                loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, p.g, inner, scratch + C,
+                                          p.sw, p.gs);
+            } else {
+                loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL, p.sw,
+                                          p.gs);
+            }
+            if (loss_out) loss_out[r] = (CE_T)loss;
+            acc += loss;
+        }
+        if (partial) partial[b] = acc;
+    }
+    const int nomem = scratch_len && !scratch;
+    free(scratch);
+    return nomem;
+}
+
 /* The row-parallel path: blocks of whole rows per thread (in tiles of rows
  * for narrow rows and non-last class axes, see categorical_tile_impl.h). */
 static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale, double *partial,
                            int64_t rb, int64_t nblocks, double cap) {
-    const int64_t N = a->outer * a->inner, C = a->C, inner = a->inner;
-    CE_T *loss_out = (CE_T *)a->loss_out;
+    const int64_t N = a->outer * a->inner, C = a->C;
     const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
     const int tile = CE_FN(use_tile)(a);
     const size_t scratch_len = tile ? (size_t)(CE_TILE * C) : cap > 0.0 ? (size_t)(2 * C) : 0;
     int nomem = 0;
-#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : nomem)
-    {
-        CE_T *scratch = NULL;
-        if (scratch_len) {
-            scratch = (CE_T *)malloc(scratch_len * sizeof(CE_T));
-            nomem |= scratch == NULL;
-        }
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < nblocks; ++b) {
-            if (scratch_len && !scratch) continue;
-            double acc = 0.0;
-            const int64_t r_end = (b + 1) * rb < N ? (b + 1) * rb : N;
-            for (int64_t r = b * rb; tile && r < r_end;) {
-                int64_t nb = r_end - r < CE_TILE ? r_end - r : CE_TILE;
-                if (inner > 1 && nb > inner - r % inner) nb = inner - r % inner;
-                acc += CE_FN(cat_tile)(a, k, gscale, r, nb, scratch, loss_out);
-                r += nb;
-            }
-            for (int64_t r = b * rb; !tile && r < r_end; ++r) {
-                CE_FN(row_ptrs) p = CE_FN(locate_row)(a, r, gscale);
-                double loss = 0.0;
-                if (p.ignored) { /* ignored samples are never read: loss 0, gradient 0 */
-                    if (p.g) CE_FN(fill_span)(p.g, inner, C, (CE_T)0);
-                } else if (cap > 0.0) {
-                    CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
-                    loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, p.g, inner,
-                                              scratch + C, p.sw, p.gs);
-                } else {
-                    loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL,
-                                              p.sw, p.gs);
-                }
-                if (loss_out) loss_out[r] = (CE_T)loss;
-                acc += loss;
-            }
-            if (partial) partial[b] = acc;
-        }
-        free(scratch);
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt) reduction(| : nomem)
+        nomem |= CE_FN(cat_blocks)(a, k, gscale, partial, rb, nblocks, cap, tile, scratch_len);
+    } else { /* no thread team at all: it would cost more than a small call */
+        nomem = CE_FN(cat_blocks)(a, k, gscale, partial, rb, nblocks, cap, tile, scratch_len);
     }
     return nomem ? CE_ERR_NOMEM : CE_OK;
 }

@@ -42,11 +42,11 @@ CE_INLINE float ce_exp_nonpos_f32(float x) {
     p = CE_FMA_F32(p, r, 1.6666665459e-1f);
     p = CE_FMA_F32(p, r, 5.0000001201e-1f);
     p = CE_FMA_F32(p, z, r) + 1.0f;
-    int32_t ti, im, pb;
+    uint32_t ti, im, pb; /* unsigned: wraps (defined) for arguments outside the domain */
     memcpy(&ti, &t, 4);
     memcpy(&im, &magic, 4);
     memcpy(&pb, &p, 4);
-    pb += (ti - im + 64) * (1 << 23);
+    pb += (ti - im + 64u) << 23;
     float res;
     memcpy(&res, &pb, 4);
     return res * 0x1p-64f;
@@ -73,11 +73,11 @@ CE_INLINE double ce_exp_nonpos_f64(double x) {
     p = CE_FMA_F64(p, r, 1.0 / 6.0);
     p = CE_FMA_F64(p, r, 0.5);
     p = CE_FMA_F64(p, r * r, r) + 1.0;
-    int64_t ti, im, pb;
+    uint64_t ti, im, pb;
     memcpy(&ti, &t, 8);
     memcpy(&im, &magic, 8);
     memcpy(&pb, &p, 8);
-    pb += (ti - im + 64) * ((int64_t)1 << 52);
+    pb += (ti - im + 64u) << 52;
     double res;
     memcpy(&res, &pb, 8);
     return res * 0x1p-64;

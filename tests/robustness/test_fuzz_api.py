@@ -121,8 +121,9 @@ def test_nan_sample_weight_poisons_its_row_and_the_reduction():
 
 
 # ---------------------------------------------------------------------------
-# Bugs found by the fuzzers (strict xfail: they turn into failures when fixed,
-# so whoever fixes them removes the marker and AVOID_KNOWN_BUGS' clause)
+# Bugs found by the fuzzers: regression tests for the fixed ones, strict
+# xfails for the open ones (whoever fixes one removes its marker and its
+# AVOID_KNOWN_BUGS clause)
 # ---------------------------------------------------------------------------
 
 _X = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
@@ -139,26 +140,19 @@ def _torch_like(w):
     return wy * nll, wy[:, None] * (p - onehot)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a NaN class weight of a non-target class makes every "
-                   "gradient row NaN in ce_fast (its loss stays finite, as PyTorch)")
-def test_bug_nan_weight_of_unused_class_gradient():
+def test_fixed_nan_weight_of_unused_class_gradient():
     loss, grad = ce_fast.cross_entropy_and_grad(_X, _Y, weight=_W_NAN_UNUSED, reduction="none")
     want_loss, want_grad = _torch_like(_W_NAN_UNUSED)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ce_fast.reference turns a NaN class weight of a "
-                   "non-target class into NaN losses for every row (0 * NaN in the smoothing term "
-                   "with label_smoothing=0); PyTorch and ce_fast's loss stay finite")
-def test_bug_reference_nan_weight_of_unused_class_loss():
+def test_fixed_reference_nan_weight_of_unused_class_loss():
     loss = ref.cross_entropy(_X, _Y, weight=_W_NAN_UNUSED, reduction="none")
     np.testing.assert_allclose(loss, _torch_like(_W_NAN_UNUSED)[0], rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a 0-d weight is accepted when C == 1 "
-                   "(np.ascontiguousarray promotes it to shape (1,)); API: weight must be (C,)")
-def test_bug_zero_dim_weight_with_one_class_is_rejected():
+def test_fixed_zero_dim_weight_with_one_class_is_rejected():
     with pytest.raises(ValueError, match="weight"):
         ce_fast.cross_entropy(np.zeros((2, 1)), np.array([0, 0]), weight=np.float64(2.0))
 
@@ -193,12 +187,8 @@ def _unaligned_f64(rows, cols):
     return x
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: unaligned C-contiguous logits reach the categorical "
-                   "and softmax-family kernels (strided_view's np.ascontiguousarray fallback does not "
-                   "realign): misaligned double loads, undefined behaviour (UBSan: rowscan_impl.h:27, "
-                   "categorical_tile_impl.h:66); results are right on x86 only by luck")
 @pytest.mark.parametrize("which", ["softmax", "logsumexp", "cross_entropy"])
-def test_bug_unaligned_input_reaches_kernel(which, monkeypatch):
+def test_fixed_unaligned_input_is_realigned(which, monkeypatch):
     from ce_fast import _core
 
     seen = []
