@@ -256,6 +256,10 @@ def _run(
     grad_output: Any = None,
     out: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
+    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
+        fast = _fast(logits, target, reduction, num_threads, want_grad, grad_output, out)
+        if fast is not None:
+            return fast  # type: ignore[no-any-return]
     x = as_float(logits, "logits")
     dt = x.dtype
     ax = normalize_axis(axis, x.ndim)
@@ -367,10 +371,6 @@ def cross_entropy(
     softcap: float | None = None,
     num_threads: int | None = None,
 ) -> Any:
-    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
-        r = _fast(logits, target, reduction, num_threads, False, None, None)
-        if r is not None:
-            return r[0]
     loss, _ = _run(
         logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
@@ -395,10 +395,6 @@ def cross_entropy_grad(
     grad_output: Any = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
-        r = _fast(logits, target, reduction, num_threads, True, grad_output, out)
-        if r is not None:
-            return r[1]  # type: ignore[no-any-return]
     _, grad = _run(
         logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
@@ -425,10 +421,6 @@ def cross_entropy_and_grad(
     grad_output: Any = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
-        r = _fast(logits, target, reduction, num_threads, True, grad_output, out)
-        if r is not None:
-            return r  # type: ignore[no-any-return]
     loss, grad = _run(
         logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,

@@ -3,6 +3,7 @@
 #ifndef CE_UTIL_H
 #define CE_UTIL_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -11,11 +12,18 @@
 
 #define CE_CAT_(a, b) a##b
 #define CE_CAT(a, b) CE_CAT_(a, b)
+#ifdef _MSC_VER
+#define CE_INLINE static __forceinline
+#else
 #define CE_INLINE static inline __attribute__((always_inline))
+#endif
 
 /* Fused multiply-add where the ISA has it; a*b + c otherwise. The build uses
  * -ffp-contract=off, so this is the only place FMAs come from. */
-#if defined(__FMA__) || defined(__AVX512F__) || defined(__aarch64__)
+#if defined(_MSC_VER) && defined(__AVX2__)
+#define CE_FMA_F32(a, b, c) fmaf((a), (b), (c))
+#define CE_FMA_F64(a, b, c) fma((a), (b), (c))
+#elif !defined(_MSC_VER) && (defined(__FMA__) || defined(__AVX512F__) || defined(__aarch64__))
 #define CE_FMA_F32(a, b, c) __builtin_fmaf((a), (b), (c))
 #define CE_FMA_F64(a, b, c) __builtin_fma((a), (b), (c))
 #else
