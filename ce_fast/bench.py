@@ -81,7 +81,9 @@ def _cases(x: np.ndarray, y: np.ndarray, nt: int) -> dict[str, Callable[[], Any]
     }
 
 
-def _peer_cases(x: np.ndarray, y: np.ndarray, nt: int, peers: bool, ref: bool) -> dict[str, Callable[[], Any]]:
+def _peer_cases(
+    x: np.ndarray, y: np.ndarray, nt: int, peers: bool, ref: bool
+) -> dict[str, Callable[[], Any]]:
     fns: dict[str, Callable[[], Any]] = {}
     if ref:
         fns["numpy reference"] = lambda: reference.cross_entropy_and_grad(x, y)
@@ -154,9 +156,8 @@ def _fmt_table(r: list[dict[str, Any]]) -> str:
                 speed = ""
                 if ref_t and name.startswith("grad"):
                     speed = f"{ref_t / t:.1f}x"
-                lines.append(
-                    f"{e['threads']:>7} {name:<28} {t * 1e3:>10.2f} {moved / t / 1e9:>7.1f} {vs:>18} {speed:>9}"
-                )
+                gbs = moved / t / 1e9
+                lines.append(f"{e['threads']:>7} {name:<28} {t * 1e3:>10.2f} {gbs:>7.1f} {vs:>18} {speed:>9}")
             peers = {k: v for k, v in m.items() if k.startswith(("torch", "jax", "sklearn", "numpy"))}
             fused = m["grad out="]
             if peers:

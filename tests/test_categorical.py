@@ -704,7 +704,9 @@ def test_out_partial_overlap_reads_a_snapshot(dtype):
 def _layouts(x, t, axis, kind):
     """(name, logits, target, axis, undo) variants holding the same values;
     ``undo`` maps the variant's gradient back to x's layout."""
-    ident = lambda g: g
+    def ident(g):
+        return g
+
     out = []
     out.append(("fortran", np.asfortranarray(x), np.asfortranarray(t), axis, ident))
     # transposed view: every axis reversed, class axis follows
