@@ -199,12 +199,11 @@ CE_INLINE void CE_FN(span_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) 
 
 /* The integer target's gradient A p_y - Bself, accurately when p_y ~ 1:
  * e_y = exp(x_y - r) as pass 2 stored it, f = exp(r - m). */
-CE_INLINE CE_T CE_FN(target_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) * cf, double e_y,
-                                  double f, int top, CE_T fac_y) {
+CE_INLINE CE_T CE_FN(target_grad)(const CE_FN(row_coef) * cf, double e_y, double f, int top,
+                                  CE_T fac_y) {
     const double A = cf->A, B = cf->Bself;
     const double gy = top && e_y == 1.0 && cf->S < 2.0 ? cf->gs * (A * (-cf->sp / cf->S) + (A - B))
                                         : cf->gs * (A * e_y * f / cf->S - B);
-    (void)k;
     return (CE_T)gy * fac_y;
 }
 
@@ -229,7 +228,7 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     if (!g) return loss;
     const double e_y = k->prob ? 0.0 : (double)g[y * sg];
     CE_FN(span_grad)(k, &cf, 1.0, 1, q, sq, k->w, C, g, sg, fac);
-    if (!k->prob) g[y * sg] = CE_FN(target_grad)(k, &cf, e_y, 1.0, 1, fac ? fac[y] : (CE_T)1);
+    if (!k->prob) g[y * sg] = CE_FN(target_grad)(&cf, e_y, 1.0, 1, fac ? fac[y] : (CE_T)1);
     return loss;
 }
 
@@ -486,7 +485,7 @@ static int CE_FN(cat_split)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsc
             const CE_FN(span_stats) *s = st + r * nch + p.y / CE_SPLIT_CHUNK;
             const int top = !s->empty && s->r == cf[r].m;
             const double f = top ? 1.0 : s->empty ? 0.0 : exp((double)s->r - (double)cf[r].m);
-            p.g[p.y * sg] = CE_FN(target_grad)(k, &cf[r], e_y[2 * r + 1], f, top, 1);
+            p.g[p.y * sg] = CE_FN(target_grad)(&cf[r], e_y[2 * r + 1], f, top, 1);
         }
     }
     free(st), free(cf), free(e_y);

@@ -169,7 +169,7 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
         if (ign || bad[j]) {
             for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = ign ? (CE_T)0 : (CE_T)NAN;
         } else {
-            xt[p[j].y * CE_TILE + j] = CE_FN(target_grad)(k, &cf[j], (double)e_y[j], 1.0, 1, 1);
+            xt[p[j].y * CE_TILE + j] = CE_FN(target_grad)(&cf[j], (double)e_y[j], 1.0, 1, 1);
         }
     }
     if (inner > 1) {
