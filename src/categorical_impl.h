@@ -74,6 +74,7 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     st->bad = bad || m == INFINITY;
     st->empty = m == -INFINITY;
     st->s_less = st->n_max = st->dot = st->W = 0.0;
+    st->r = 0;
     if (st->bad) return;
     /* a masked (all -inf) span gets any finite reference: its e are all 0 */
     const CE_T r = st->empty ? (CE_T)0 : m;

@@ -216,6 +216,28 @@ CE_INLINE int64_t CE_FN(sm_tile)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t
 
 /* The driver for the tiled layout (see sm_tile): work items are (o, tile)
  * pairs, a function of the shape only. */
+/* entropy's domain error: the smallest first-negative flat position over the
+ * n work items (-1 where none), reported with its value; frees first_neg. */
+static int CE_FN(sm_first_negative)(ce_sm_args *a, int64_t *first_neg, int64_t n) {
+    if (!first_neg) return CE_OK;
+    int rc = CE_OK;
+    for (int64_t b = 0; b < n; ++b) {
+        const int64_t f = first_neg[b];
+        if (f >= 0 && (rc == CE_OK || f < a->err_pos)) {
+            rc = CE_ERR_DOMAIN;
+            a->err_pos = f;
+        }
+    }
+    if (rc != CE_OK) {
+        const CE_T *x = (const CE_T *)a->x;
+        const int64_t C = a->C, inner = a->inner;
+        const int64_t f = a->err_pos, i = f % inner, oc = f / inner, c = oc % C, o = oc / C;
+        a->err_fval = (double)x[o * a->xs_o + c * a->xs_c + i * a->xs_i];
+    }
+    free(first_neg);
+    return rc;
+}
+
 static int CE_FN(sm_tiled)(ce_sm_args *a) {
     const int64_t outer = a->outer, C = a->C, inner = a->inner;
     const int op = a->op;
@@ -266,22 +288,7 @@ static int CE_FN(sm_tiled)(ce_sm_args *a) {
         }
         if (first_neg) first_neg[it] = f;
     }
-    int rc = CE_OK;
-    if (first_neg) {
-        for (int64_t b = 0; b < items; ++b) {
-            const int64_t f = first_neg[b];
-            if (f >= 0 && (rc == CE_OK || f < a->err_pos)) {
-                rc = CE_ERR_DOMAIN;
-                a->err_pos = f;
-            }
-        }
-        if (rc != CE_OK) {
-            const int64_t f = a->err_pos, i = f % inner, oc = f / inner, c = oc % C, o = oc / C;
-            a->err_fval = (double)x[o * a->xs_o + c * a->xs_c + i * a->xs_i];
-        }
-        free(first_neg);
-    }
-    return rc;
+    return CE_FN(sm_first_negative)(a, first_neg, items);
 }
 
 int CE_FN(ce_softmax_family)(ce_sm_args *a) {
@@ -334,22 +341,7 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
         if (first_neg) first_neg[b] = fneg;
     }
 
-    int rc = CE_OK;
-    if (first_neg) {
-        for (int64_t b = 0; b < nblocks; ++b) {
-            const int64_t f = first_neg[b];
-            if (f >= 0 && (rc == CE_OK || f < a->err_pos)) {
-                rc = CE_ERR_DOMAIN;
-                a->err_pos = f;
-            }
-        }
-        if (rc != CE_OK) {
-            const int64_t f = a->err_pos, i = f % inner, oc = f / inner, c = oc % C, o = oc / C;
-            a->err_fval = (double)x[o * a->xs_o + c * a->xs_c + i * a->xs_i];
-        }
-        free(first_neg);
-    }
-    return rc;
+    return CE_FN(sm_first_negative)(a, first_neg, nblocks);
 }
 
 #undef CE_FN
