@@ -20,6 +20,7 @@ from ._binary import (
     binary_cross_entropy_with_logits_and_grad,
     binary_cross_entropy_with_logits_grad,
 )
+from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
 from ._softmax import entropy, log_softmax, logsumexp, softmax, softmax_entropy
 
 _apply_isa_override()
@@ -35,6 +36,8 @@ __all__ = [
     "cross_entropy_and_grad",
     "cross_entropy_grad",
     "entropy",
+    "linear_cross_entropy",
+    "linear_cross_entropy_and_grad",
     "log_softmax",
     "logsumexp",
     "show_config",

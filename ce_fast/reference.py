@@ -50,6 +50,8 @@ __all__ = [
     "cross_entropy_and_grad",
     "cross_entropy_grad",
     "entropy",
+    "linear_cross_entropy",
+    "linear_cross_entropy_and_grad",
     "log_softmax",
     "logsumexp",
     "softmax",
@@ -688,6 +690,96 @@ cross_entropy_and_grad.__doc__ = (
     + _CE_DOC_COMMON
     + _CE_GRAD_DOC
 )
+
+
+# ---------------------------------------------------------------------------
+# Cross-entropy of a linear layer (the language-model head)
+# ---------------------------------------------------------------------------
+
+
+def _linear_logits(hidden, weight, bias):
+    """``(hidden @ weight.T + bias in float64, compute dtype)``."""
+    h, h_dtype = _as_float(hidden, "hidden")
+    w, w_dtype = _as_float(weight, "weight")
+    dtypes = [h_dtype, w_dtype]
+    if h.ndim < 1 or w.ndim != 2 or h.shape[-1] != w.shape[1]:
+        raise ValueError(f"hidden (..., D) and weight (C, D) do not match: {h.shape} and {w.shape}")
+    if w.shape[0] == 0:
+        raise ValueError("weight has no rows: the class axis is empty (C == 0)")
+    z = h @ w.T
+    if bias is not None:
+        b, b_dtype = _as_float(bias, "bias")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"bias must be 1-d of length C = {w.shape[0]}, got shape {b.shape}")
+        z = z + b
+        dtypes.append(b_dtype)
+    return z, h, w, np.result_type(*dtypes)
+
+
+def linear_cross_entropy(
+    hidden,
+    weight,
+    target,
+    *,
+    bias=None,
+    class_weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    num_threads=None,
+    chunk_size=None,
+):
+    """``cross_entropy(hidden @ weight.T + bias, target, weight=class_weight, ...)``.
+
+    The logits are materialised here (this is the specification);
+    ``chunk_size`` is accepted for signature compatibility and ignored.
+    """
+    z, _, _, dtype = _linear_logits(hidden, weight, bias)
+    loss = cross_entropy(
+        z, target, weight=class_weight, sample_weight=sample_weight, ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        num_threads=num_threads,
+    )  # fmt: skip
+    return loss.astype(dtype) if isinstance(loss, np.ndarray) else dtype.type(loss)
+
+
+def linear_cross_entropy_and_grad(
+    hidden,
+    weight,
+    target,
+    *,
+    bias=None,
+    class_weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    num_threads=None,
+    grad_output=None,
+    chunk_size=None,
+):
+    """``(loss, d_hidden, d_weight, d_bias)`` of :func:`linear_cross_entropy`
+    by the chain rule through the materialised logits: with G the logits'
+    gradient, ``d_hidden = G @ weight``, ``d_weight = G.T @ hidden`` and
+    ``d_bias = G.sum(rows)`` (None without ``bias``).
+    """
+    z, h, w, dtype = _linear_logits(hidden, weight, bias)
+    loss, g = cross_entropy_and_grad(
+        z, target, weight=class_weight, sample_weight=sample_weight, ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        num_threads=num_threads, grad_output=grad_output,
+    )  # fmt: skip
+    n = int(np.prod(h.shape[:-1]))
+    g2 = g.reshape(n, w.shape[0])
+    h2 = h.reshape(n, w.shape[1])
+    loss = loss.astype(dtype) if isinstance(loss, np.ndarray) else dtype.type(loss)
+    d_bias = None if bias is None else g2.sum(axis=0).astype(dtype)
+    return loss, (g @ w).astype(dtype), (g2.T @ h2).astype(dtype), d_bias
 
 
 # ---------------------------------------------------------------------------

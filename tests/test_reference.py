@@ -943,6 +943,8 @@ def test_public_names_match_api():
         "softmax",
         "entropy",
         "softmax_entropy",
+        "linear_cross_entropy",
+        "linear_cross_entropy_and_grad",
     }
     assert set(ref.__all__) == expected
     for name in expected:

@@ -1,0 +1,374 @@
+"""Cross-entropy of a linear layer's output, ``hidden @ weight.T + bias``,
+computed in chunks of rows so that the N x C logits never exist at once.
+
+Each chunk's logits are produced by NumPy's BLAS into one reused buffer,
+turned into their gradient in place by the fused categorical kernel, and
+pushed back through the two matmuls before the next chunk overwrites them."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ._categorical import _DOC_PARAMS, _int_target, cross_entropy, cross_entropy_and_grad
+from ._validation import as_array, as_float, per_sample, reduction_code
+
+# The chunk's logits may use a quarter of the memory the outputs need anyway
+# (the hidden and weight gradients), and never less than this floor, so the
+# matmuls stay large enough for BLAS to run at full speed.
+_BUDGET_FLOOR = 32 << 20
+_MIN_CHUNK = 16
+# Rows of the weight gradient written per matmul when accumulating across
+# chunks (NumPy has no C += A @ B, so each product lands in a small buffer).
+_ACCUMULATE_BYTES = 8 << 20
+
+
+def auto_chunk_size(N: int, C: int, D: int, itemsize: int) -> int:
+    """Rows per chunk when ``chunk_size`` is None: the chunk's logits use at
+    most max(32 MiB, a quarter of the N x D + C x D gradients), with at least
+    16 rows per chunk."""
+    budget = max(_BUDGET_FLOOR, (N * D + C * D) * itemsize // 4)
+    rows = budget // max(1, C * itemsize)
+    return max(1, min(N, max(_MIN_CHUNK, rows)))
+
+
+class _Problem:
+    """Validated inputs, flattened to (N, D) rows."""
+
+    def __init__(
+        self,
+        hidden: Any,
+        weight: Any,
+        target: Any,
+        bias: Any,
+        class_weight: Any,
+        sample_weight: Any,
+        ignore_index: Any,
+        reduction: Any,
+        chunk_size: Any,
+        options: dict[str, Any],
+    ) -> None:
+        h = as_float(hidden, "hidden")
+        w = as_float(weight, "weight")
+        b = None if bias is None else as_float(bias, "bias")
+        dt = np.result_type(h.dtype, w.dtype, *(() if b is None else (b.dtype,)))
+        if h.ndim < 1:
+            raise ValueError("hidden must have at least one dimension (the features, D)")
+        if w.ndim != 2:
+            raise ValueError(f"weight must be 2-d (C, D), got shape {w.shape}")
+        C, D = w.shape
+        if h.shape[-1] != D:
+            raise ValueError(f"hidden has {h.shape[-1]} features but weight has shape {w.shape} (C, D)")
+        if C == 0:
+            raise ValueError("weight has no rows: the class axis is empty (C == 0)")
+        if b is not None and b.shape != (C,):
+            raise ValueError(f"bias must be 1-d of length C = {C}, got shape {b.shape}")
+        self.dt = dt
+        self.sample_shape = h.shape[:-1]
+        self.N = math.prod(self.sample_shape)
+        self.C, self.D = C, D
+        self.h = np.ascontiguousarray(h.reshape(self.N, D), dtype=dt)
+        self.w = np.ascontiguousarray(w, dtype=dt)
+        self.b = None if b is None else np.ascontiguousarray(b, dtype=dt)
+        self.red = reduction_code(reduction)
+        self.options = options
+
+        # Every option check of cross_entropy, on an empty batch of the same
+        # classes, so the errors are the same and N == 0 is covered.
+        t = as_array(target, "target")
+        probs = t.dtype.kind == "f"
+        self.empty_loss = cross_entropy(
+            np.zeros((0, C), dt), np.zeros((0, C) if probs else 0, dt if probs else np.int64),
+            weight=class_weight, ignore_index=ignore_index, reduction=reduction, **options,
+        )  # fmt: skip
+        self.cw = None if class_weight is None else np.ascontiguousarray(class_weight, dtype=dt)
+        self.ignore = int(ignore_index)
+        self.sw = None
+        if sample_weight is not None:
+            self.sw = per_sample(sample_weight, self.sample_shape, dt, "sample_weight").reshape(self.N)
+        if probs:
+            if t.shape != self.sample_shape + (C,):
+                raise ValueError(
+                    f"target: expected probabilities of shape {self.sample_shape + (C,)} or integer "
+                    f"class indices of shape {self.sample_shape}; got a floating array of shape {t.shape}"
+                )
+            self.t = np.ascontiguousarray(t.reshape(self.N, C), dtype=dt)
+        else:
+            self.t = _int_target(t, self.sample_shape, C, self.ignore).reshape(self.N)
+            self._check_indices()
+        self.chunk = self._chunk_rows(chunk_size)
+
+    def _check_indices(self) -> None:
+        y = self.t
+        bad = (y != self.ignore) & ((y < 0) | (y >= self.C))
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise IndexError(
+                f"target: class index {int(y[pos])} at flat position {pos} is outside "
+                f"[0, {self.C}) and is not ignore_index ({self.ignore})"
+            )
+
+    def _chunk_rows(self, chunk_size: Any) -> int:
+        if chunk_size is None:
+            return auto_chunk_size(self.N, self.C, self.D, self.dt.itemsize)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (numbers.Integral, np.integer)):
+            raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
+        return int(min(chunk_size, max(self.N, 1)))
+
+    def mean_denominator(self) -> float:
+        """sum_i s_i * w_{y_i} over non-ignored samples (sum_i s_i for
+        probability targets), as cross_entropy's "mean"."""
+        s = np.ones(self.N, np.float64) if self.sw is None else self.sw.astype(np.float64)
+        if self.t.ndim == 2:
+            return float(np.sum(s))
+        keep = self.t != self.ignore
+        s = s[keep]
+        if self.cw is not None:
+            s = s * self.cw[self.t[keep]].astype(np.float64)
+        return float(np.sum(s))
+
+    def chunks(self) -> Any:
+        for r0 in range(0, self.N, self.chunk):
+            yield r0, min(self.N, r0 + self.chunk)
+
+    def logits(self, buf: np.ndarray, r0: int, r1: int) -> np.ndarray:
+        z = buf[: r1 - r0]
+        np.matmul(self.h[r0:r1], self.w.T, out=z)
+        if self.b is not None:
+            z += self.b
+        return z
+
+    def rows(self, r0: int, r1: int) -> dict[str, Any]:
+        """The per-row keywords of one chunk's cross_entropy call."""
+        return {
+            "weight": self.cw,
+            "sample_weight": None if self.sw is None else self.sw[r0:r1],
+            "ignore_index": self.ignore,
+            **self.options,
+        }
+
+    def finish(self, total: float, per_sample: np.ndarray | None) -> Any:
+        if self.N == 0:
+            return self.empty_loss
+        if self.red == 0:
+            assert per_sample is not None
+            return per_sample.reshape(self.sample_shape)
+        if self.red == 2:
+            denom = self.mean_denominator()
+            total = total / denom if denom != 0 else math.nan
+        return self.dt.type(total)
+
+
+def linear_cross_entropy(
+    hidden: Any,
+    weight: Any,
+    target: Any,
+    *,
+    bias: Any = None,
+    class_weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    num_threads: int | None = None,
+    chunk_size: int | None = None,
+) -> Any:
+    p = _Problem(
+        hidden, weight, target, bias, class_weight, sample_weight, ignore_index, reduction, chunk_size,
+        {"label_smoothing": label_smoothing, "z_loss": z_loss, "softcap": softcap, "num_threads": num_threads},
+    )  # fmt: skip
+    buf = np.empty((min(p.chunk, p.N), p.C), p.dt)
+    per = np.empty(p.N, p.dt) if p.red == 0 else None
+    total = 0.0
+    for r0, r1 in p.chunks():
+        loss = cross_entropy(
+            p.logits(buf, r0, r1), p.t[r0:r1], reduction="none" if per is not None else "sum", **p.rows(r0, r1)
+        )
+        if per is not None:
+            per[r0:r1] = loss
+        else:
+            total += float(loss)
+    return p.finish(total, per)
+
+
+def linear_cross_entropy_and_grad(
+    hidden: Any,
+    weight: Any,
+    target: Any,
+    *,
+    bias: Any = None,
+    class_weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    num_threads: int | None = None,
+    grad_output: Any = None,
+    chunk_size: int | None = None,
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
+    p = _Problem(
+        hidden, weight, target, bias, class_weight, sample_weight, ignore_index, reduction, chunk_size,
+        {"label_smoothing": label_smoothing, "z_loss": z_loss, "softcap": softcap, "num_threads": num_threads},
+    )  # fmt: skip
+    go_rows, go_scalar = _grad_output(grad_output, p)
+    dt, N, C, D = p.dt, p.N, p.C, p.D
+    buf = np.empty((min(p.chunk, N), C), dt)
+    per = np.empty(N, dt) if p.red == 0 else None
+    d_hidden = np.empty((N, D), dt)
+    d_weight = np.zeros((C, D), dt)
+    d_bias = None if p.b is None else np.zeros(C, np.float64)
+    acc = np.empty((max(1, min(C, _ACCUMULATE_BYTES // max(1, D * dt.itemsize))), D), dt)
+    total = 0.0
+    for r0, r1 in p.chunks():
+        loss, g = cross_entropy_and_grad(
+            p.logits(buf, r0, r1), p.t[r0:r1], reduction="none" if per is not None else "sum",
+            grad_output=go_scalar if go_rows is None else go_rows[r0:r1], out=buf[: r1 - r0],
+            **p.rows(r0, r1),
+        )  # fmt: skip
+        if per is not None:
+            per[r0:r1] = loss
+        else:
+            total += float(loss)
+        np.matmul(g, p.w, out=d_hidden[r0:r1])
+        _accumulate_weight_grad(d_weight, g, p.h[r0:r1], acc, first=r0 == 0)
+        if d_bias is not None:
+            d_bias += g.sum(axis=0, dtype=np.float64)
+    return (
+        p.finish(total, per),
+        d_hidden.reshape(p.sample_shape + (D,)),
+        d_weight,
+        None if d_bias is None else d_bias.astype(dt),
+    )
+
+
+def _grad_output(go: Any, p: _Problem) -> tuple[np.ndarray | None, float]:
+    """(per-row array or None, scalar) for the chunk calls, with the "mean"
+    denominator folded into the scalar (every chunk is called with "sum")."""
+    if go is None:
+        g = 1.0
+    else:
+        arr = as_float(go, "grad_output", p.dt)
+        if arr.ndim != 0:
+            if p.red != 0:
+                raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {arr.shape}")
+            return per_sample(arr, p.sample_shape, p.dt, "grad_output").reshape(p.N), 1.0
+        g = float(arr)
+    if p.red == 2:
+        denom = p.mean_denominator()
+        # A zero denominator makes the loss 0/0: as cross_entropy, the rows
+        # that count get a NaN gradient and ignored rows stay 0.
+        g = g / denom if denom != 0 else math.nan
+    return None, g
+
+
+def _accumulate_weight_grad(d_weight: np.ndarray, g: np.ndarray, h: np.ndarray, acc: np.ndarray, first: bool) -> None:
+    """d_weight += g.T @ h, a slab of classes at a time (g.T's slabs are
+    strided views that BLAS reads in place)."""
+    k = acc.shape[0]
+    for c0 in range(0, d_weight.shape[0], k):
+        c1 = min(d_weight.shape[0], c0 + k)
+        if first:
+            np.matmul(g[:, c0:c1].T, h, out=d_weight[c0:c1])
+        else:
+            part = acc[: c1 - c0]
+            np.matmul(g[:, c0:c1].T, h, out=part)
+            d_weight[c0:c1] += part
+
+
+_LINEAR_PARAMS = """
+    Parameters
+    ----------
+    hidden : array_like of shape (..., D)
+        The layer's input; the leading axes are the samples. float32 and
+        float64 are computed natively (mixed inputs in the promoted dtype),
+        float16 in float32, integers in float64.
+    weight : array_like of shape (C, D)
+        The layer's weight, as ``torch.nn.Linear``: the logits are
+        ``hidden @ weight.T + bias``.
+    target : array_like
+        Integer class indices of shape ``hidden.shape[:-1]``, or probabilities
+        of shape ``hidden.shape[:-1] + (C,)``.
+    bias : array_like of shape (C,), optional
+    class_weight : array_like of shape (C,), optional
+        The class weights that :func:`cross_entropy` calls ``weight`` (renamed
+        because ``weight`` is the layer's matrix here, as in ``F.linear``).
+""" + _DOC_PARAMS[_DOC_PARAMS.index("    sample_weight :") :] + """
+    chunk_size : int, optional
+        Rows per chunk. Default: the chunk's logits take at most
+        max(32 MiB, a quarter of the memory of the hidden and weight
+        gradients) and at least 16 rows. The peak extra memory is then about
+        ``chunk_size * C`` elements plus the outputs: the N x C logits never
+        exist at once. The matmuls are NumPy's (its BLAS and its threads);
+        ``num_threads`` applies to the cross-entropy kernel."""
+
+linear_cross_entropy.__doc__ = (
+    """Cross-entropy of ``hidden @ weight.T + bias`` without holding the logits.
+
+    The same value as ``cross_entropy(hidden @ weight.T + bias, target, ...)``
+    (to rounding), computed a chunk of rows at a time.
+"""
+    + _LINEAR_PARAMS
+    + """
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        As :func:`cross_entropy` (per-sample losses of shape
+        ``hidden.shape[:-1]`` for "none").
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> rng = np.random.default_rng(0)
+    >>> h, W = rng.standard_normal((6, 4)), rng.standard_normal((5, 4))
+    >>> y = np.array([0, 1, 2, 3, 4, 0])
+    >>> a = ce_fast.linear_cross_entropy(h, W, y, chunk_size=4)
+    >>> bool(np.isclose(a, ce_fast.cross_entropy(h @ W.T, y)))
+    True
+"""
+)
+linear_cross_entropy_and_grad.__doc__ = (
+    """Loss and gradients of :func:`linear_cross_entropy`, chunk by chunk.
+
+    For each chunk of rows the logits are computed into one reused buffer,
+    overwritten in place by their gradient (the fused kernel), and
+    multiplied back: ``d_hidden[rows] = G @ weight`` and
+    ``d_weight += G.T @ hidden[rows]``; ``d_bias`` sums G over rows in
+    float64. The results equal the unfused composition to rounding.
+"""
+    + _LINEAR_PARAMS
+    + """
+    grad_output : float or array_like, optional
+        Upstream gradient (default 1): a scalar for "mean"/"sum"; a scalar or
+        an array of shape ``hidden.shape[:-1]`` for "none".
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        As :func:`linear_cross_entropy`.
+    d_hidden : ndarray
+        The gradient with respect to ``hidden`` (its shape, compute dtype).
+    d_weight : ndarray of shape (C, D)
+    d_bias : ndarray of shape (C,) or None
+        None when ``bias`` is None.
+
+    Examples
+    --------
+    >>> import numpy as np, ce_fast
+    >>> rng = np.random.default_rng(0)
+    >>> h, W, b = rng.standard_normal((6, 4)), rng.standard_normal((5, 4)), np.zeros(5)
+    >>> loss, dh, dW, db = ce_fast.linear_cross_entropy_and_grad(h, W, np.arange(6) % 5, bias=b)
+    >>> g = ce_fast.cross_entropy_grad(h @ W.T, np.arange(6) % 5)
+    >>> bool(np.allclose(dh, g @ W) and np.allclose(dW, g.T @ h) and np.allclose(db, g.sum(0)))
+    True
+"""
+)
