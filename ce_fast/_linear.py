@@ -16,10 +16,12 @@ import numpy as np
 from ._categorical import _DOC_PARAMS, _int_target, cross_entropy, cross_entropy_and_grad
 from ._validation import as_array, as_float, per_sample, reduction_code
 
-# The chunk's logits may use a quarter of the memory the outputs need anyway
-# (the hidden and weight gradients), and never less than this floor, so the
-# matmuls stay large enough for BLAS to run at full speed.
-_BUDGET_FLOOR = 32 << 20
+# Each chunk's matmuls re-read (and BLAS re-packs) the whole weight matrix
+# and read-modify-write its gradient, about 5 C x D of memory traffic per
+# chunk against 6 rows x C x D flops: chunks of >= D rows keep that overhead
+# near 10 %. So a chunk's logits may take as much memory as the weight matrix,
+# and never less than this floor.
+_BUDGET_FLOOR = 64 << 20
 _MIN_CHUNK = 16
 # Rows of the weight gradient written per matmul when accumulating across
 # chunks (NumPy has no C += A @ B, so each product lands in a small buffer).
@@ -27,10 +29,10 @@ _ACCUMULATE_BYTES = 8 << 20
 
 
 def auto_chunk_size(N: int, C: int, D: int, itemsize: int) -> int:
-    """Rows per chunk when ``chunk_size`` is None: the chunk's logits use at
-    most max(32 MiB, a quarter of the N x D + C x D gradients), with at least
-    16 rows per chunk."""
-    budget = max(_BUDGET_FLOOR, (N * D + C * D) * itemsize // 4)
+    """Rows per chunk when ``chunk_size`` is None: the chunk's logits take at
+    most max(64 MiB, the weight matrix's bytes), i.e. about max(D, 64 MiB / C)
+    rows, and at least 16 rows."""
+    budget = max(_BUDGET_FLOOR, C * D * itemsize)
     rows = budget // max(1, C * itemsize)
     return max(1, min(N, max(_MIN_CHUNK, rows)))
 
@@ -81,9 +83,13 @@ class _Problem:
         t = as_array(target, "target")
         probs = t.dtype.kind == "f"
         self.empty_loss = cross_entropy(
-            np.zeros((0, C), dt), np.zeros((0, C) if probs else 0, dt if probs else np.int64),
-            weight=class_weight, ignore_index=ignore_index, reduction=reduction, **options,
-        )  # fmt: skip
+            np.zeros((0, C), dt),
+            np.zeros((0, C) if probs else 0, dt if probs else np.int64),
+            weight=class_weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            **options,
+        )
         self.cw = None if class_weight is None else np.ascontiguousarray(class_weight, dtype=dt)
         self.ignore = int(ignore_index)
         self.sw = None
@@ -181,15 +187,31 @@ def linear_cross_entropy(
     chunk_size: int | None = None,
 ) -> Any:
     p = _Problem(
-        hidden, weight, target, bias, class_weight, sample_weight, ignore_index, reduction, chunk_size,
-        {"label_smoothing": label_smoothing, "z_loss": z_loss, "softcap": softcap, "num_threads": num_threads},
-    )  # fmt: skip
+        hidden,
+        weight,
+        target,
+        bias,
+        class_weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        chunk_size,
+        {
+            "label_smoothing": label_smoothing,
+            "z_loss": z_loss,
+            "softcap": softcap,
+            "num_threads": num_threads,
+        },
+    )
     buf = np.empty((min(p.chunk, p.N), p.C), p.dt)
     per = np.empty(p.N, p.dt) if p.red == 0 else None
     total = 0.0
     for r0, r1 in p.chunks():
         loss = cross_entropy(
-            p.logits(buf, r0, r1), p.t[r0:r1], reduction="none" if per is not None else "sum", **p.rows(r0, r1)
+            p.logits(buf, r0, r1),
+            p.t[r0:r1],
+            reduction="none" if per is not None else "sum",
+            **p.rows(r0, r1),
         )
         if per is not None:
             per[r0:r1] = loss
@@ -216,9 +238,22 @@ def linear_cross_entropy_and_grad(
     chunk_size: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
     p = _Problem(
-        hidden, weight, target, bias, class_weight, sample_weight, ignore_index, reduction, chunk_size,
-        {"label_smoothing": label_smoothing, "z_loss": z_loss, "softcap": softcap, "num_threads": num_threads},
-    )  # fmt: skip
+        hidden,
+        weight,
+        target,
+        bias,
+        class_weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        chunk_size,
+        {
+            "label_smoothing": label_smoothing,
+            "z_loss": z_loss,
+            "softcap": softcap,
+            "num_threads": num_threads,
+        },
+    )
     go_rows, go_scalar = _grad_output(grad_output, p)
     dt, N, C, D = p.dt, p.N, p.C, p.D
     buf = np.empty((min(p.chunk, N), C), dt)
@@ -230,10 +265,13 @@ def linear_cross_entropy_and_grad(
     total = 0.0
     for r0, r1 in p.chunks():
         loss, g = cross_entropy_and_grad(
-            p.logits(buf, r0, r1), p.t[r0:r1], reduction="none" if per is not None else "sum",
-            grad_output=go_scalar if go_rows is None else go_rows[r0:r1], out=buf[: r1 - r0],
+            p.logits(buf, r0, r1),
+            p.t[r0:r1],
+            reduction="none" if per is not None else "sum",
+            grad_output=go_scalar if go_rows is None else go_rows[r0:r1],
+            out=buf[: r1 - r0],
             **p.rows(r0, r1),
-        )  # fmt: skip
+        )
         if per is not None:
             per[r0:r1] = loss
         else:
@@ -270,7 +308,9 @@ def _grad_output(go: Any, p: _Problem) -> tuple[np.ndarray | None, float]:
     return None, g
 
 
-def _accumulate_weight_grad(d_weight: np.ndarray, g: np.ndarray, h: np.ndarray, acc: np.ndarray, first: bool) -> None:
+def _accumulate_weight_grad(
+    d_weight: np.ndarray, g: np.ndarray, h: np.ndarray, acc: np.ndarray, first: bool
+) -> None:
     """d_weight += g.T @ h, a slab of classes at a time (g.T's slabs are
     strided views that BLAS reads in place)."""
     k = acc.shape[0]
@@ -284,7 +324,8 @@ def _accumulate_weight_grad(d_weight: np.ndarray, g: np.ndarray, h: np.ndarray, 
             d_weight[c0:c1] += part
 
 
-_LINEAR_PARAMS = """
+_LINEAR_PARAMS = (
+    """
     Parameters
     ----------
     hidden : array_like of shape (..., D)
@@ -301,14 +342,18 @@ _LINEAR_PARAMS = """
     class_weight : array_like of shape (C,), optional
         The class weights that :func:`cross_entropy` calls ``weight`` (renamed
         because ``weight`` is the layer's matrix here, as in ``F.linear``).
-""" + _DOC_PARAMS[_DOC_PARAMS.index("    sample_weight :") :] + """
+"""
+    + _DOC_PARAMS[_DOC_PARAMS.index("    sample_weight :") :]
+    + """
     chunk_size : int, optional
-        Rows per chunk. Default: the chunk's logits take at most
-        max(32 MiB, a quarter of the memory of the hidden and weight
-        gradients) and at least 16 rows. The peak extra memory is then about
-        ``chunk_size * C`` elements plus the outputs: the N x C logits never
-        exist at once. The matmuls are NumPy's (its BLAS and its threads);
+        Rows per chunk. Default: max(D, 64 MiB / (C * itemsize)) rows (the
+        chunk's logits take as much memory as ``weight``), at least 16: few
+        enough chunks that re-reading the weight matrix per chunk costs
+        ~10 %. The peak extra memory is then about ``chunk_size * C``
+        elements plus the outputs (``2 C D + N D`` in all by default): the
+        N x C logits never exist at once. The matmuls are NumPy's (its BLAS and its threads);
         ``num_threads`` applies to the cross-entropy kernel."""
+)
 
 linear_cross_entropy.__doc__ = (
     """Cross-entropy of ``hidden @ weight.T + bias`` without holding the logits.

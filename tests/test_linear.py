@@ -75,7 +75,13 @@ def test_matches_reference(rng, dtype, reduction, chunk_size):
         {"class_weight": "random"},
         {"sample_weight": "random"},
         {"ignore_index": 2},
-        {"class_weight": "random", "sample_weight": "random", "label_smoothing": 0.1, "z_loss": 1e-3, "softcap": 5.0},
+        {
+            "class_weight": "random",
+            "sample_weight": "random",
+            "label_smoothing": 0.1,
+            "z_loss": 1e-3,
+            "softcap": 5.0,
+        },
     ],
     ids=lambda o: "+".join(o),
 )
@@ -246,10 +252,11 @@ def test_errors(rng):
 
 
 def test_auto_chunk_size():
-    # the budget: max(32 MiB, a quarter of the gradients' bytes) of logits
-    assert auto_chunk_size(8192, 128256, 1024, 4) == (8192 + 128256) * 1024 * 4 // 4 // (128256 * 4)
+    # the budget: max(64 MiB, the weight matrix's bytes) of logits
+    assert auto_chunk_size(8192, 128256, 1024, 4) == 1024
+    assert auto_chunk_size(8192, 128256, 16, 4) == (64 << 20) // (128256 * 4)
     assert auto_chunk_size(10, 5, 3, 8) == 10  # everything in one chunk
-    assert auto_chunk_size(10**6, 10**6, 4, 4) == 16  # never fewer than 16 rows
+    assert auto_chunk_size(10**6, 10**7, 1, 4) == 16  # never fewer than 16 rows
     assert auto_chunk_size(0, 10, 3, 4) == 1
 
 
@@ -284,4 +291,6 @@ def test_peak_memory_is_a_chunk_not_the_logits(rng):
 def test_property_matches_reference(N, C, D, chunk, reduction, eps, bias, seed):
     rng = np.random.default_rng(seed)
     h, w, b, t = problem(rng, N, C, D, np.float64, bias=bias, ignore_every=4)
-    check_against_reference(h, w, t, b, np.float64, reduction=reduction, label_smoothing=eps, chunk_size=chunk)
+    check_against_reference(
+        h, w, t, b, np.float64, reduction=reduction, label_smoothing=eps, chunk_size=chunk
+    )
