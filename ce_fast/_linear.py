@@ -159,11 +159,11 @@ class _Problem:
         }
 
     def finish(self, total: float, per_sample: np.ndarray | None) -> Any:
-        if self.N == 0:
-            return self.empty_loss
         if self.red == 0:
             assert per_sample is not None
             return per_sample.reshape(self.sample_shape)
+        if self.N == 0:
+            return self.empty_loss
         if self.red == 2:
             denom = self.mean_denominator()
             total = total / denom if denom != 0 else math.nan
