@@ -144,7 +144,9 @@ def main() -> None:
 
     N, D = args.tokens, args.dim
     print(f"ce_fast {ce_fast.__version__}, float32, N = {N} tokens, D = {D}, median of {args.repeat}")
-    print("| C | variant | chunk rows | time (s) | vs materialised | peak extra (MB) | vs materialised | loss |")
+    print(
+        "| C | variant | chunk rows | time (s) | vs materialised | peak extra (MB) | vs materialised | loss |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for C in args.vocab:
         res = {v: run(v, N, D, C, args.repeat) for v in args.variants}
