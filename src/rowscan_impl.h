@@ -32,8 +32,11 @@ CE_INLINE CE_T CE_FN(row_max)(const CE_T *x, ptrdiff_t sx, int64_t n, int *has_n
     return m;
 }
 
-CE_INLINE void CE_FN(row_expsum)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
-                                 ptrdiff_t sy, double *s_less, double *n_max) {
+/* `store` is a compile-time constant at both call sites below: a runtime
+ * "is there an output" test inside the vector loop becomes a masked store
+ * (vmaskmovps), which costs ~30 % of the pass on AMD Zen. */
+CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
+                                   ptrdiff_t sy, double *s_less, double *n_max, const int store) {
     double sl = 0.0, nm = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < n ? c0 + CE_CHUNK : n;
@@ -42,7 +45,7 @@ CE_INLINE void CE_FN(row_expsum)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r,
         for (int64_t c = c0; c < c1; ++c) {
             const CE_T d = x[c * sx] - r;
             const CE_T e = CE_EXP_NONPOS(d);
-            if (y) y[c * sy] = e;
+            if (store) y[c * sy] = e;
             cs += d < 0 ? e : (CE_T)0;
             cn += d == 0 ? (CE_T)1 : (CE_T)0;
         }
@@ -51,6 +54,14 @@ CE_INLINE void CE_FN(row_expsum)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r,
     }
     *s_less = sl;
     *n_max = nm;
+}
+
+CE_INLINE void CE_FN(row_expsum)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
+                                 ptrdiff_t sy, double *s_less, double *n_max) {
+    if (y)
+        CE_FN(row_expsum_k)(x, sx, n, r, y, sy, s_less, n_max, 1);
+    else
+        CE_FN(row_expsum_k)(x, sx, n, r, NULL, sy, s_less, n_max, 0);
 }
 
 #undef CE_FN
