@@ -1227,3 +1227,29 @@ _add_examples(
     (0.693147, array([-0.5]))
 """,
 )
+_add_examples(
+    linear_cross_entropy,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[2.0, 0.0], [0.0, 2.0]])
+    >>> round(float(reference.linear_cross_entropy(h, W, np.array([0, 1]))), 6)
+    0.126928
+""",
+)
+_add_examples(
+    linear_cross_entropy_and_grad,
+    """\
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.array([[1.0, 0.0]]), np.array([[0.0, 0.0], [0.0, 0.0]])
+    >>> loss, dh, dW, db = reference.linear_cross_entropy_and_grad(h, W, np.array([0]))
+    >>> dW, db
+    (array([[-0.5,  0. ],
+           [ 0.5,  0. ]]), None)
+""",
+)

@@ -20,6 +20,7 @@ MODULES = [
     "ce_fast._categorical",
     "ce_fast._binary",
     "ce_fast._softmax",
+    "ce_fast._linear",
     "ce_fast._config",
     "ce_fast.reference",
 ]
