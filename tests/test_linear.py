@@ -173,7 +173,9 @@ def test_edge_shapes(rng):
         assert dh.shape == (0, 3) and not dw.any() and not db.any()
         assert (loss == want) if want is not None else loss.shape == (0,)
     assert np.isnan(ce_fast.linear_cross_entropy(h, w, t))
-    loss = ce_fast.linear_cross_entropy(np.zeros((3, 0, 2)), np.ones((4, 2)), np.zeros((3, 0), int), reduction="none")
+    loss = ce_fast.linear_cross_entropy(
+        np.zeros((3, 0, 2)), np.ones((4, 2)), np.zeros((3, 0), int), reduction="none"
+    )
     assert loss.shape == (3, 0)
     # one class: the loss is 0 and every gradient is 0
     h, w, b, t = problem(rng, 5, 1, 3, np.float64)
