@@ -41,18 +41,14 @@ class _Problem:
     """Validated inputs, flattened to (N, D) rows."""
 
     def __init__(
-        self,
-        hidden: Any,
-        weight: Any,
-        target: Any,
-        bias: Any,
-        class_weight: Any,
-        sample_weight: Any,
-        ignore_index: Any,
-        reduction: Any,
-        chunk_size: Any,
-        options: dict[str, Any],
+        self, hidden: Any, weight: Any, target: Any, chunk_size: Any, options: dict[str, Any]
     ) -> None:
+        """``options``: the cross_entropy keywords (and bias, class_weight)."""
+        bias = options.pop("bias")
+        class_weight = options.pop("class_weight")
+        sample_weight = options.pop("sample_weight")
+        ignore_index = options.pop("ignore_index")
+        reduction = options.pop("reduction")
         h = as_float(hidden, "hidden")
         w = as_float(weight, "weight")
         b = None if bias is None else as_float(bias, "bias")
@@ -170,6 +166,50 @@ class _Problem:
         return self.dt.type(total)
 
 
+def _run(
+    hidden: Any, weight: Any, target: Any, options: dict[str, Any], want_grad: bool
+) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    grad_output = options.pop("grad_output", None)
+    chunk_size = options.pop("chunk_size")
+    p = _Problem(hidden, weight, target, chunk_size, options)
+    go_rows, go_scalar = _grad_output(grad_output, p) if want_grad else (None, 1.0)
+    dt, N, C, D = p.dt, p.N, p.C, p.D
+    buf = np.empty((min(p.chunk, N), C), dt)
+    per = np.empty(N, dt) if p.red == 0 else None
+    chunk_reduction = "none" if per is not None else "sum"
+    d_hidden = d_weight = d_bias = acc = None
+    if want_grad:
+        d_hidden = np.empty((N, D), dt)
+        d_weight = np.zeros((C, D), dt)
+        d_bias = None if p.b is None else np.zeros(C, np.float64)
+        acc = np.empty((max(1, min(C, _ACCUMULATE_BYTES // max(1, D * dt.itemsize))), D), dt)
+    total = 0.0
+    for r0, r1 in p.chunks():
+        z = p.logits(buf, r0, r1)
+        if not want_grad:
+            loss = cross_entropy(z, p.t[r0:r1], reduction=chunk_reduction, **p.rows(r0, r1))
+        else:
+            assert d_hidden is not None and d_weight is not None and acc is not None
+            go = go_scalar if go_rows is None else go_rows[r0:r1]
+            loss, g = cross_entropy_and_grad(
+                z, p.t[r0:r1], reduction=chunk_reduction, grad_output=go, out=z, **p.rows(r0, r1)
+            )
+            np.matmul(g, p.w, out=d_hidden[r0:r1])
+            _accumulate_weight_grad(d_weight, g, p.h[r0:r1], acc, first=r0 == 0)
+            if d_bias is not None:
+                d_bias += g.sum(axis=0, dtype=np.float64)
+        if per is not None:
+            per[r0:r1] = loss
+        else:
+            total += float(loss)
+    return (
+        p.finish(total, per),
+        None if d_hidden is None else d_hidden.reshape(p.sample_shape + (D,)),
+        d_weight,
+        None if d_bias is None else d_bias.astype(dt),
+    )
+
+
 def linear_cross_entropy(
     hidden: Any,
     weight: Any,
@@ -186,38 +226,9 @@ def linear_cross_entropy(
     num_threads: int | None = None,
     chunk_size: int | None = None,
 ) -> Any:
-    p = _Problem(
-        hidden,
-        weight,
-        target,
-        bias,
-        class_weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        chunk_size,
-        {
-            "label_smoothing": label_smoothing,
-            "z_loss": z_loss,
-            "softcap": softcap,
-            "num_threads": num_threads,
-        },
-    )
-    buf = np.empty((min(p.chunk, p.N), p.C), p.dt)
-    per = np.empty(p.N, p.dt) if p.red == 0 else None
-    total = 0.0
-    for r0, r1 in p.chunks():
-        loss = cross_entropy(
-            p.logits(buf, r0, r1),
-            p.t[r0:r1],
-            reduction="none" if per is not None else "sum",
-            **p.rows(r0, r1),
-        )
-        if per is not None:
-            per[r0:r1] = loss
-        else:
-            total += float(loss)
-    return p.finish(total, per)
+    options = locals().copy()
+    del options["hidden"], options["weight"], options["target"]
+    return _run(hidden, weight, target, options, want_grad=False)[0]
 
 
 def linear_cross_entropy_and_grad(
@@ -237,55 +248,11 @@ def linear_cross_entropy_and_grad(
     grad_output: Any = None,
     chunk_size: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
-    p = _Problem(
-        hidden,
-        weight,
-        target,
-        bias,
-        class_weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        chunk_size,
-        {
-            "label_smoothing": label_smoothing,
-            "z_loss": z_loss,
-            "softcap": softcap,
-            "num_threads": num_threads,
-        },
-    )
-    go_rows, go_scalar = _grad_output(grad_output, p)
-    dt, N, C, D = p.dt, p.N, p.C, p.D
-    buf = np.empty((min(p.chunk, N), C), dt)
-    per = np.empty(N, dt) if p.red == 0 else None
-    d_hidden = np.empty((N, D), dt)
-    d_weight = np.zeros((C, D), dt)
-    d_bias = None if p.b is None else np.zeros(C, np.float64)
-    acc = np.empty((max(1, min(C, _ACCUMULATE_BYTES // max(1, D * dt.itemsize))), D), dt)
-    total = 0.0
-    for r0, r1 in p.chunks():
-        loss, g = cross_entropy_and_grad(
-            p.logits(buf, r0, r1),
-            p.t[r0:r1],
-            reduction="none" if per is not None else "sum",
-            grad_output=go_scalar if go_rows is None else go_rows[r0:r1],
-            out=buf[: r1 - r0],
-            **p.rows(r0, r1),
-        )
-        if per is not None:
-            per[r0:r1] = loss
-        else:
-            total += float(loss)
-        np.matmul(g, p.w, out=d_hidden[r0:r1])
-        _accumulate_weight_grad(d_weight, g, p.h[r0:r1], acc, first=r0 == 0)
-        if d_bias is not None:
-            d_bias += g.sum(axis=0, dtype=np.float64)
-    return (
-        p.finish(total, per),
-        d_hidden.reshape(p.sample_shape + (D,)),
-        d_weight,
-        None if d_bias is None else d_bias.astype(dt),
-    )
+    options = locals().copy()
+    del options["hidden"], options["weight"], options["target"]
+    loss, d_hidden, d_weight, d_bias = _run(hidden, weight, target, options, want_grad=True)
+    assert d_hidden is not None and d_weight is not None
+    return loss, d_hidden, d_weight, d_bias
 
 
 def _grad_output(go: Any, p: _Problem) -> tuple[np.ndarray | None, float]:
