@@ -126,25 +126,49 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     }
 }
 
+/* An integer-target row's loss (before the sample weight) and gradient
+ * coefficients A and B (d loss / d x_j = A p_j - B [j == y] - eps/C w_j),
+ * from m = row max, L1 = log1p(s'), dot relative to m, the target logit xy
+ * and its class weight wy. `smooth` (eps > 0) and `zl` (lambda > 0) are
+ * passed in so that the tile path (categorical_tile_impl.h) can make them
+ * constants: GCC 12 does not vectorise a select on a loop-invariant flag. */
+CE_INLINE double CE_FN(int_loss)(const CE_FN(cat_ctx) * k, double m, double L1, double dot,
+                                 double xy, double wy, const int smooth, const int zl) {
+    const double lse = m + L1;
+    const double ct = (1.0 - k->eps) * wy; /* a zero coefficient masks a -inf target */
+    double loss = ct == 0.0 ? 0.0 : ct * ((m - xy) + L1);
+    if (smooth) loss += k->eps_c * (dot + k->W * L1);
+    if (zl) loss += wy * k->lambda * lse * lse;
+    return loss;
+}
+
+/* (the smoothing terms only with smoothing: 0 * a NaN weight is NaN) */
+CE_INLINE double CE_FN(int_coef_A)(const CE_FN(cat_ctx) * k, double m, double L1, double wy,
+                                   const int smooth, const int zl) {
+    double a = (1.0 - k->eps) * wy;
+    if (smooth) a += k->eps_c * k->W;
+    if (zl) a += 2.0 * k->lambda * wy * (m + L1);
+    return a;
+}
+
+CE_INLINE double CE_FN(int_coef_B)(const CE_FN(cat_ctx) * k, double wy, const int smooth) {
+    return smooth ? (1.0 - k->eps) * wy + k->eps_c * wy : (1.0 - k->eps) * wy;
+}
+
 /* The row's loss and gradient coefficients from its merged statistics:
  * m = row max, sp = s', L1 = log1p(s'), dot and W relative to m. */
 CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, double L1, double dot,
                                    double W, double xy, int64_t y, double sw, double gscale,
                                    CE_FN(row_coef) * cf) {
-    const double lse = (double)m + L1;
     double loss;
     if (!k->prob) {
         const double wy = k->w ? (double)k->w[y] : 1.0;
-        const double ct = (1.0 - k->eps) * wy; /* a zero coefficient masks a -inf target */
-        loss = ct == 0.0 ? 0.0 : ct * (((double)m - xy) + L1);
-        if (k->eps > 0.0) loss += k->eps_c * (dot + k->W * L1);
-        if (k->lambda > 0.0) loss += wy * k->lambda * lse * lse;
-        /* d loss / d x_j = A p_j - (1 - eps) w_y [j == y] - eps/C w_j */
-        /* (the smoothing terms only with smoothing: 0 * a NaN weight is NaN) */
-        cf->A = (1.0 - k->eps) * wy + (k->eps > 0.0 ? k->eps_c * k->W : 0.0);
-        if (k->lambda > 0.0) cf->A += 2.0 * k->lambda * wy * lse;
-        cf->Bself = (1.0 - k->eps) * wy + (k->eps > 0.0 ? k->eps_c * wy : 0.0);
+        const int smooth = k->eps > 0.0, zl = k->lambda > 0.0;
+        loss = CE_FN(int_loss)(k, (double)m, L1, dot, xy, wy, smooth, zl);
+        cf->A = CE_FN(int_coef_A)(k, (double)m, L1, wy, smooth, zl);
+        cf->Bself = CE_FN(int_coef_B)(k, wy, smooth);
     } else {
+        const double lse = (double)m + L1;
         loss = dot + W * L1;
         if (k->lambda > 0.0) loss += k->lambda * lse * lse;
         /* d loss / d x_j = A p_j - w_j q'_j */
@@ -198,14 +222,16 @@ CE_INLINE void CE_FN(span_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) 
     }
 }
 
-/* The integer target's gradient A p_y - Bself, accurately when p_y ~ 1:
- * e_y = exp(x_y - r) as pass 2 stored it, f = exp(r - m). */
+/* The integer target's gradient gs (A p_y - B), accurately when p_y ~ 1:
+ * e_y = exp(x_y - r) as pass 2 stored it, f = exp(r - m), S = 1 + s'. */
+CE_INLINE double CE_FN(target_grad_k)(double gs, double A, double B, double S, double sp,
+                                      double e_y, double f, int top) {
+    return top && e_y == 1.0 && S < 2.0 ? gs * (A * (-sp / S) + (A - B)) : gs * (A * e_y * f / S - B);
+}
+
 CE_INLINE CE_T CE_FN(target_grad)(const CE_FN(row_coef) * cf, double e_y, double f, int top,
                                   CE_T fac_y) {
-    const double A = cf->A, B = cf->Bself;
-    const double gy = top && e_y == 1.0 && cf->S < 2.0 ? cf->gs * (A * (-cf->sp / cf->S) + (A - B))
-                                        : cf->gs * (A * e_y * f / cf->S - B);
-    return (CE_T)gy * fac_y;
+    return (CE_T)CE_FN(target_grad_k)(cf->gs, cf->A, cf->Bself, cf->S, cf->sp, e_y, f, top) * fac_y;
 }
 
 /* One whole row on one thread. `fac` (softcap only) holds the chain-rule
