@@ -36,12 +36,11 @@ CE_INLINE float ce_exp_nonpos_f32(float x) {
     float r = CE_FMA_F32(-n, 0.693359375f, xc);
     r = CE_FMA_F32(-n, -2.12194440e-4f, r);
     float z = r * r;
-    float p = 1.9875691500e-4f;
-    p = CE_FMA_F32(p, r, 1.3981999507e-3f);
-    p = CE_FMA_F32(p, r, 8.3334519073e-3f);
-    p = CE_FMA_F32(p, r, 4.1665795894e-2f);
-    p = CE_FMA_F32(p, r, 1.6666665459e-1f);
-    p = CE_FMA_F32(p, r, 5.0000001201e-1f);
+    float p = 1.3887262903e-3f;
+    p = CE_FMA_F32(p, r, 8.3732949570e-3f);
+    p = CE_FMA_F32(p, r, 4.1667584330e-2f);
+    p = CE_FMA_F32(p, r, 1.6666473448e-1f);
+    p = CE_FMA_F32(p, r, 4.9999994040e-1f);
     p = CE_FMA_F32(p, z, r) + 1.0f;
     uint32_t ti, im, pb; /* unsigned: wraps (defined) for arguments outside the domain */
     memcpy(&ti, &t, 4);
@@ -61,18 +60,16 @@ CE_INLINE double ce_exp_nonpos_f64(double x) {
     double n = t - magic;
     double r = CE_FMA_F64(-n, 0.693147180369123816490, xc);
     r = CE_FMA_F64(-n, 1.90821492927058770002e-10, r);
-    double p = 1.0 / 6227020800.0; /* Taylor to r^13 / 13! */
-    p = CE_FMA_F64(p, r, 1.0 / 479001600.0);
-    p = CE_FMA_F64(p, r, 1.0 / 39916800.0);
-    p = CE_FMA_F64(p, r, 1.0 / 3628800.0);
-    p = CE_FMA_F64(p, r, 1.0 / 362880.0);
-    p = CE_FMA_F64(p, r, 1.0 / 40320.0);
-    p = CE_FMA_F64(p, r, 1.0 / 5040.0);
-    p = CE_FMA_F64(p, r, 1.0 / 720.0);
-    p = CE_FMA_F64(p, r, 1.0 / 120.0);
-    p = CE_FMA_F64(p, r, 1.0 / 24.0);
-    p = CE_FMA_F64(p, r, 1.0 / 6.0);
-    p = CE_FMA_F64(p, r, 0.5);
+    double p = 2.511003841271279177e-8;
+    p = CE_FMA_F64(p, r, 2.763264082626175014e-7);
+    p = CE_FMA_F64(p, r, 2.755724236714201052e-6);
+    p = CE_FMA_F64(p, r, 2.480148736562560229e-5);
+    p = CE_FMA_F64(p, r, 1.984126988656407358e-4);
+    p = CE_FMA_F64(p, r, 1.388888894778587645e-3);
+    p = CE_FMA_F64(p, r, 8.333333333322216107e-3);
+    p = CE_FMA_F64(p, r, 4.166666666652210533e-2);
+    p = CE_FMA_F64(p, r, 1.666666666666667452e-1);
+    p = CE_FMA_F64(p, r, 5.000000000000010214e-1);
     p = CE_FMA_F64(p, r * r, r) + 1.0;
     uint64_t ti, im, pb;
     memcpy(&ti, &t, 8);
