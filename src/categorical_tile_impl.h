@@ -26,8 +26,7 @@ CE_INLINE int CE_FN(use_tile)(const ce_cat_args *a) {
 /* Pass 2 for one class of a tile: e = exp(x - m) per row (stored in place
  * when want_g) and the row sums, accumulated in CE_T (cs, cn: the caller
  * folds them into double every CE_CHUNK classes, as rowscan_impl.h does).
- * The masks are products and the flags constants after inlining: in this
- * form GCC if-converts and vectorises the loop reliably. */
+ * The flags are constants after inlining, so the loop is branch-free. */
 CE_INLINE void CE_FN(tile_exp)(CE_T *restrict xc, const CE_T *restrict m, CE_T *restrict cs,
                                CE_T *restrict cn, double *restrict dot, double wc,
                                const int want_g, const int smooth) {
@@ -37,7 +36,7 @@ CE_INLINE void CE_FN(tile_exp)(CE_T *restrict xc, const CE_T *restrict m, CE_T *
         const CE_T d = xv - m[j];
         const CE_T e = CE_EXP_NONPOS(d);
         if (want_g) xc[j] = e;
-        cs[j] += e * (CE_T)(d < 0);
+        cs[j] += CE_FN(keep_if)(e, d < 0);
         cn[j] += (CE_T)(d == 0);
         if (smooth) dot[j] += wc * ((double)m[j] - (double)xv);
     }

@@ -20,6 +20,8 @@
  * link side by side. */
 #define CE_SFX CE_CAT(f32_, CE_ISA)
 #define CE_T float
+#define CE_U uint32_t /* the unsigned and signed integers of CE_T's width */
+#define CE_I int32_t
 #define CE_EXP_NONPOS ce_exp_nonpos_f32
 #define CE_LOG ce_log_f32
 #define CE_LOG1P ce_log1p_f32
@@ -27,6 +29,8 @@
 
 #define CE_SFX CE_CAT(f64_, CE_ISA)
 #define CE_T double
+#define CE_U uint64_t
+#define CE_I int64_t
 #define CE_EXP_NONPOS ce_exp_nonpos_f64
 #define CE_LOG ce_log_f64
 #define CE_LOG1P ce_log1p_f64

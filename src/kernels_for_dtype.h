@@ -1,5 +1,6 @@
 /* kernels_for_dtype.h — every kernel body for one element type. kernels.c
- * includes it once per dtype with CE_T, CE_SFX and the vector-math macros
+ * includes it once per dtype with CE_T, CE_U, CE_I (integers of CE_T's
+ * width), CE_SFX and the vector-math macros
  * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) defined; it undefines them afterwards. */
 #include "rowscan_impl.h"
 #include "categorical_impl.h"
@@ -28,6 +29,8 @@ static void CE_FN(ce_vecmath)(int kind, const void *xv, void *yv, int64_t n) {
 
 #undef CE_SFX
 #undef CE_T
+#undef CE_U
+#undef CE_I
 #undef CE_EXP_NONPOS
 #undef CE_LOG
 #undef CE_LOG1P

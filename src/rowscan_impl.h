@@ -32,6 +32,17 @@ CE_INLINE CE_T CE_FN(row_max)(const CE_T *x, ptrdiff_t sx, int64_t n, int *has_n
     return m;
 }
 
+/* v where keep, else +0, as a bitwise AND: GCC 12 compiles a conditional
+ * expression inside a sum reduction to an add plus a blend (with a "+ 0"
+ * kept for the other arm), twice the work. */
+CE_INLINE CE_T CE_FN(keep_if)(CE_T v, int keep) {
+    CE_U b;
+    memcpy(&b, &v, sizeof b);
+    b &= (CE_U)0 - (CE_U)keep;
+    memcpy(&v, &b, sizeof b);
+    return v;
+}
+
 /* `store` is a compile-time constant at both call sites below: a runtime
  * "is there an output" test inside the vector loop becomes a masked store
  * (vmaskmovps), which costs ~30 % of the pass on AMD Zen. */
@@ -40,14 +51,15 @@ CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T 
     double sl = 0.0, nm = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < n ? c0 + CE_CHUNK : n;
-        CE_T cs = 0, cn = 0;
+        CE_T cs = 0;
+        CE_I cn = 0; /* an integer count: one subtraction of the compare mask */
 #pragma omp simd reduction(+ : cs, cn)
         for (int64_t c = c0; c < c1; ++c) {
             const CE_T d = x[c * sx] - r;
             const CE_T e = CE_EXP_NONPOS(d);
             if (store) y[c * sy] = e;
-            cs += d < 0 ? e : (CE_T)0;
-            cn += d == 0 ? (CE_T)1 : (CE_T)0;
+            cs += CE_FN(keep_if)(e, d < 0);
+            cn += d == 0;
         }
         sl += (double)cs;
         nm += (double)cn;
