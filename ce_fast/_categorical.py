@@ -150,9 +150,6 @@ def _int_target(t: np.ndarray, shape: tuple[int, ...], C: int, ignore_index: int
     return np.ascontiguousarray(t, dtype=np.int64)
 
 
-_F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
-_I64 = np.dtype(np.int64)
 _NUMBER = (int, float)
 
 
@@ -160,58 +157,25 @@ def _fast(
     logits: Any, target: Any, reduction: Any, num_threads: Any, want_grad: bool, grad_output: Any, out: Any
 ) -> Any:
     """The common call -- 2-d C-contiguous float logits, int64 labels, no
-    options -- with the checks reduced to what that case needs, so that tiny
-    calls cost little more than the kernel. Returns None to fall back to the
-    general path (which also produces every error message)."""
-    if type(logits) is not np.ndarray or type(target) is not np.ndarray:
-        return None
-    dt = logits.dtype
-    if (dt is not _F32 and dt is not _F64) or target.dtype is not _I64 or logits.ndim != 2:
-        return None
-    N, C = logits.shape
-    item = dt.itemsize
-    if C == 0 or logits.strides != (C * item, item) or target.shape != (N,) or target.strides != (8,):
-        return None
-    if not logits.flags.aligned or not target.flags.aligned:
-        return None
+    options -- with the array checks done in C (``_core.categorical_fast``),
+    so that tiny calls cost little more than the kernel. Returns None to fall
+    back to the general path (which also produces every error message)."""
     red = REDUCTIONS.get(reduction) if type(reduction) is str else None
-    if red is None or not (num_threads is None or type(num_threads) is int):
+    if red is None:
         return None
-    nt = 0 if num_threads is None else num_threads
-    if nt < 0 or (num_threads is not None and nt == 0):
+    if num_threads is None:
+        nt = 0
+    elif type(num_threads) is int and 0 < num_threads < 2**31:
+        nt = num_threads
+    else:
         return None
-    go = 1.0
-    if grad_output is not None:
-        if type(grad_output) not in _NUMBER:
-            return None
+    if grad_output is None:
+        go = 1.0
+    elif type(grad_output) in _NUMBER:
         go = float(grad_output)
-    grad = None
-    if want_grad:
-        if out is None:
-            grad = np.empty((N, C), dt)
-        elif out is logits and logits.flags.writeable:
-            grad = out
-        elif (
-            type(out) is np.ndarray
-            and out.dtype is dt
-            and out.strides == logits.strides
-            and out.shape == logits.shape
-            and out.flags.writeable
-            and out.flags.aligned
-            and not np.may_share_memory(out, logits)
-            and not np.may_share_memory(out, target)
-        ):
-            grad = out
-        else:
-            return None
-    loss_out = np.empty(N, dt) if red == 0 else None
-    rc, loss, _, _ = _core.categorical(
-        logits, N, C, 1, (C, 1, 1), target, None, (0, 0, 0), None, None, None, go, -100,
-        0.0, 0.0, 0.0, red, loss_out, grad, nt,
-    )  # fmt: skip
-    if rc != 0:
-        return None  # the general path re-runs and raises the precise error
-    return (loss_out if red == 0 else dt.type(loss)), grad
+    else:
+        return None
+    return _core.categorical_fast(logits, target, red, nt, go, want_grad, out)
 
 
 def _defaults(

@@ -17,6 +17,15 @@ class _BuildFacts(TypedDict):
     isa_compiled: list[str]
     isa_supported: list[str]
 
+def categorical_fast(
+    x: Any,
+    target: Any,
+    reduction: int,
+    num_threads: int,
+    grad_output_scalar: float,
+    want_grad: bool,
+    out: Any,
+) -> tuple[Any, _Arr | None] | None: ...
 def categorical(
     x: _Arr,
     outer: int,

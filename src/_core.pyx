@@ -1,12 +1,19 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Thin binding over the C kernels: unpack arrays into pointers, release the
 GIL, call, and hand back the C layer's error code. All validation and all
-allocation happen in the Python layer (ce_fast/_validation.py)."""
+allocation happen in the Python layer (ce_fast/_validation.py), except in
+categorical_fast: the common call's checks, done in C so that a tiny call
+costs little more than the kernel."""
 
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 cimport numpy as cnp
 
 cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # (commented out in NumPy's pxd) a NumPy scalar of the dtype from C data
+    object PyArray_Scalar(void *data, void *descr, object base)
 
 cdef extern from "ce_kernels.h" nogil:
     int CE_OK, CE_ERR_TARGET_INDEX, CE_ERR_NOMEM
@@ -84,6 +91,88 @@ cdef inline const void *_ptr(object a):
     if a is None:
         return NULL
     return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline bint _c_array(object a, int type_num, int ndim):
+    """An aligned, C-contiguous, native-byte-order ndarray (exactly, not a
+    subclass) of the type."""
+    if type(a) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_NDIM(arr) == ndim and cnp.PyArray_TYPE(arr) == type_num
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    cdef char *pa = <char *>cnp.PyArray_DATA(a)
+    cdef char *pb = <char *>cnp.PyArray_DATA(b)
+    return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
+
+
+def categorical_fast(x, target, int reduction, int num_threads, double grad_output_scalar,
+                     bint want_grad, out):
+    """The common call -- 2-d aligned C-contiguous float logits, int64 labels,
+    no options -- checked and run in one step. Returns (loss, grad), or None
+    when the call is not that case or the kernel reports an error: the
+    general path then re-runs it and produces the precise error."""
+    cdef int tn
+    if type(x) is not cnp.ndarray:
+        return None
+    tn = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if (tn != cnp.NPY_FLOAT and tn != cnp.NPY_DOUBLE) or not _c_array(x, tn, 2):
+        return None
+    cdef cnp.ndarray ax = <cnp.ndarray>x
+    cdef cnp.npy_intp N = cnp.PyArray_DIM(ax, 0), C = cnp.PyArray_DIM(ax, 1)
+    if C == 0 or not _c_array(target, cnp.NPY_INT64, 1):
+        return None
+    cdef cnp.ndarray at = <cnp.ndarray>target
+    if cnp.PyArray_DIM(at, 0) != N:
+        return None
+    cdef cnp.ndarray g = None
+    if want_grad:
+        if out is None:
+            g = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(ax), tn, 0)
+        elif out is x:
+            if not cnp.PyArray_ISWRITEABLE(ax):
+                return None
+            g = ax
+        else:
+            if not _c_array(out, tn, 2):
+                return None
+            g = <cnp.ndarray>out
+            if (cnp.PyArray_DIM(g, 0) != N or cnp.PyArray_DIM(g, 1) != C
+                    or not cnp.PyArray_ISWRITEABLE(g) or _overlap(g, ax) or _overlap(g, at)):
+                return None
+    cdef cnp.ndarray loss_out = None
+    if reduction == 0:
+        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ax), tn, 0)
+    cdef ce_cat_args a
+    memset(&a, 0, sizeof(a))
+    a.x = cnp.PyArray_DATA(ax)
+    a.outer = N
+    a.C = C
+    a.inner = 1
+    a.xs_o, a.xs_c, a.xs_i = C, 1, 1
+    a.target = <const int64_t *>cnp.PyArray_DATA(at)
+    a.grad_output_scalar = grad_output_scalar
+    a.ignore_index = -100
+    a.reduction = reduction
+    a.loss_out = <void *>_ptr(loss_out)
+    a.grad = <void *>_ptr(g)
+    a.num_threads = num_threads
+    cdef int rc
+    cdef float loss32
+    with nogil:
+        rc = ce_categorical(tn == cnp.NPY_DOUBLE, &a)
+    if rc != CE_OK:
+        return None
+    if reduction == 0:
+        return loss_out, g
+    if tn == cnp.NPY_DOUBLE:
+        return PyArray_Scalar(&a.loss, <void *>cnp.PyArray_DESCR(ax), None), g
+    loss32 = <float>a.loss
+    return PyArray_Scalar(&loss32, <void *>cnp.PyArray_DESCR(ax), None), g
 
 
 def categorical(x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs,
