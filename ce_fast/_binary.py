@@ -10,9 +10,12 @@ import numpy as np
 
 from . import _core
 from ._validation import (
+    REDUCTIONS,
     as_float,
     broadcast_operand,
     check_out,
+    fast_scale,
+    fast_threads,
     finite_option,
     flat_2d,
     reduction_code,
@@ -125,6 +128,13 @@ def _logits_run(
     grad_output: Any = None,
     out: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
+    if weight is None and pos_weight is None and type(reduction) is str:
+        # the common call, checked and run in C (None: take the general path)
+        red, nt, go1 = REDUCTIONS.get(reduction), fast_threads(num_threads), fast_scale(grad_output)
+        if red is not None and nt >= 0 and go1 is not None:
+            r = _core.binary_logits_fast(logits, target, red, nt, go1, want_loss, want_grad, out)
+            if r is not None:
+                return r
     x = as_float(logits, "logits")
     dt = x.dtype
     shape = x.shape

@@ -15,6 +15,8 @@ from ._validation import (
     as_array,
     as_float,
     check_out,
+    fast_scale,
+    fast_threads,
     finite_option,
     normalize_axis,
     per_sample,
@@ -161,19 +163,8 @@ def _fast(
     so that tiny calls cost little more than the kernel. Returns None to fall
     back to the general path (which also produces every error message)."""
     red = REDUCTIONS.get(reduction) if type(reduction) is str else None
-    if red is None:
-        return None
-    if num_threads is None:
-        nt = 0
-    elif type(num_threads) is int and 0 < num_threads < 2**31:
-        nt = num_threads
-    else:
-        return None
-    if grad_output is None:
-        go = 1.0
-    elif type(grad_output) in _NUMBER:
-        go = float(grad_output)
-    else:
+    nt, go = fast_threads(num_threads), fast_scale(grad_output)
+    if red is None or nt < 0 or go is None:
         return None
     return _core.categorical_fast(logits, target, red, nt, go, want_grad, out)
 

@@ -26,6 +26,17 @@ def categorical_fast(
     want_grad: bool,
     out: Any,
 ) -> tuple[Any, _Arr | None] | None: ...
+def softmax_family_fast(op: int, x: Any, num_threads: int, out: Any) -> _Arr | None: ...
+def binary_logits_fast(
+    x: Any,
+    target: Any,
+    reduction: int,
+    num_threads: int,
+    grad_output_scalar: float,
+    want_loss: bool,
+    want_grad: bool,
+    out: Any,
+) -> tuple[Any, _Arr | None] | None: ...
 def categorical(
     x: _Arr,
     outer: int,

@@ -8,7 +8,15 @@ from typing import Any, cast
 import numpy as np
 
 from . import _core
-from ._validation import as_float, check_out, normalize_axis, same_buffer, strided_view, thread_count
+from ._validation import (
+    as_float,
+    check_out,
+    fast_threads,
+    normalize_axis,
+    same_buffer,
+    strided_view,
+    thread_count,
+)
 
 _LOGSUMEXP, _LOG_SOFTMAX, _SOFTMAX, _ENTROPY, _SOFTMAX_ENTROPY = range(5)
 
@@ -37,6 +45,13 @@ _DOC_DTYPES = """float32 and float64 are computed natively, float16 in
 
 
 def _run(op: int, x: Any, axis: Any, num_threads: Any, name: str, out: Any = None) -> Any:
+    rowwise = op in (_LOG_SOFTMAX, _SOFTMAX)
+    nt = fast_threads(num_threads)
+    if type(axis) is int and axis == -1 and nt >= 0:
+        # the common call, checked and run in C (None: take the general path)
+        res = _core.softmax_family_fast(op, x, nt, out if rowwise else None)
+        if res is not None:
+            return res if rowwise else res[()]
     a = as_float(x, name)
     dt = a.dtype
     ax = normalize_axis(axis, a.ndim, name)
@@ -44,7 +59,6 @@ def _run(op: int, x: Any, axis: Any, num_threads: Any, name: str, out: Any = Non
     if C == 0:
         raise ValueError(f"{name}: axis {axis} is empty (C == 0)")
     nt = thread_count(num_threads)
-    rowwise = op in (_LOG_SOFTMAX, _SOFTMAX)
     if rowwise:
         if out is None:
             res = np.empty(a.shape, dt)

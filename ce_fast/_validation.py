@@ -99,6 +99,28 @@ def thread_count(num_threads: Any) -> int:
     return min(int(num_threads), 1 << 16)
 
 
+def fast_threads(num_threads: Any) -> int:
+    """thread_count() for the fast paths, which take only the common
+    spellings (None, a positive int); -1 leaves the call to the general path."""
+    if num_threads is None:
+        return 0
+    if type(num_threads) is int and num_threads > 0:
+        return min(num_threads, 1 << 16)
+    return -1
+
+
+def fast_scale(grad_output: Any) -> float | None:
+    """A scalar grad_output for the fast paths: 1.0 for None, the value of a
+    plain float or (exactly representable) int; None leaves the call to the
+    general path."""
+    if grad_output is None:
+        return 1.0
+    t = type(grad_output)
+    if t is float or (t is int and -(1 << 53) <= grad_output <= 1 << 53):
+        return float(grad_output)
+    return None
+
+
 def finite_option(value: Any, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
     try:
         v = float(value)

@@ -93,15 +93,29 @@ cdef inline const void *_ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+# ---- the fast paths: the common call of each family, checked in C ------
+# Each takes its arguments as the user passed them and returns None (the
+# Python layer then takes the general path, which validates, converts and
+# raises) unless every array is exactly an aligned, C-contiguous, native
+# float32/float64 ndarray that needs no conversion.
+
 cdef inline bint _c_array(object a, int type_num, int ndim):
     """An aligned, C-contiguous, native-byte-order ndarray (exactly, not a
-    subclass) of the type."""
+    subclass) of the type; any ndim when ndim < 0."""
     if type(a) is not cnp.ndarray:
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>a
-    return (cnp.PyArray_NDIM(arr) == ndim and cnp.PyArray_TYPE(arr) == type_num
+    return ((ndim < 0 or cnp.PyArray_NDIM(arr) == ndim) and cnp.PyArray_TYPE(arr) == type_num
             and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
             and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+cdef inline int _float_type(object x):
+    """x's type number if it is a float32/float64 ndarray, else -1."""
+    if type(x) is not cnp.ndarray:
+        return -1
+    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    return tn if tn == cnp.NPY_FLOAT or tn == cnp.NPY_DOUBLE else -1
 
 
 cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
@@ -110,43 +124,53 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
     return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
 
 
+cdef object _fast_out(object out, cnp.ndarray x, cnp.ndarray other):
+    """The result buffer of a fast call: a new array like x (out None), x
+    itself (out is x and writable: in place), or out when it is a writable
+    fast-path array of x's shape and dtype overlapping neither x nor `other`
+    (which may be None); None to decline."""
+    if out is None:
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    if out is x:
+        return x if cnp.PyArray_ISWRITEABLE(x) else None
+    if not _c_array(out, cnp.PyArray_TYPE(x), cnp.PyArray_NDIM(x)):
+        return None
+    cdef cnp.ndarray g = <cnp.ndarray>out
+    if (not cnp.PyArray_SAMESHAPE(g, x) or not cnp.PyArray_ISWRITEABLE(g) or _overlap(g, x)
+            or (other is not None and _overlap(g, <cnp.ndarray>other))):
+        return None
+    return g
+
+
+cdef inline double _in_dtype(double v, int tn):
+    """A scalar grad_output as the general path sees it: converted to the
+    compute dtype first (rounded to float32 for float32 logits)."""
+    return <double><float>v if tn == cnp.NPY_FLOAT else v
+
+
+cdef object _scalar(double v, cnp.ndarray like):
+    """A NumPy scalar of like's dtype."""
+    cdef float v32 = <float>v
+    if cnp.PyArray_TYPE(like) == cnp.NPY_DOUBLE:
+        return PyArray_Scalar(&v, <void *>cnp.PyArray_DESCR(like), None)
+    return PyArray_Scalar(&v32, <void *>cnp.PyArray_DESCR(like), None)
+
+
 def categorical_fast(x, target, int reduction, int num_threads, double grad_output_scalar,
                      bint want_grad, out):
-    """The common call -- 2-d aligned C-contiguous float logits, int64 labels,
-    no options -- checked and run in one step. Returns (loss, grad), or None
-    when the call is not that case or the kernel reports an error: the
-    general path then re-runs it and produces the precise error."""
-    cdef int tn
-    if type(x) is not cnp.ndarray:
+    """cross_entropy(_grad) on 2-d logits and int64 labels with no options.
+    Returns (loss, grad) or None."""
+    cdef int tn = _float_type(x)
+    if tn < 0 or not _c_array(x, tn, 2) or not _c_array(target, cnp.NPY_INT64, 1):
         return None
-    tn = cnp.PyArray_TYPE(<cnp.ndarray>x)
-    if (tn != cnp.NPY_FLOAT and tn != cnp.NPY_DOUBLE) or not _c_array(x, tn, 2):
-        return None
-    cdef cnp.ndarray ax = <cnp.ndarray>x
+    cdef cnp.ndarray ax = <cnp.ndarray>x, at = <cnp.ndarray>target
     cdef cnp.npy_intp N = cnp.PyArray_DIM(ax, 0), C = cnp.PyArray_DIM(ax, 1)
-    if C == 0 or not _c_array(target, cnp.NPY_INT64, 1):
+    if C == 0 or cnp.PyArray_DIM(at, 0) != N:
         return None
-    cdef cnp.ndarray at = <cnp.ndarray>target
-    if cnp.PyArray_DIM(at, 0) != N:
+    g = _fast_out(out, ax, at) if want_grad else None
+    if want_grad and g is None:
         return None
-    cdef cnp.ndarray g = None
-    if want_grad:
-        if out is None:
-            g = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(ax), tn, 0)
-        elif out is x:
-            if not cnp.PyArray_ISWRITEABLE(ax):
-                return None
-            g = ax
-        else:
-            if not _c_array(out, tn, 2):
-                return None
-            g = <cnp.ndarray>out
-            if (cnp.PyArray_DIM(g, 0) != N or cnp.PyArray_DIM(g, 1) != C
-                    or not cnp.PyArray_ISWRITEABLE(g) or _overlap(g, ax) or _overlap(g, at)):
-                return None
-    cdef cnp.ndarray loss_out = None
-    if reduction == 0:
-        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ax), tn, 0)
+    loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ax), tn, 0) if reduction == 0 else None
     cdef ce_cat_args a
     memset(&a, 0, sizeof(a))
     a.x = cnp.PyArray_DATA(ax)
@@ -155,24 +179,99 @@ def categorical_fast(x, target, int reduction, int num_threads, double grad_outp
     a.inner = 1
     a.xs_o, a.xs_c, a.xs_i = C, 1, 1
     a.target = <const int64_t *>cnp.PyArray_DATA(at)
-    a.grad_output_scalar = grad_output_scalar
+    a.grad_output_scalar = _in_dtype(grad_output_scalar, tn)
     a.ignore_index = -100
     a.reduction = reduction
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(g)
     a.num_threads = num_threads
     cdef int rc
-    cdef float loss32
     with nogil:
         rc = ce_categorical(tn == cnp.NPY_DOUBLE, &a)
     if rc != CE_OK:
         return None
-    if reduction == 0:
-        return loss_out, g
-    if tn == cnp.NPY_DOUBLE:
-        return PyArray_Scalar(&a.loss, <void *>cnp.PyArray_DESCR(ax), None), g
-    loss32 = <float>a.loss
-    return PyArray_Scalar(&loss32, <void *>cnp.PyArray_DESCR(ax), None), g
+    return (loss_out if reduction == 0 else _scalar(a.loss, ax)), g
+
+
+def softmax_family_fast(int op, x, int num_threads, out):
+    """A softmax-family op over the last axis of a non-empty array (op as in
+    softmax_family; out only for 1 log_softmax and 2 softmax). Returns the
+    result array (reduced over the last axis for ops 0, 3, 4) or None."""
+    cdef int tn = _float_type(x)
+    if tn < 0 or not _c_array(x, tn, -1):
+        return None
+    cdef cnp.ndarray ax = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(ax)
+    if nd == 0 or cnp.PyArray_SIZE(ax) == 0:
+        return None
+    cdef cnp.npy_intp C = cnp.PyArray_DIM(ax, nd - 1)
+    if op == 1 or op == 2:
+        res = _fast_out(out, ax, None)
+        if res is None:
+            return None
+    else:
+        res = cnp.PyArray_EMPTY(nd - 1, cnp.PyArray_DIMS(ax), tn, 0)
+    cdef ce_sm_args a
+    memset(&a, 0, sizeof(a))
+    a.op = op
+    a.x = cnp.PyArray_DATA(ax)
+    a.outer = cnp.PyArray_SIZE(ax) // C
+    a.C = C
+    a.inner = 1
+    a.xs_o, a.xs_c, a.xs_i = C, 1, 1
+    a.out = <void *>_ptr(res)
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_softmax_family(tn == cnp.NPY_DOUBLE, &a)
+    return res if rc == CE_OK else None
+
+
+def binary_logits_fast(x, target, int reduction, int num_threads, double grad_output_scalar,
+                       bint want_loss, bint want_grad, out):
+    """binary_cross_entropy_with_logits(_grad) on a non-empty array and a
+    target of the same shape and dtype, no weights. Returns (loss, grad)
+    (loss None when not wanted) or None."""
+    cdef int tn = _float_type(x)
+    if tn < 0 or not _c_array(x, tn, -1) or not _c_array(target, tn, -1):
+        return None
+    cdef cnp.ndarray ax = <cnp.ndarray>x, at = <cnp.ndarray>target
+    cdef cnp.npy_intp n = cnp.PyArray_SIZE(ax)
+    if n == 0 or not cnp.PyArray_SAMESHAPE(ax, at):
+        return None
+    g = _fast_out(out, ax, at) if want_grad else None
+    if want_grad and g is None:
+        return None
+    loss_out = None
+    if want_loss and reduction == 0:
+        loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ax), cnp.PyArray_DIMS(ax), tn, 0)
+    cdef ce_bin_args a
+    memset(&a, 0, sizeof(a))
+    a.rows = 1
+    a.cols = n
+    a.x = cnp.PyArray_DATA(ax)
+    a.xs_r, a.xs_c = 1, 1
+    a.t = cnp.PyArray_DATA(at)
+    a.ts_r, a.ts_c = 1, 1
+    a.grad_output_scalar = _in_dtype(grad_output_scalar, tn)
+    a.reduction = reduction
+    if not want_loss:
+        # as the general path: "none" without a loss buffer (no loss at all),
+        # the mean's 1/N folded into the scale by the same double division
+        a.reduction = 0
+        if reduction == 2:
+            a.grad_output_scalar = a.grad_output_scalar / <double>n
+    a.loss_out = <void *>_ptr(loss_out)
+    a.grad = <void *>_ptr(g)
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_binary(tn == cnp.NPY_DOUBLE, &a)
+    if rc != CE_OK:
+        return None
+    if not want_loss:
+        return None, g
+    return (loss_out if reduction == 0 else _scalar(a.loss, ax)), g
 
 
 def categorical(x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs,

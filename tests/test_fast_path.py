@@ -1,7 +1,8 @@
-"""The tiny-call fast path (``_core.categorical_fast``, reached through
-``ce_fast._categorical._fast``): where it applies it must give exactly what
-the general path gives, and everywhere else it must decline (return None) so
-that the general path validates, converts or raises."""
+"""The tiny-call fast paths (``_core.categorical_fast``,
+``softmax_family_fast``, ``binary_logits_fast``): where they apply they must
+give exactly what the general path gives, and everywhere else they must
+decline (return None) so that the general path validates, converts or
+raises."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ FUNCS = ["cross_entropy", "cross_entropy_grad", "cross_entropy_and_grad"]
 
 
 def _general(monkeypatch, name, *args, **kw):
-    """The same call with the fast path switched off."""
+    """The same call with the fast paths switched off."""
     with monkeypatch.context() as m:
         m.setattr(_categorical, "_fast", lambda *a: None)
+        for fast in ("softmax_family_fast", "binary_logits_fast"):
+            m.setattr(_core, fast, lambda *a: None)
         return getattr(ce_fast, name)(*args, **kw)
 
 
@@ -47,14 +50,14 @@ def test_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, reduction
 def test_fast_path_out_and_in_place(monkeypatch, rng, dtype):
     x = rng.standard_normal((9, 6)).astype(dtype)
     y = rng.integers(0, 6, 9)
-    want = _general(monkeypatch, "cross_entropy_and_grad", x, y, grad_output=2.5)
+    want = _general(monkeypatch, "cross_entropy_and_grad", x, y, grad_output=0.1)
     out = np.empty_like(x)
-    loss, g = ce_fast.cross_entropy_and_grad(x, y, grad_output=2.5, out=out)
+    loss, g = ce_fast.cross_entropy_and_grad(x, y, grad_output=0.1, out=out)
     assert g is out
     assert_bitwise(loss, want[0])
     assert_bitwise(g, want[1])
     xi = x.copy()
-    loss, g = ce_fast.cross_entropy_and_grad(xi, y, grad_output=2.5, out=xi)
+    loss, g = ce_fast.cross_entropy_and_grad(xi, y, grad_output=0.1, out=xi)
     assert g is xi
     assert_bitwise(g, want[1])
 
@@ -107,3 +110,88 @@ def test_fast_path_errors_come_from_the_general_path():
     ro.flags.writeable = False
     with pytest.raises(ValueError):
         ce_fast.cross_entropy_and_grad(x, np.array([0, 1, 2]), out=ro)
+
+
+FAMILY = ["logsumexp", "log_softmax", "softmax", "softmax_entropy"]
+BINARY = [
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "binary_cross_entropy_with_logits_and_grad",
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (7,), (5, 3), (2, 3, 40), (0, 3), (3, 0), (0,)])
+@pytest.mark.parametrize("name", FAMILY + ["entropy"])
+def test_family_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, name):
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    if name == "entropy":
+        x = np.abs(x)
+    if shape[-1] == 0:  # an empty class axis is an error for every op
+        with pytest.raises(ValueError):
+            getattr(ce_fast, name)(x)
+        return
+    fast = getattr(ce_fast, name)(x)
+    assert_bitwise(fast, _general(monkeypatch, name, x))
+    assert type(fast) is type(_general(monkeypatch, name, x))
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "softmax"])
+def test_family_fast_path_out(monkeypatch, rng, name):
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    want = _general(monkeypatch, name, x)
+    out = np.empty_like(x)
+    assert getattr(ce_fast, name)(x, out=out) is out
+    assert_bitwise(out, want)
+    xi = x.copy()
+    assert getattr(ce_fast, name)(xi, out=xi) is xi
+    assert_bitwise(xi, want)
+    buf = x.ravel().copy()
+    part = np.concatenate([buf, buf])
+    res = getattr(ce_fast, name)(part[:30].reshape(6, 5), out=part[5:35].reshape(6, 5))
+    assert_bitwise(res, want)  # partial overlap: the general path snapshots the input
+
+
+def test_family_fast_path_declines(rng):
+    x = rng.standard_normal((4, 6))
+    assert _core.softmax_family_fast(2, x, 0, None) is not None
+    assert _core.softmax_family_fast(2, x.astype(">f8"), 0, None) is None
+    assert _core.softmax_family_fast(2, x[:, ::2], 0, None) is None
+    assert _core.softmax_family_fast(2, x.astype(np.int64), 0, None) is None
+    assert _core.softmax_family_fast(2, np.float64(1.0), 0, None) is None
+    assert _core.softmax_family_fast(3, -x, 0, None) is None  # entropy of negatives: an error
+    assert _core.softmax_family_fast(2, x, 0, np.empty((4, 6), np.float32)) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (9,), (4, 7), (2, 3, 5), (0, 3)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, reduction, name):
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    t = rng.random(shape).astype(dtype)
+    kw = {"reduction": reduction}
+    if name != "binary_cross_entropy_with_logits":
+        kw["grad_output"] = 0.1
+    fast = _as_tuple(getattr(ce_fast, name)(x, t, **kw))
+    slow = _as_tuple(_general(monkeypatch, name, x, t, **kw))
+    for f, s in zip(fast, slow, strict=True):
+        assert_bitwise(f, s)
+        assert type(f) is type(s)
+
+
+def test_binary_fast_path_out_and_declines(monkeypatch, rng):
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    t = rng.random((5, 4)).astype(np.float32)
+    want = _general(monkeypatch, "binary_cross_entropy_with_logits_and_grad", x, t)
+    out = np.empty_like(x)
+    loss, g = ce_fast.binary_cross_entropy_with_logits_and_grad(x, t, out=out)
+    assert g is out
+    assert_bitwise(loss, want[0])
+    assert_bitwise(g, want[1])
+    fast = _core.binary_logits_fast
+    assert fast(x, t, 2, 0, 1.0, True, True, None) is not None
+    assert fast(x, t.astype(np.float64), 2, 0, 1.0, True, True, None) is None
+    assert fast(x, t[:, :2], 2, 0, 1.0, True, True, None) is None
+    assert fast(x, t[0], 2, 0, 1.0, True, True, None) is None  # broadcasting: general path
+    assert fast(x, t, 2, 0, 1.0, True, True, t) is None  # out is the target
