@@ -9,7 +9,9 @@ For every shape x dtype x thread count it times, side by side in one run
   ``np.copyto``, which pays the page faults of first touch);
 * ce_fast: loss only, loss + gradient into an existing buffer (``out=``),
   in place (``out=logits``) and into a fresh gradient (the default call);
-* the NumPy reference and, when installed, PyTorch, JAX and scikit-learn.
+* the NumPy reference and, when installed, PyTorch, JAX and scikit-learn;
+* tiny calls (``--tiny``, default 32x10), whose cost is the Python call
+  itself: each against one ``np.exp`` call on the same array and PyTorch.
 
 and prints, per shape and dtype, a table of median times, effective GB/s,
 ratios to the ceilings and speed-ups over the peers.
@@ -29,6 +31,7 @@ import numpy as np
 
 import ce_fast
 from ce_fast import _peers, reference
+from ce_fast._bench_tiny import fmt_tiny, run_tiny
 
 # Small enough that the default run (2 dtypes x every thread count) ends in
 # about a minute; the reference shapes are
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
     p.add_argument("--json", metavar="FILE", help="write the raw medians as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot throughput vs threads (needs matplotlib)")
+    p.add_argument("--tiny", default="32x10", help="NxC of the tiny-call table (default 32x10)")
+    p.add_argument("--no-tiny", action="store_true", help="skip the tiny-call table")
     args = p.parse_args(argv)
 
     ce_fast.show_config()
@@ -202,10 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         peers=not args.no_peers,
         ref=not args.no_reference,
     )
+    dtypes = [d.strip() for d in args.dtypes.split(",")]
+    tiny = [] if args.no_tiny else run_tiny(*_parse_shapes(args.tiny)[0], dtypes)
     if args.json:  # first: a long run's numbers survive any later failure
         with open(args.json, "w") as f:
-            json.dump({"build": ce_fast.build_info(), "results": res}, f, indent=1)
+            json.dump({"build": ce_fast.build_info(), "results": res, "tiny": tiny}, f, indent=1)
     print(_fmt_table(res))
+    if tiny:
+        print(fmt_tiny(tiny))
     if args.plot:
         from ce_fast._plot import plot_results
 
