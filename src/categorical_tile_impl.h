@@ -8,8 +8,9 @@
  * element. Both are served by tiles of CE_TILE consecutive rows, copied
  * (transposed) into a per-thread scratch tile xt[c * CE_TILE + j] (class c of
  * the tile's row j), so that every pass is a unit-stride vector loop over the
- * rows j for each class c. The per-row arithmetic is that of the row path
- * (row_finish, target_grad), so the two paths agree to rounding, and the
+ * rows j for each class c, and the per-row finish runs across the tile too.
+ * Its arithmetic is that of the row path (int_loss, int_coef_A/B,
+ * target_grad_k), so the two paths agree to rounding, and the
  * choice between them depends on the shape only (never on the thread count).
  *
  * Integer targets only (with every option but softcap); probability targets
