@@ -97,7 +97,7 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
                 CE_T d = xv - r;
                 CE_T e = CE_EXP_NONPOS(d);
                 if (g) g[c * sg] = e;
-                cs += d < 0 ? e : (CE_T)0;
+                cs += CE_FN(keep_if)(e, d < 0);
                 cn += d == 0 ? (CE_T)1 : (CE_T)0;
                 CE_T wc = w ? w[c] : (CE_T)1;
                 cd += wc == 0 ? 0.0 : (double)wc * ((double)r - (double)xv);
@@ -110,7 +110,7 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
                 CE_T d = xv - r;
                 CE_T e = CE_EXP_NONPOS(d);
                 if (g) g[c * sg] = e;
-                cs += d < 0 ? e : (CE_T)0;
+                cs += CE_FN(keep_if)(e, d < 0);
                 cn += d == 0 ? (CE_T)1 : (CE_T)0;
                 CE_T qc = one_m_eps * q[c * sq] + eps_c;
                 CE_T wq = (w ? w[c] : (CE_T)1) * qc;

@@ -54,7 +54,7 @@ CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, 
             for (int64_t c = c0; c < c1; ++c) {
                 const CE_T d = x[c * sx] - m;
                 const CE_T e = CE_EXP_NONPOS(d);
-                cs += d < 0 ? e : (CE_T)0;
+                cs += CE_FN(keep_if)(e, d < 0);
                 cn += d == 0 ? (CE_T)1 : (CE_T)0;
                 cd += e == 0 ? (CE_T)0 : e * -d;
             }
