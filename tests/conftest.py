@@ -149,7 +149,8 @@ def assert_close(
 
     NaN positions and infinities (with sign) must match exactly; finite
     entries must satisfy ``|a - d| <= atol + rtol * |d|`` with
-    ``atol = atol_factor * max(max|d_finite|, scale)``; pass ``scale`` when
+    ``atol = atol_factor * max(max|d_finite|, scale)`` (at least one
+    subnormal spacing of the dtype); pass ``scale`` when
     the result can be much smaller than the terms it is computed from (e.g.
     an exactly cancelling gradient); ``atol_extra`` (broadcastable to the
     shape) adds a per-entry absolute tolerance.  Shapes must match exactly
@@ -180,7 +181,9 @@ def assert_close(
     if not fin.any():
         return
     scale = max(float(np.max(np.abs(d64[fin]))), 0.0 if scale is None else float(scale))
-    atol = atol_factor * scale
+    # never below one subnormal spacing: an intermediate stored in the dtype
+    # (e.g. a soft-cap factor of 1e-40 in float32) keeps only that much
+    atol = max(atol_factor * scale, float(np.finfo(dtype).smallest_subnormal))
     if atol_extra is not None:
         extra = np.broadcast_to(np.asarray(atol_extra, np.float64), d64.shape)[fin]
         bad = np.abs(a64[fin] - d64[fin]) > atol + extra + rtol * np.abs(d64[fin])

@@ -154,6 +154,33 @@ def test_small_results_keep_relative_accuracy(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_sums_on_either_side_of_the_exact_recount(isa, dtype):
+    """The pass over the exponentials sums them in one accumulator and, when
+    s' = sum exp(x - max) - 1 comes out below 1, recounts the row in two parts
+    (see rowscan_impl.h). Rows on either side of that switch, a near tie (an
+    exponential that rounds to 1) and an exact tie all keep full accuracy."""
+    eps = float(np.finfo(dtype).eps)
+    rows = []
+    for s1 in (1e-6, 0.5, 1 - 4 * eps, 1.0, 1 + 4 * eps, 2.0, 100.0):
+        row = np.full(300, -60.0)  # 298 terms of e^-60: s' = s1 + 2.6e-24
+        row[0], row[7] = 0.0, np.log(s1)
+        rows.append(row)
+    near = np.full(300, -5.0)
+    near[0], near[1] = 0.0, -eps / 8
+    tie = np.full(300, -5.0)
+    tie[0] = tie[299] = 0.0
+    x = np.array(rows + [near, tie], dtype)
+    xl = x.astype(np.longdouble)
+    exact = np.log1p(np.exp(xl[:, 1:]).sum(-1))  # the loss of class 0, the max
+    # (the last two rows sum 298 equal terms, the worst case for the lanes'
+    # sequential sums: float64 errs by up to ~5 eps there, < 1 eps elsewhere)
+    got = ce_fast.cross_entropy(x, np.zeros(len(x), np.int64), reduction="none")
+    np.testing.assert_allclose(got.astype(np.longdouble), exact, rtol=8 * eps)
+    np.testing.assert_allclose(ce_fast.logsumexp(x).astype(np.longdouble), exact, rtol=8 * eps)
+    for func in ("log_softmax", "softmax"):
+        check(call(func, x), call_ref(func, x), dtype)
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_huge_and_tiny_values(isa, dtype, rng):
     big = np.finfo(dtype).max / 4
     tiny = np.finfo(dtype).tiny
