@@ -67,7 +67,7 @@ CE_INLINE void CE_FN(fill_span)(CE_T *g, ptrdiff_t sg, int64_t n, CE_T v) {
 /* Passes 1 and 2 over n elements: statistics, and e = exp(x - r) into g. */
 CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                  const CE_T *q, ptrdiff_t sq, const CE_T *w, int64_t n, CE_T *g,
-                                 ptrdiff_t sg, CE_FN(span_stats) * st) {
+                                 ptrdiff_t sg, CE_FN(span_stats) * st, const ce_prefetch *pf) {
     /* pass 1: max, and NaN detection */
     int bad;
     const CE_T m = CE_FN(row_max)(x, sx, n, &bad);
@@ -82,12 +82,13 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
 
     /* pass 2: exponentials and sums, in chunks (see rowscan_impl.h) */
     if (!k->prob && k->eps <= 0.0) {
-        CE_FN(row_expsum)(x, sx, n, r, g, sg, &st->s_less, &st->n_max);
+        CE_FN(row_expsum)(x, sx, n, r, g, sg, &st->s_less, &st->n_max, pf);
         return;
     }
     const CE_T eps_c = (CE_T)k->eps_c, one_m_eps = (CE_T)(1.0 - k->eps);
     for (int64_t c0 = 0; c0 < n; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < n ? c0 + CE_CHUNK : n;
+        if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_T), c1 * (int64_t)sizeof(CE_T));
         CE_T cs = 0, cn = 0, cw = 0;
         double cd = 0.0; /* in double: in float32, r - x may exceed FLT_MAX */
         if (!k->prob) { /* integer target with label smoothing */
@@ -238,12 +239,12 @@ CE_INLINE CE_T CE_FN(target_grad)(const CE_FN(row_coef) * cf, double e_y, double
  * factors written by the capping pass. */
 CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                 const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
-                                const CE_T *fac, double sw, double gscale) {
+                                const CE_T *fac, double sw, double gscale, const ce_prefetch *pf) {
     const int64_t C = k->C;
     /* in place (g == x) pass 2 overwrites x: read the target logit first */
     const double xy = k->prob ? 0.0 : (double)x[y * sx];
     CE_FN(span_stats) st;
-    CE_FN(scan_span)(k, x, sx, q, sq, k->w, C, g, sg, &st);
+    CE_FN(scan_span)(k, x, sx, q, sq, k->w, C, g, sg, &st, pf);
     if (st.bad || st.empty) {
         if (g) CE_FN(fill_span)(g, sg, C, (CE_T)NAN);
         return NAN;
@@ -264,13 +265,14 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
  * test in the hot loops. */
 CE_INLINE double CE_FN(cat_row_any)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                     const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
-                                    const CE_T *fac, double sw, double gscale) {
+                                    const CE_T *fac, double sw, double gscale,
+                                    const ce_prefetch *pf) {
     if (sx == 1 && sg == 1 && (!q || sq == 1)) {
-        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale)
-                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale);
+        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale, pf)
+                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale, pf);
     }
-    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale)
-             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale);
+    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale, pf)
+             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale, pf);
 }
 
 /* Soft-capping: xc = cap * tanh(x / cap) into scratch, and the chain-rule
@@ -367,10 +369,13 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
             } else if (cap > 0.0) {
                 CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
                 loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, p.g, inner, scratch + C,
-                                          p.sw, p.gs);
+                                          p.sw, p.gs, NULL);
             } else {
+                /* the next row of a block, requested during this one */
+                const ce_prefetch next = {(const char *)(p.x + a->xs_o), (char *)(p.g ? p.g + C : NULL)};
+                const ce_prefetch *pf = a->xs_c == 1 && inner == 1 && r + 1 < r_end ? &next : NULL;
                 loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL, p.sw,
-                                          p.gs);
+                                          p.gs, pf);
             }
             if (loss_out) loss_out[r] = (CE_T)loss;
             acc += loss;
@@ -435,10 +440,10 @@ static int CE_FN(cat_split)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsc
             const CE_T *qc = p.q ? p.q + c0 * sq : NULL;
             const CE_T *wc = k->w ? k->w + c0 : NULL;
             if (sx == 1 && sg == 1 && (!qc || sq == 1)) {
-                if (gc) CE_FN(scan_span)(k, p.x + c0, 1, qc, 1, wc, n, gc, 1, &st[u]);
-                else CE_FN(scan_span)(k, p.x + c0, 1, qc, 1, wc, n, NULL, 1, &st[u]);
+                if (gc) CE_FN(scan_span)(k, p.x + c0, 1, qc, 1, wc, n, gc, 1, &st[u], NULL);
+                else CE_FN(scan_span)(k, p.x + c0, 1, qc, 1, wc, n, NULL, 1, &st[u], NULL);
             } else {
-                CE_FN(scan_span)(k, p.x + c0 * sx, sx, qc, sq, wc, n, gc, sg, &st[u]);
+                CE_FN(scan_span)(k, p.x + c0 * sx, sx, qc, sq, wc, n, gc, sg, &st[u], NULL);
             }
         }
 #pragma omp single

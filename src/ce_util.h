@@ -65,6 +65,26 @@ static inline int ce_split_rows(int64_t N, int64_t C) {
     return N > 0 && N < 16 && C >= 2 * CE_SPLIT_CHUNK;
 }
 
+/* The next row's bytes, requested while the current row is computed: a row
+ * pass is arithmetic-bound, so between two rows the hardware prefetcher sees
+ * no misses and stops, and every row would begin with a stall on DRAM. The
+ * row pass issues the requests a chunk at a time (see rowscan_impl.h). */
+typedef struct {
+    const char *x; /* the next row of logits, or NULL */
+    char *g;       /* the next row of the output (written: fetched for writing), or NULL */
+} ce_prefetch;
+
+CE_INLINE void ce_prefetch_bytes(const ce_prefetch *pf, int64_t from, int64_t to) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (int64_t o = from; o < to; o += 64) {
+        __builtin_prefetch(pf->x + o, 0, 3);
+        if (pf->g) __builtin_prefetch(pf->g + o, 1, 3);
+    }
+#else
+    (void)pf, (void)from, (void)to;
+#endif
+}
+
 /* Pairwise sum of n doubles in a fixed order (the order depends on n only,
  * never on the thread count). */
 static inline double ce_pairwise_sum(const double *v, int64_t n) {

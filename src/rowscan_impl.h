@@ -83,10 +83,12 @@ CE_INLINE void CE_FN(row_expsum_exact)(const CE_T *x, ptrdiff_t sx, int64_t n, C
  * s' < 1 a lane holding a 1 has lost the small terms, so the row is recounted
  * exactly (one more pass over a cached row, only for confident rows). */
 CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
-                                   ptrdiff_t sy, double *s_less, double *n_max, const int store) {
+                                   ptrdiff_t sy, double *s_less, double *n_max, const int store,
+                                   const ce_prefetch *pf) {
     double s = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += CE_SUM_CHUNK) {
         const int64_t c1 = c0 + CE_SUM_CHUNK < n ? c0 + CE_SUM_CHUNK : n;
+        if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_T), c1 * (int64_t)sizeof(CE_T));
         CE_T cs = 0;
 #pragma omp simd reduction(+ : cs)
         for (int64_t c = c0; c < c1; ++c) {
@@ -104,12 +106,14 @@ CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T 
     }
 }
 
+/* pf (or NULL): the next row to request, when rows are contiguous. */
 CE_INLINE void CE_FN(row_expsum)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
-                                 ptrdiff_t sy, double *s_less, double *n_max) {
+                                 ptrdiff_t sy, double *s_less, double *n_max,
+                                 const ce_prefetch *pf) {
     if (y)
-        CE_FN(row_expsum_k)(x, sx, n, r, y, sy, s_less, n_max, 1);
+        CE_FN(row_expsum_k)(x, sx, n, r, y, sy, s_less, n_max, 1, pf);
     else
-        CE_FN(row_expsum_k)(x, sx, n, r, NULL, sy, s_less, n_max, 0);
+        CE_FN(row_expsum_k)(x, sx, n, r, NULL, sy, s_less, n_max, 0, pf);
 }
 
 #undef CE_FN

@@ -37,7 +37,7 @@ CE_INLINE void CE_FN(sm_fill)(CE_T *y, ptrdiff_t sy, int64_t C, CE_T v) {
  * so are the strides in the unit-stride specialisation). Returns the row
  * result for the reducing operations. y may alias x exactly. */
 CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, ptrdiff_t sy,
-                               const int op) {
+                               const int op, const ce_prefetch *pf) {
     int nan;
     const CE_T m = CE_FN(row_max)(x, sx, C, &nan);
     if (nan || m == INFINITY || m == -INFINITY) {
@@ -49,6 +49,7 @@ CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, 
     if (op == CE_SM_SOFTMAX_ENTROPY) { /* also sum_c e_c (m - x_c), 0 where e_c == 0 */
         for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
             const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
+            if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_T), c1 * (int64_t)sizeof(CE_T));
             CE_T cs = 0, cn = 0, cd = 0;
 #pragma omp simd reduction(+ : cs, cn, cd)
             for (int64_t c = c0; c < c1; ++c) {
@@ -63,7 +64,7 @@ CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, 
             dot += (double)cd;
         }
     } else { /* softmax stores the exponentials in the output, to scale below */
-        CE_FN(row_expsum)(x, sx, C, m, op == CE_SM_SOFTMAX ? y : NULL, sy, &s_less, &n_max);
+        CE_FN(row_expsum)(x, sx, C, m, op == CE_SM_SOFTMAX ? y : NULL, sy, &s_less, &n_max, pf);
     }
     const double sp = s_less + (n_max - 1.0);
     const double L1 = log1p(sp);
@@ -327,14 +328,17 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
                     if (fneg < 0 || f < fneg) fneg = f;
                 }
             } else if (unit) {
+                /* the next row of a block, requested during this one */
+                const ce_prefetch next = {(const char *)(xr + a->xs_o), (char *)(yr ? yr + C : NULL)};
+                const ce_prefetch *pf = r + 1 < r_end ? &next : NULL;
                 switch (op) {
-                case CE_SM_LOGSUMEXP: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOGSUMEXP); break;
-                case CE_SM_LOG_SOFTMAX: CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOG_SOFTMAX); break;
-                case CE_SM_SOFTMAX: CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_SOFTMAX); break;
-                default: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_SOFTMAX_ENTROPY); break;
+                case CE_SM_LOGSUMEXP: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOGSUMEXP, pf); break;
+                case CE_SM_LOG_SOFTMAX: CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOG_SOFTMAX, pf); break;
+                case CE_SM_SOFTMAX: CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_SOFTMAX, pf); break;
+                default: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_SOFTMAX_ENTROPY, pf); break;
                 }
             } else {
-                v = CE_FN(sm_row)(xr, a->xs_c, C, yr, inner, op);
+                v = CE_FN(sm_row)(xr, a->xs_c, C, yr, inner, op, NULL);
             }
             if (!rowwise) out[r] = (CE_T)v;
         }
