@@ -185,9 +185,8 @@ def _fmt_table(r: list[dict[str, Any]]) -> str:
                 if ref_t and name.startswith("grad"):
                     speed = f"{ref_t / t:.1f}x"
                 gbs = moved / t / 1e9
-                lines.append(
-                    f"{e['threads']:>7} {name:<28} {t * 1e3:>10.2f} {gbs:>7.1f} {vs:>18} {floor:>7} {speed:>9}"
-                )
+                cells = f"{t * 1e3:>10.2f} {gbs:>7.1f} {vs:>18} {floor:>7} {speed:>9}"
+                lines.append(f"{e['threads']:>7} {name:<28} {cells}")
             peers = {k: v for k, v in m.items() if k.startswith(("torch", "jax", "sklearn", "numpy"))}
             fused = m["grad out="]
             if peers:

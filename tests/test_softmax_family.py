@@ -180,6 +180,7 @@ def test_sums_on_either_side_of_the_exact_recount(isa, dtype):
     for func in ("log_softmax", "softmax"):
         check(call(func, x), call_ref(func, x), dtype)
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_huge_and_tiny_values(isa, dtype, rng):
     big = np.finfo(dtype).max / 4
