@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import ce_fast
-from ce_fast import _peers, reference
+from ce_fast import _core, _peers, reference
 from ce_fast._bench_tiny import fmt_tiny, run_tiny
 
 # Small enough that the default run (2 dtypes x every thread count) ends in
@@ -67,19 +67,11 @@ def _median_times(fns: dict[str, Callable[[], Any]], repeats: int, budget: float
 
 def _exp_floor(x: np.ndarray, nt: int) -> Callable[[], Any]:
     """exp of every element into an existing buffer, with ce_fast's own
-    vector exp, split over ``nt`` threads: the arithmetic no exact softmax
-    can skip, a compute floor beside the memory ceilings."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ce_fast import _core
-
+    vector exp on ``nt`` OpenMP threads: the arithmetic no exact softmax can
+    skip, a compute floor beside the memory ceilings."""
     src = -np.abs(x).ravel()  # the kernels' exp takes arguments <= 0
     dst = np.empty_like(src)
-    parts = list(zip(np.array_split(src, nt), np.array_split(dst, nt)))
-    if nt == 1:
-        return lambda: _core.vecmath(2, src, dst)
-    pool = ThreadPoolExecutor(nt)  # the GIL is released inside vecmath
-    return lambda: list(pool.map(lambda p: _core.vecmath(2, *p), parts))
+    return lambda: _core.vecmath(2, src, dst, nt)
 
 
 def _cases(x: np.ndarray, y: np.ndarray, nt: int) -> dict[str, Callable[[], Any]]:

@@ -72,7 +72,7 @@ cdef extern from "ce_kernels.h" nogil:
         int64_t err_pos
         double err_fval
     int ce_softmax_family(int is_double, ce_sm_args *a)
-    void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n)
+    void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads)
     const char *ce_isa()
     const char *ce_isa_compiled()
     const char *ce_isa_supported()
@@ -369,16 +369,17 @@ def softmax_family(int op, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
     return rc, a.err_pos, a.err_fval
 
 
-def vecmath(int kind, x, y):
+def vecmath(int kind, x, y, int num_threads=1):
     """Test hook: y = log(x) (kind 0), log1p(x) (kind 1) or exp(x) for x <= 0
     (kind 2) with the vector code of the active ISA level; x, y contiguous,
-    same float dtype."""
+    same float dtype. num_threads > 1 splits the work (the benchmark's exp
+    floor; one thread below the kernels' parallel threshold)."""
     cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
     cdef int64_t n = (<cnp.ndarray>x).size
     cdef const void *xp = _ptr(x)
     cdef void *yp = <void *>_ptr(y)
     with nogil:
-        ce_vecmath(is_double, kind, xp, yp, n)
+        ce_vecmath(is_double, kind, xp, yp, n, num_threads)
 
 
 def isa():

@@ -115,7 +115,7 @@ typedef int (*ce_sm_fn)(ce_sm_args *a);
 
 /* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (kind 0),
  * log1p(x[i]) (kind 1) or exp(x[i]) for x[i] <= 0 (kind 2), n contiguous
- * elements. */
+ * elements (ce_vecmath also splits them over threads, for the benchmark). */
 typedef void (*ce_vecmath_fn)(int kind, const void *x, void *y, int64_t n);
 
 /* One set of kernels, compiled once per instruction-set level. */
@@ -135,7 +135,7 @@ typedef struct {
 int ce_categorical(int is_double, ce_cat_args *a);
 int ce_binary(int is_double, ce_bin_args *a);
 int ce_softmax_family(int is_double, ce_sm_args *a);
-void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n);
+void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads);
 
 /* The ISA level in use: "baseline", "avx2" or "avx512". */
 const char *ce_isa(void);

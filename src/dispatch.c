@@ -107,12 +107,18 @@ int ce_softmax_family(int is_double, ce_sm_args *a) {
     return is_double ? t->softmax_family_f64(a) : t->softmax_family_f32(a);
 }
 
-void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n) {
+void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads) {
     const ce_kernel_table *t = table();
-    if (is_double)
-        t->vecmath_f64(kind, x, y, n);
-    else
-        t->vecmath_f32(kind, x, y, n);
+    const ce_vecmath_fn f = is_double ? t->vecmath_f64 : t->vecmath_f32;
+    const size_t size = is_double ? 8 : 4;
+    /* contiguous parts, one per thread (the benchmark's exp floor) */
+    const int nt = ce_threads_for(num_threads, num_threads > 0 ? num_threads : 1 << 20, n);
+    const int64_t part = (n + nt - 1) / nt;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int i = 0; i < nt; ++i) {
+        const int64_t lo = i * part, hi = lo + part < n ? lo + part : n;
+        if (lo < hi) f(kind, (const char *)x + lo * size, (char *)y + lo * size, hi - lo);
+    }
 }
 
 const char *ce_compiler(void) {
