@@ -372,8 +372,10 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                                           p.sw, p.gs, NULL);
             } else {
                 /* the next row of a block, requested during this one */
-                const ce_prefetch next = {(const char *)(p.x + a->xs_o), (char *)(p.g ? p.g + C : NULL)};
-                const ce_prefetch *pf = a->xs_c == 1 && inner == 1 && r + 1 < r_end ? &next : NULL;
+                const int ahead = a->xs_c == 1 && inner == 1 && r + 1 < r_end;
+                const ce_prefetch next = {ahead ? (const char *)(p.x + a->xs_o) : NULL,
+                                          ahead && p.g ? (char *)(p.g + C) : NULL};
+                const ce_prefetch *pf = ahead ? &next : NULL;
                 loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL, p.sw,
                                           p.gs, pf);
             }

@@ -19,8 +19,8 @@
 #ifndef CE_CHUNK
 #define CE_CHUNK 256
 #endif
-/* The fast exp-sum's chunk: float32 lanes fold into double every 32 terms
- * (8 lanes), float64 lanes every 16 (4 lanes), so that a lane holding a
+/* The fast exp-sum's chunk: with AVX2, a float32 lane folds into double
+ * every 32 terms and a float64 lane every 16, so that the lane holding a
  * row's 1 adds few terms to it; the fold costs ~2 % of a float64 chunk. */
 #define CE_SUM_CHUNK (sizeof(CE_T) == 4 ? 256 : 64)
 

@@ -329,8 +329,10 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
                 }
             } else if (unit) {
                 /* the next row of a block, requested during this one */
-                const ce_prefetch next = {(const char *)(xr + a->xs_o), (char *)(yr ? yr + C : NULL)};
-                const ce_prefetch *pf = r + 1 < r_end ? &next : NULL;
+                const int ahead = r + 1 < r_end;
+                const ce_prefetch next = {ahead ? (const char *)(xr + a->xs_o) : NULL,
+                                          ahead && yr ? (char *)(yr + C) : NULL};
+                const ce_prefetch *pf = ahead ? &next : NULL;
                 switch (op) {
                 case CE_SM_LOGSUMEXP: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOGSUMEXP, pf); break;
                 case CE_SM_LOG_SOFTMAX: CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOG_SOFTMAX, pf); break;
