@@ -2,7 +2,7 @@
 """Thin binding over the C kernels: unpack arrays into pointers, release the
 GIL, call, and hand back the C layer's error code. All validation and all
 allocation happen in the Python layer (ce_fast/_validation.py), except in
-categorical_fast: the common call's checks, done in C so that a tiny call
+the *_fast functions: the common call's checks, done in C so that a tiny call
 costs little more than the kernel."""
 
 from libc.stdint cimport int64_t

@@ -112,7 +112,7 @@ void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int 
     const ce_vecmath_fn f = is_double ? t->vecmath_f64 : t->vecmath_f32;
     const size_t size = is_double ? 8 : 4;
     /* contiguous parts, one per thread (the benchmark's exp floor) */
-    const int nt = ce_threads_for(num_threads, num_threads > 0 ? num_threads : 1 << 20, n);
+    const int nt = ce_threads_for(num_threads, n, n);
     const int64_t part = (n + nt - 1) / nt;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int i = 0; i < nt; ++i) {
