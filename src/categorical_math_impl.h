@@ -41,7 +41,8 @@ typedef struct {
 
 /* The per-row coefficients of the gradient. */
 typedef struct {
-    double gs;    /* upstream scale times the sample weight */
+    double gs;    /* upstream scale times the sample weight (1 if that is not finite) */
+    double post;  /* ... and that scale when it is not finite (else 1), applied last */
     double A;     /* g_j = gs (A p_j - b_j) */
     double Bself; /* b_y for an integer target (the subtracted term at j == y) */
     double S, sp; /* sum exp(x - m) = 1 + s' */
@@ -90,7 +91,9 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
                 cs += CE_FN(keep_if)(e, d < 0);
                 cn += d == 0 ? (CE_T)1 : (CE_T)0;
                 CE_T wc = w ? w[c] : (CE_T)1;
-                cd += wc == 0 ? 0.0 : (double)wc * ((double)r - (double)xv);
+                /* 0 where w or r - x is 0: an infinite weight at the max
+                 * contributes its w L1 (below), not inf * 0 */
+                cd += wc == 0 || d == 0 ? 0.0 : (double)wc * ((double)r - (double)xv);
                 cw += wc;
             }
         } else { /* probability target: 0 log 0 = 0 */
@@ -106,7 +109,7 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
                 CE_T wq = (w ? w[c] : (CE_T)1) * qc;
                 cw += wq;
                 /* a zero coefficient contributes 0, even against a -inf logit */
-                cd += wq == 0 ? 0.0 : (double)wq * ((double)r - (double)xv);
+                cd += wq == 0 || d == 0 ? 0.0 : (double)wq * ((double)r - (double)xv);
             }
         }
         st->s_less += (double)cs;
@@ -145,6 +148,20 @@ CE_INLINE double CE_FN(int_coef_B)(const CE_FN(cat_ctx) * k, double wy, const in
     return smooth ? (1.0 - k->eps) * wy + k->eps_c * wy : (1.0 - k->eps) * wy;
 }
 
+/* The upstream scale g of a row's gradient, as gs (folded into the
+ * coefficients) and post (a factor applied last): an infinite g times
+ * (A p_j - b_j) is +-inf by the sign of the bracket, as the formula says,
+ * where folded in it would be inf - inf. */
+CE_INLINE void CE_FN(split_scale)(double g, double *gs, double *post) {
+    const int finite = fabs(g) <= DBL_MAX;
+    *gs = finite ? g : 1.0;
+    *post = finite ? 1.0 : g;
+}
+
+CE_INLINE void CE_FN(scale_span)(CE_T *g, ptrdiff_t sg, int64_t n, CE_T f) {
+    for (int64_t c = 0; c < n; ++c) g[c * sg] *= f;
+}
+
 /* The row's loss and gradient coefficients from its merged statistics:
  * m = row max, sp = s', L1 = log1p(s'), dot and W relative to m. */
 CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, double L1, double dot,
@@ -165,7 +182,7 @@ CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, 
         cf->A = W + 2.0 * k->lambda * lse;
         cf->Bself = 0.0;
     }
-    cf->gs = gscale * sw;
+    CE_FN(split_scale)(gscale * sw, &cf->gs, &cf->post);
     cf->S = 1.0 + sp;
     cf->sp = sp;
     cf->m = m;
@@ -180,7 +197,7 @@ CE_INLINE void CE_FN(span_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) 
                                 int top, const CE_T *q, ptrdiff_t sq, const CE_T *w, int64_t n,
                                 CE_T *g, ptrdiff_t sg, const CE_T *fac) {
     const double gs = cf->gs;
-    const CE_T a = (CE_T)(gs * cf->A * f / cf->S);
+    const CE_T a = (CE_T)(gs * cf->A * f * (1.0 / cf->S));
     if (!k->prob) {
         if (k->eps <= 0.0) {
 #pragma omp simd
@@ -192,7 +209,7 @@ CE_INLINE void CE_FN(span_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) 
         }
     } else {
         const CE_T eps_c = (CE_T)k->eps_c, one_m_eps = (CE_T)(1.0 - k->eps);
-        const CE_T near_one = (CE_T)(gs * cf->A * (-cf->sp / cf->S)); /* A (p - 1) at e == 1 */
+        const CE_T near_one = (CE_T)(gs * cf->A * (-cf->sp * (1.0 / cf->S))); /* A (p - 1) at e == 1 */
         const CE_T gsA = (CE_T)(gs * cf->A), gs_t = (CE_T)gs;
         /* the p ~ 1 form only where it is one: at the row max, when p_max > 1/2
          * (elsewhere it would cancel instead); e never equals 2 */
@@ -213,15 +230,18 @@ CE_INLINE void CE_FN(span_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) 
 }
 
 /* The integer target's gradient gs (A p_y - B), accurately when p_y ~ 1:
- * e_y = exp(x_y - r) as pass 2 stored it, f = exp(r - m), S = 1 + s'. */
-CE_INLINE double CE_FN(target_grad_k)(double gs, double A, double B, double S, double sp,
+ * e_y = exp(x_y - r) as pass 2 stored it, f = exp(r - m), S = 1 + s',
+ * inv = 1 / S (one division per row, shared with the other entries). */
+CE_INLINE double CE_FN(target_grad_k)(double gs, double A, double B, double S, double inv, double sp,
                                       double e_y, double f, int top) {
-    return top && e_y == 1.0 && S < 2.0 ? gs * (A * (-sp / S) + (A - B)) : gs * (A * e_y * f / S - B);
+    return top && e_y == 1.0 && S < 2.0 ? gs * (A * (-sp * inv) + (A - B)) : gs * (A * e_y * f * inv - B);
 }
 
+/* (times the row's post scale and the soft-cap factor) */
 CE_INLINE CE_T CE_FN(target_grad)(const CE_FN(row_coef) * cf, double e_y, double f, int top,
                                   CE_T fac_y) {
-    return (CE_T)CE_FN(target_grad_k)(cf->gs, cf->A, cf->Bself, cf->S, cf->sp, e_y, f, top) * fac_y;
+    const double v = CE_FN(target_grad_k)(cf->gs, cf->A, cf->Bself, cf->S, 1.0 / cf->S, cf->sp, e_y, f, top);
+    return (CE_T)(v * cf->post) * fac_y;
 }
 
 /* Where row r's data starts. */

@@ -28,6 +28,7 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     if (!g) return loss;
     const double e_y = k->prob ? 0.0 : (double)g[y * sg];
     CE_FN(span_grad)(k, &cf, 1.0, 1, q, sq, k->w, C, g, sg, fac);
+    if (cf.post != 1.0) CE_FN(scale_span)(g, sg, C, (CE_T)cf.post);
     if (!k->prob) g[y * sg] = CE_FN(target_grad)(&cf, e_y, 1.0, 1, fac ? fac[y] : (CE_T)1);
     return loss;
 }
@@ -117,7 +118,7 @@ static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsca
     const int64_t N = a->outer * a->inner, C = a->C;
     const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
     const int tile = CE_FN(use_tile)(a);
-    const size_t scratch_len = tile ? (size_t)(CE_TILE * C) : cap > 0.0 ? (size_t)(2 * C) : 0;
+    const size_t scratch_len = tile ? CE_FN(tile_scratch_len)(C) : cap > 0.0 ? (size_t)(2 * C) : 0;
     int nomem = 0;
     if (nt > 1) {
 #pragma omp parallel num_threads(nt) reduction(| : nomem)

@@ -106,6 +106,7 @@ static int CE_FN(cat_split)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsc
                     CE_FN(span_grad)(k, &cf[r], f, top, qc, 1, wc, n, gc, 1, NULL);
                 else
                     CE_FN(span_grad)(k, &cf[r], f, top, qc, sq, wc, n, gc, sg, NULL);
+                if (cf[r].post != 1.0) CE_FN(scale_span)(gc, sg, n, (CE_T)cf[r].post);
             }
         }
     }

@@ -4,101 +4,111 @@
  * With few classes, a row is too short for vector loops: their prologues,
  * remainders and horizontal reductions cost more than the arithmetic. With
  * the class axis not last, a row is strided and touches a new cache line per
- * element. Both are served by tiles of CE_TILE consecutive rows, copied
- * (transposed) into a per-thread scratch tile xt[c * CE_TILE + j] (class c of
- * the tile's row j), so that every pass is a unit-stride vector loop over the
- * rows j for each class c, and the per-row finish runs across the tile too.
- * Its arithmetic is that of the row path (int_loss, int_coef_A/B,
- * target_grad_k), so the two paths agree to rounding, and the
- * choice between them depends on the shape only (never on the thread count).
+ * element. Both are served by tiles of CE_TILE consecutive rows held
+ * class-major in a per-thread scratch xt[c * CE_TILE + j] (class c of the
+ * tile's row j), so that every pass is a unit-stride vector loop over the rows
+ * j for each class c:
+ *   in       the tile transposed into xt (ce_transpose.h: in registers for
+ *            whole tiles of contiguous rows, else an element loop);
+ *   pass 1   per-row max, NaN, and the target's logit (tilescan_impl.h);
+ *   pass 2   e = exp(x - m) into xt, the sums, the target's e (tilescan);
+ *   finish   loss, gradient coefficients and the target's own gradient of
+ *            every row at once, in double lanes;
+ *   pass 3   the gradient in place of e, the target's entry selected by a
+ *            compare per class (no scalar stores into the tile);
+ *   out      transposed back into the gradient rows.
+ * Its arithmetic is the row path's (int_loss, int_coef_A/B, target_grad_k,
+ * split_scale), so the two paths agree to rounding, and the choice between
+ * them depends on the shape only (never on the thread count).
  *
  * Integer targets only (with every option but softcap); probability targets
  * and softcap take the row path. */
 
-#define CE_TILE 16
+/* The widest rows (class axis last) that take the tile path: measured where
+ * the row path's vector loops overtake it (see use_tile). */
+#define CE_TILE_MAX_C 64
 
-/* Tile scratch: CE_TILE * C elements of xt (which becomes e, then g). */
+/* Scratch per thread: the tile, and the staging of ce_tile_out. */
+CE_INLINE size_t CE_FN(tile_scratch_len)(int64_t C) {
+    return (size_t)(2 * CE_TILE * C + CE_TILE_STAGE_PAD);
+}
+
 CE_INLINE int CE_FN(use_tile)(const ce_cat_args *a) {
-    return !a->q && a->softcap <= 0.0 && (a->C <= 32 || a->inner > 1) &&
+    return !a->q && a->softcap <= 0.0 && (a->C <= CE_TILE_MAX_C || a->inner > 1) &&
            a->C <= (int64_t)1 << 20;
 }
 
-/* Pass 2 for one class of a tile: e = exp(x - m) per row (stored in place
- * when want_g) and the row sums, accumulated in CE_T (cs, cn: the caller
- * folds them into double every CE_CHUNK classes, as rowscan_impl.h does).
- * The flags are constants after inlining, so the loop is branch-free. */
-CE_INLINE void CE_FN(tile_exp)(CE_T *restrict xc, const CE_T *restrict m, CE_T *restrict cs,
-                               CE_T *restrict cn, double *restrict dot, double wc,
-                               const int want_g, const int smooth) {
-#pragma omp simd
+/* Per-row inputs of a tile: the target class (-1: ignored row, or a lane
+ * past the tile's nb rows), its weight, the sample weight and the upstream
+ * scale; lane state st (every finish operand a double: with float or int
+ * operands mixed in, GCC 12 leaves that loop scalar). Returns whether a lane
+ * is skipped. */
+CE_INLINE int CE_FN(tile_lanes)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale,
+                                int64_t r0, int64_t nb, CE_I *restrict y, double *restrict wy,
+                                double *restrict sw, double *restrict gs) {
+    const int64_t *restrict t = a->target + r0, ign = a->ignore_index;
+    const CE_T *restrict sw_in = (const CE_T *)a->sample_weight, *restrict go_in = (const CE_T *)a->grad_output;
+    int skips = nb < CE_TILE;
     for (int64_t j = 0; j < CE_TILE; ++j) {
-        const CE_T xv = xc[j];
-        const CE_T d = xv - m[j];
-        const CE_T e = CE_EXP_NONPOS(d);
-        if (want_g) xc[j] = e;
-        cs[j] += CE_FN(keep_if)(e, d < 0);
-        cn[j] += (CE_T)(d == 0);
-        if (smooth) dot[j] += wc * ((double)m[j] - (double)xv);
+        const int live = j < nb && t[j < nb ? j : 0] != ign;
+        y[j] = live ? (CE_I)t[j] : (CE_I)-1;
+        skips |= !live;
     }
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        wy[j] = k->w && y[j] >= 0 ? (double)k->w[y[j]] : 1.0;
+        sw[j] = sw_in && j < nb ? (double)sw_in[r0 + j] : 1.0;
+        gs[j] = go_in && j < nb ? (double)go_in[r0 + j] : gscale;
+    }
+    return skips;
 }
 
-/* Pass 2 over a tile. A class of weight 0 adds nothing to the smoothing sum
- * (not 0 * inf against a -inf logit). */
-CE_INLINE void CE_FN(tile_pass2)(CE_T *restrict xt, int64_t C, const CE_T *restrict w,
-                                 const CE_T *restrict m, double *restrict sl,
-                                 double *restrict nm, double *restrict dot, const int want_g,
-                                 const int smooth) {
-    /* (one loop over the classes with the fold inside it: with a nested
-     * chunk loop GCC 12 no longer vectorises tile_exp) */
-    CE_T cs[CE_TILE], cn[CE_TILE];
-    for (int64_t j = 0; j < CE_TILE; ++j) cs[j] = cn[j] = 0;
-    for (int64_t c = 0; c < C; ++c) {
-        const CE_T wc = w ? w[c] : (CE_T)1;
-        if (smooth && wc != 0)
-            CE_FN(tile_exp)(xt + c * CE_TILE, m, cs, cn, dot, (double)wc, want_g, 1);
-        else
-            CE_FN(tile_exp)(xt + c * CE_TILE, m, cs, cn, dot, 0.0, want_g, 0);
-        if ((c + 1) % CE_CHUNK == 0 || c + 1 == C) {
-            for (int64_t j = 0; j < CE_TILE; ++j) {
-                sl[j] += (double)cs[j];
-                nm[j] += (double)cn[j];
-                cs[j] = cn[j] = 0;
-            }
-        }
-    }
-}
-
-/* The per-row inputs and outputs of the tile's finish, one double per lane
- * (every operand a double: with float or int operands mixed in, GCC 12
- * leaves the loop scalar). Lane state st: 0 live, 1 skipped, 2 bad. */
+/* The per-row finish, across the tile: inputs in (double lanes), outputs the
+ * loss, the gradient's coefficients (g_c = ga e_c - gb w_c), the target's own
+ * gradient and the post scale (split_scale). */
 typedef struct {
-    const double *m, *sp, *L1, *dot, *xy, *wy, *sw, *gs, *st, *e_y;
-} CE_FN(tile_lanes);
+    const double *m, *sl, *nm, *dot, *xy, *wy, *sw, *gs, *st, *e_y;
+} CE_FN(tile_in);
 typedef struct {
-    double *loss, *ga, *gb, *g_y;
-} CE_FN(tile_coefs);
+    double *loss, *ga, *gb, *g_y, *post;
+} CE_FN(tile_out);
 
-/* Loss, gradient coefficients and the target's own gradient of every row of
- * a tile, in one vector loop (the flags are constants after inlining). */
-CE_INLINE void CE_FN(tile_finish)(const CE_FN(cat_ctx) * k, const CE_FN(tile_lanes) * in,
-                                  const CE_FN(tile_coefs) * out, const int smooth, const int zl) {
-    const double *restrict m = in->m, *restrict sp = in->sp, *restrict L1 = in->L1;
+CE_INLINE void CE_FN(tile_finish)(const CE_FN(cat_ctx) * k, const CE_FN(tile_in) * in,
+                                  const CE_FN(tile_out) * out, const int smooth, const int zl) {
+    const double *restrict m = in->m, *restrict sl = in->sl, *restrict nm = in->nm;
     const double *restrict sw = in->sw, *restrict gs = in->gs, *restrict st = in->st;
-    const double *restrict wy = in->wy;
+    const double *restrict wy = in->wy, *restrict xy = in->xy, *restrict e_y = in->e_y;
+    const double *restrict dot = in->dot;
     double *restrict loss = out->loss, *restrict ga = out->ga, *restrict gb = out->gb;
-    double *restrict g_y = out->g_y;
+    double *restrict g_y = out->g_y, *restrict post = out->post;
     const double eps_c = k->eps_c;
 #pragma omp simd
     for (int64_t j = 0; j < CE_TILE; ++j) {
-        const double S = 1.0 + sp[j];
-        const double l = CE_FN(int_loss)(k, m[j], L1[j], in->dot[j], in->xy[j], wy[j], smooth, zl);
-        const double A = CE_FN(int_coef_A)(k, m[j], L1[j], wy[j], smooth, zl);
+        const double sp = sl[j] + (nm[j] - 1.0), S = 1.0 + sp, inv = 1.0 / S;
+        const double L1 = ce_log1p_f64(sp);
+        const double l = CE_FN(int_loss)(k, m[j], L1, smooth ? dot[j] : 0.0, xy[j], wy[j], smooth, zl);
+        const double A = CE_FN(int_coef_A)(k, m[j], L1, wy[j], smooth, zl);
         const double B = CE_FN(int_coef_B)(k, wy[j], smooth);
-        const double g = gs[j] * sw[j];
+        double g, pg;
+        CE_FN(split_scale)(gs[j] * sw[j], &g, &pg);
+        const double gy = CE_FN(target_grad_k)(g, A, B, S, inv, sp, e_y[j], 1.0, 1);
+        /* st: 0 live, 1 skipped, 2 bad (NaN / +inf / all -inf) */
         loss[j] = st[j] == 1.0 ? 0.0 : st[j] == 2.0 ? (double)NAN : l * sw[j];
-        ga[j] = st[j] == 1.0 ? 0.0 : st[j] == 2.0 ? (double)NAN : g * A / S;
+        ga[j] = st[j] == 1.0 ? 0.0 : st[j] == 2.0 ? (double)NAN : g * A * inv;
         gb[j] = st[j] == 0.0 ? g * eps_c : 0.0;
-        g_y[j] = CE_FN(target_grad_k)(g, A, B, S, sp[j], in->e_y[j], 1.0, 1);
+        g_y[j] = st[j] == 1.0 ? 0.0 : st[j] == 2.0 ? (double)NAN : gy;
+        post[j] = st[j] == 0.0 ? pg : 1.0;
+    }
+}
+
+/* Pass 3 for one class c: the gradient in place of e, the target's own entry
+ * where y == c (flags constant after inlining). */
+CE_INLINE void CE_FN(tile_grad_class)(CE_T *restrict xc, CE_I c, CE_T wc, const CE_I *restrict y,
+                                      const CE_T *restrict ga, const CE_T *restrict gb,
+                                      const CE_T *restrict g_y, const int smooth) {
+#pragma omp simd
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        const CE_T v = smooth ? ga[j] * xc[j] - gb[j] * wc : ga[j] * xc[j];
+        xc[j] = y[j] == c ? g_y[j] : v;
     }
 }
 
@@ -110,101 +120,66 @@ CE_INLINE void CE_FN(tile_finish)(const CE_FN(cat_ctx) * k, const CE_FN(tile_lan
 static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale,
                               int64_t r0, int64_t nb, CE_T *xt, CE_T *loss_out) {
     const int64_t C = k->C, inner = a->inner;
-    const int want_g = a->grad != NULL, smooth = k->eps > 0.0;
+    const int want_g = a->grad != NULL, smooth = k->eps > 0.0, zl = k->lambda > 0.0;
     const CE_FN(row_ptrs) p0 = CE_FN(locate_row)(a, r0, gscale);
-    const ptrdiff_t xr = inner == 1 ? a->xs_o : a->xs_i, xs = a->xs_c, gr = inner == 1 ? C : 1;
-    const CE_T *sw_in = (const CE_T *)a->sample_weight, *go_in = (const CE_T *)a->grad_output;
+    const ptrdiff_t xr = inner == 1 ? a->xs_o : a->xs_i, xs = a->xs_c;
+    /* whole tiles of rows with unit class stride go through the registers */
+    const int vec = nb == CE_TILE && inner == 1 && xs == 1;
+    CE_T *stage = xt + CE_TILE * C;
 
-    /* per-row inputs; lanes past nb are "skipped" like ignored rows */
-    int64_t y[CE_TILE];
-    int skip[CE_TILE], bad[CE_TILE], any_ignored = 0;
-    double sw[CE_TILE], gs[CE_TILE], wy[CE_TILE];
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        const int64_t r = r0 + j;
-        y[j] = j < nb ? a->target[r] : 0;
-        skip[j] = j >= nb || y[j] == a->ignore_index;
-        any_ignored |= j < nb && skip[j];
-        if (skip[j]) y[j] = 0;
-        sw[j] = j < nb && sw_in ? (double)sw_in[r] : 1.0;
-        gs[j] = j < nb && go_in ? (double)go_in[r] : gscale;
-        wy[j] = k->w ? (double)k->w[y[j]] : 1.0;
-    }
+    CE_I y[CE_TILE];
+    double wy[CE_TILE], sw[CE_TILE], gs[CE_TILE];
+    const int skips = CE_FN(tile_lanes)(a, k, gscale, r0, nb, y, wy, sw, gs);
 
-    /* in: the tile, transposed to xt[c * CE_TILE + j]. With the class axis
-     * last ignored rows are never read (zeros instead); otherwise each class
-     * is one short run along the inner axis. */
-    if (inner > 1) {
+    /* in: the tile, transposed. Ignored rows are read (harmlessly: their lanes
+     * are overwritten) except on the element path, which reads only what a
+     * row path would; lanes past nb are zeros. */
+    if (vec) {
+        CE_TILE_IN(p0.x, xr, C, xt);
+    } else if (inner > 1) {
         for (int64_t c = 0; c < C; ++c) {
             const CE_T *xc = p0.x + c * xs;
             for (int64_t j = 0; j < CE_TILE; ++j) xt[c * CE_TILE + j] = j < nb ? xc[j * xr] : 0;
         }
     } else {
         for (int64_t j = 0; j < CE_TILE; ++j) {
-            const CE_T *x = skip[j] ? NULL : p0.x + j * xr;
-            if (x && xs == 1) {
-                for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = x[c];
-            } else {
-                for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = x ? x[c * xs] : 0;
-            }
+            const CE_T *x = y[j] < 0 ? NULL : p0.x + j * xr;
+            for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = x ? x[c * xs] : 0;
         }
     }
-    CE_T m[CE_TILE], xy[CE_TILE];
-    double sl[CE_TILE], nm[CE_TILE], dot[CE_TILE];
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        xy[j] = xt[y[j] * CE_TILE + j];
-        m[j] = -INFINITY;
-        bad[j] = 0;
-        sl[j] = nm[j] = dot[j] = 0.0;
-    }
-    /* pass 1: per-row max and NaN */
-    for (int64_t c = 0; c < C; ++c) {
-        const CE_T *xc = xt + c * CE_TILE;
-#pragma omp simd
-        for (int64_t j = 0; j < CE_TILE; ++j) {
-            const CE_T v = xc[j];
-            m[j] = v > m[j] ? v : m[j];
-            bad[j] |= v != v;
-        }
-    }
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        bad[j] = !skip[j] && (bad[j] || m[j] == INFINITY || m[j] == -INFINITY);
-        if (bad[j] || skip[j]) m[j] = 0; /* any finite reference: the lane is overwritten */
-    }
-    /* pass 2: exponentials (into the tile when a gradient is wanted) and sums;
-     * constant flags, so that each variant is a branch-free vector loop */
-    if (want_g && !smooth) CE_FN(tile_pass2)(xt, C, k->w, m, sl, nm, dot, 1, 0);
-    else if (!want_g && !smooth) CE_FN(tile_pass2)(xt, C, k->w, m, sl, nm, dot, 0, 0);
-    else if (want_g) CE_FN(tile_pass2)(xt, C, k->w, m, sl, nm, dot, 1, 1);
-    else CE_FN(tile_pass2)(xt, C, k->w, m, sl, nm, dot, 0, 1);
 
-    /* per row, across the tile: loss, gradient coefficients and the target's
-     * own gradient (from its e, before pass 3 overwrites it) */
-    double md[CE_TILE], xyd[CE_TILE], st[CE_TILE], e_y[CE_TILE];
+    CE_T m[CE_TILE], xy[CE_TILE], e_y[CE_TILE];
+    CE_I nan[CE_TILE];
+    CE_FN(tile_max)(xt, CE_TILE, C, CE_TILE, m, nan, y, xy);
+    double st[CE_TILE];
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        const int bad = nan[j] || m[j] == INFINITY || m[j] == -INFINITY;
+        st[j] = y[j] < 0 ? 1.0 : bad ? 2.0 : 0.0;
+        if (st[j] != 0.0) m[j] = 0; /* any finite reference: the lane is overwritten */
+    }
+    double sl[CE_TILE], nm[CE_TILE], dot[CE_TILE];
+    if (want_g && !smooth)
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, xt, CE_TILE, NULL, y, e_y, sl, nm, NULL, 1, CE_DOT_NONE);
+    else if (!want_g && !smooth)
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, NULL, 0, NULL, NULL, NULL, sl, nm, NULL, 0, CE_DOT_NONE);
+    else if (want_g)
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, xt, CE_TILE, k->w, y, e_y, sl, nm, dot, 1, CE_DOT_SMOOTH);
+    else
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, NULL, 0, k->w, NULL, NULL, sl, nm, dot, 0, CE_DOT_SMOOTH);
+
+    double md[CE_TILE], xyd[CE_TILE], eyd[CE_TILE];
     for (int64_t j = 0; j < CE_TILE; ++j) {
         md[j] = (double)m[j];
         xyd[j] = (double)xy[j];
-        st[j] = skip[j] ? 1.0 : bad[j] ? 2.0 : 0.0;
-        e_y[j] = want_g ? (double)xt[y[j] * CE_TILE + j] : 0.0;
+        eyd[j] = want_g ? (double)e_y[j] : 0.0;
     }
-    double sp[CE_TILE], L1[CE_TILE];
-#pragma omp simd
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        sp[j] = sl[j] + (nm[j] - 1.0);
-        L1[j] = ce_log1p_f64(sp[j]);
-    }
-    double loss[CE_TILE], g_y[CE_TILE], gad[CE_TILE], gbd[CE_TILE];
-    const CE_FN(tile_lanes) in = {md, sp, L1, dot, xyd, wy, sw, gs, st, e_y};
-    const CE_FN(tile_coefs) out = {loss, gad, gbd, g_y};
-    const int zl = k->lambda > 0.0;
+    double loss[CE_TILE], gad[CE_TILE], gbd[CE_TILE], gyd[CE_TILE], post[CE_TILE];
+    const CE_FN(tile_in) in = {md, sl, nm, dot, xyd, wy, sw, gs, st, eyd};
+    const CE_FN(tile_out) out = {loss, gad, gbd, gyd, post};
     if (!smooth && !zl) CE_FN(tile_finish)(k, &in, &out, 0, 0);
     else if (!smooth) CE_FN(tile_finish)(k, &in, &out, 0, 1);
     else if (!zl) CE_FN(tile_finish)(k, &in, &out, 1, 0);
     else CE_FN(tile_finish)(k, &in, &out, 1, 1);
-    CE_T ga[CE_TILE], gb[CE_TILE];
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        ga[j] = (CE_T)gad[j];
-        gb[j] = (CE_T)gbd[j];
-    }
     double acc = 0.0;
     for (int64_t j = 0; j < nb; ++j) {
         if (loss_out) loss_out[r0 + j] = (CE_T)loss[j];
@@ -212,32 +187,39 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     }
     if (!want_g) return acc;
 
-    /* pass 3: the gradient in place of e (NaN for bad rows through ga) */
+    /* pass 3: the gradient in place of e (NaN for bad rows through ga, g_y) */
+    CE_T ga[CE_TILE], gb[CE_TILE], g_y[CE_TILE];
+    int posts = 0;
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        ga[j] = (CE_T)gad[j];
+        gb[j] = (CE_T)gbd[j];
+        g_y[j] = (CE_T)gyd[j];
+        posts |= post[j] != 1.0;
+    }
     for (int64_t c = 0; c < C; ++c) {
-        CE_T *xc = xt + c * CE_TILE;
         const CE_T wc = k->w ? k->w[c] : (CE_T)1;
-        if (smooth) {
-#pragma omp simd
-            for (int64_t j = 0; j < CE_TILE; ++j) xc[j] = ga[j] * xc[j] - gb[j] * wc;
-        } else {
-#pragma omp simd
-            for (int64_t j = 0; j < CE_TILE; ++j) xc[j] = ga[j] * xc[j];
+        if (smooth) CE_FN(tile_grad_class)(xt + c * CE_TILE, (CE_I)c, wc, y, ga, gb, g_y, 1);
+        else CE_FN(tile_grad_class)(xt + c * CE_TILE, (CE_I)c, wc, y, ga, gb, g_y, 0);
+    }
+    if (skips || posts) { /* rare: ignored rows exactly 0 whatever their logits; post scales */
+        for (int64_t j = 0; j < CE_TILE; ++j) {
+            for (int64_t c = 0; c < C; ++c) {
+                CE_T *v = xt + c * CE_TILE + j;
+                *v = y[j] < 0 ? (CE_T)0 : *v * (CE_T)post[j];
+            }
         }
     }
-    for (int64_t j = 0; j < nb; ++j) { /* the targets; ignored rows 0 whatever their logits */
-        if (!skip[j] && !bad[j]) xt[y[j] * CE_TILE + j] = (CE_T)g_y[j];
-        if (any_ignored && skip[j])
-            for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = 0;
-    }
     /* out: each row's gradient */
-    if (inner > 1) {
+    if (vec) {
+        CE_TILE_OUT(xt, C, p0.g, stage);
+    } else if (inner > 1) {
         for (int64_t c = 0; c < C; ++c) {
             CE_T *gc = p0.g + c * inner;
-            for (int64_t j = 0; j < nb; ++j) gc[j * gr] = xt[c * CE_TILE + j];
+            for (int64_t j = 0; j < nb; ++j) gc[j] = xt[c * CE_TILE + j];
         }
     } else {
         for (int64_t j = 0; j < nb; ++j) {
-            CE_T *g = p0.g + j * gr;
+            CE_T *g = p0.g + j * C;
             for (int64_t c = 0; c < C; ++c) g[c] = xt[c * CE_TILE + j];
         }
     }

@@ -2,6 +2,7 @@
  * compiles this file once per ISA level with CE_ISA set to the level's name
  * (baseline, avx2, avx512) and the matching -m flags; dispatch.c picks one
  * table at import. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -9,6 +10,7 @@
 #include "ce_util.h"
 #include "ce_vecmath.h"
 #include "ce_vecmath_log.h"
+#include "ce_transpose.h"
 
 #ifndef CE_ISA
 #define CE_ISA baseline
@@ -25,6 +27,8 @@
 #define CE_EXP_NONPOS ce_exp_nonpos_f32
 #define CE_LOG ce_log_f32
 #define CE_LOG1P ce_log1p_f32
+#define CE_TILE_IN ce_tile_in_float
+#define CE_TILE_OUT ce_tile_out_float
 #include "kernels_for_dtype.h"
 
 #define CE_SFX CE_CAT(f64_, CE_ISA)
@@ -34,6 +38,8 @@
 #define CE_EXP_NONPOS ce_exp_nonpos_f64
 #define CE_LOG ce_log_f64
 #define CE_LOG1P ce_log1p_f64
+#define CE_TILE_IN ce_tile_in_double
+#define CE_TILE_OUT ce_tile_out_double
 #include "kernels_for_dtype.h"
 
 const ce_kernel_table CE_CAT(ce_table_, CE_ISA) = {

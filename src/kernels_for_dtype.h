@@ -1,12 +1,14 @@
 /* kernels_for_dtype.h — every kernel body for one element type. kernels.c
  * includes it once per dtype with CE_T, CE_U, CE_I (integers of CE_T's
  * width), CE_SFX (f32_<isa> | f64_<isa>) and the vector-math macros
- * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) defined; it undefines them afterwards.
+ * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) and the tile transposes (CE_TILE_IN,
+ * CE_TILE_OUT) defined; it undefines them afterwards.
  * CE_FN(name) names a function of this instantiation (name_<CE_SFX>). */
 #define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
 
 /* in dependency order: each file uses only those above it */
 #include "rowscan_impl.h"
+#include "tilescan_impl.h"
 #include "categorical_math_impl.h"
 #include "categorical_tile_impl.h"
 #include "categorical_rows_impl.h"
@@ -41,3 +43,10 @@ static void CE_FN(ce_vecmath)(int kind, const void *xv, void *yv, int64_t n) {
 #undef CE_EXP_NONPOS
 #undef CE_LOG
 #undef CE_LOG1P
+#undef CE_TILE_IN
+#undef CE_TILE_OUT
+#undef CE_TILE
+#undef CE_TILE_MAX_C
+#undef CE_DOT_NONE
+#undef CE_DOT_SMOOTH
+#undef CE_DOT_ENTROPY

@@ -1,11 +1,7 @@
 /* softmax_impl.h — logsumexp, log_softmax, softmax, entropy and
  * softmax_entropy over the class axis of an (outer, C, inner) strided array,
- * written once and instantiated per dtype: include it with
- *     CE_T     element type (float | double)
- *     CE_SFX   name suffix  (f32   | f64)
- *     CE_EXP_NONPOS  vector-friendly exp for arguments <= 0 (ce_vecmath.h);
- *              rows holding NaN never reach it
- *     CE_LOG   vector-friendly log for CE_T (ce_vecmath_log.h)
+ * written once and instantiated per dtype by kernels_for_dtype.h (CE_T,
+ * CE_FN, CE_EXP_NONPOS from ce_vecmath.h, CE_LOG from ce_vecmath_log.h).
  * Row scalars (sums, lse) are kept in double for both dtypes.
  *
  * Per row x (C elements), for the softmax-based operations:
@@ -97,42 +93,36 @@ CE_INLINE double CE_FN(ent_row)(const CE_T *p, ptrdiff_t sp, int64_t C, int *neg
 
 /* Class axis not last (inner > 1, unit inner stride): rows are columns of a
  * (C, inner) slab. Walking one row at a time would touch a new cache line
- * (and often a new page) per element, so a tile of CE_SM_TILE neighbouring
- * rows (one cache line wide) is processed together, vectorised across the
- * rows: the same passes as sm_row, each a sweep down the tile. The tiling is
- * a function of the shape only (never of the thread count). Returns, for
- * entropy, the first flat position of a negative value in the tile, else -1.
- * res[j] receives the reducing operations' results. */
-#define CE_SM_TILE ((int64_t)(64 / sizeof(CE_T)))
-
+ * (and often a new page) per element, so a tile of CE_TILE neighbouring rows
+ * (one cache line wide) is processed together, vectorised across the rows, in
+ * place in the slab: the same passes as sm_row, by the tile scan the
+ * categorical tile path uses too (tilescan_impl.h). The tiling is a function
+ * of the shape only (never of the thread count). Returns, for entropy, the
+ * first flat position of a negative value in the tile, else -1. res[j]
+ * receives the reducing operations' results. */
 CE_INLINE int64_t CE_FN(sm_tile)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t nb, CE_T *y,
                                  ptrdiff_t syc, CE_T *res, const int op, int64_t flat0,
                                  int64_t inner) {
-    double s[CE_SM_TILE], dot[CE_SM_TILE];
-    CE_T m[CE_SM_TILE];
-    int64_t nm[CE_SM_TILE];
-    int nan[CE_SM_TILE];
-    for (int64_t j = 0; j < CE_SM_TILE; ++j) {
-        s[j] = 0.0;
-        dot[j] = 0.0;
-        m[j] = -INFINITY;
-        nm[j] = 0;
-        nan[j] = 0;
-    }
     if (op == CE_SM_ENTROPY) {
+        double s[CE_TILE];
+        int neg[CE_TILE];
+        for (int64_t j = 0; j < nb; ++j) {
+            s[j] = 0.0;
+            neg[j] = 0;
+        }
         for (int64_t c = 0; c < C; ++c) {
             const CE_T *xc = x + c * sc;
 #pragma omp simd
             for (int64_t j = 0; j < nb; ++j) {
                 const CE_T v = xc[j];
-                nan[j] |= v < 0;
+                neg[j] |= v < 0;
                 s[j] += v == 0 ? 0.0 : (double)(-v * CE_LOG(v));
             }
         }
         int64_t first = -1;
         for (int64_t j = 0; j < nb; ++j) {
             res[j] = (CE_T)s[j];
-            if (nan[j]) {
+            if (neg[j]) {
                 int64_t c = 0;
                 while (!(x[c * sc + j] < 0)) ++c;
                 const int64_t f = flat0 + c * inner + j;
@@ -141,53 +131,23 @@ CE_INLINE int64_t CE_FN(sm_tile)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t
         }
         return first;
     }
-    for (int64_t c = 0; c < C; ++c) {
-        const CE_T *xc = x + c * sc;
-#pragma omp simd
-        for (int64_t j = 0; j < nb; ++j) {
-            const CE_T v = xc[j];
-            m[j] = v > m[j] ? v : m[j];
-            nan[j] |= v != v;
-        }
-    }
-    /* bad lanes (NaN, +inf, all -inf) compute garbage below (never a trap:
-     * the exp clamps its argument) and are overwritten at the end */
-    for (int64_t c = 0; c < C; ++c) {
-        const CE_T *xc = x + c * sc;
-        CE_T *yc = y + c * syc;
-        if (op == CE_SM_SOFTMAX) {
-#pragma omp simd
-            for (int64_t j = 0; j < nb; ++j) {
-                const CE_T d = xc[j] - m[j];
-                const CE_T e = CE_EXP_NONPOS(d);
-                yc[j] = e;
-                s[j] += d < 0 ? (double)e : 0.0;
-                nm[j] += d == 0;
-            }
-        } else if (op == CE_SM_SOFTMAX_ENTROPY) {
-#pragma omp simd
-            for (int64_t j = 0; j < nb; ++j) {
-                const CE_T d = xc[j] - m[j];
-                const CE_T e = CE_EXP_NONPOS(d);
-                s[j] += d < 0 ? (double)e : 0.0;
-                nm[j] += d == 0;
-                dot[j] += e == 0 ? 0.0 : (double)e * -(double)d;
-            }
-        } else {
-#pragma omp simd
-            for (int64_t j = 0; j < nb; ++j) {
-                const CE_T d = xc[j] - m[j];
-                const CE_T e = CE_EXP_NONPOS(d);
-                s[j] += d < 0 ? (double)e : 0.0;
-                nm[j] += d == 0;
-            }
-        }
-    }
-    CE_T k[CE_SM_TILE]; /* log_softmax: L1; softmax: 1 / (1 + s') */
-    int bad[CE_SM_TILE];
+    CE_T m[CE_TILE];
+    CE_I nan[CE_TILE];
+    double sl[CE_TILE], nm[CE_TILE], dot[CE_TILE];
+    CE_FN(tile_max)(x, sc, C, nb, m, nan, NULL, NULL);
+    /* bad lanes (NaN, +inf, all -inf) compute garbage (see tilescan_impl.h)
+     * and are overwritten at the end; softmax stores e in the output */
+    if (op == CE_SM_SOFTMAX)
+        CE_FN(tile_expsum)(x, sc, C, nb, m, y, syc, NULL, NULL, NULL, sl, nm, NULL, 1, CE_DOT_NONE);
+    else if (op == CE_SM_SOFTMAX_ENTROPY)
+        CE_FN(tile_expsum)(x, sc, C, nb, m, NULL, 0, NULL, NULL, NULL, sl, nm, dot, 0, CE_DOT_ENTROPY);
+    else
+        CE_FN(tile_expsum)(x, sc, C, nb, m, NULL, 0, NULL, NULL, NULL, sl, nm, NULL, 0, CE_DOT_NONE);
+    CE_T k[CE_TILE]; /* log_softmax: L1; softmax: 1 / (1 + s') */
+    int bad[CE_TILE];
     for (int64_t j = 0; j < nb; ++j) {
         bad[j] = nan[j] || m[j] == INFINITY || m[j] == -INFINITY;
-        const double sp = s[j] + (double)(nm[j] - 1);
+        const double sp = sl[j] + (nm[j] - 1.0);
         const double L1 = log1p(sp);
         k[j] = op == CE_SM_SOFTMAX ? (CE_T)(1.0 / (1.0 + sp)) : (CE_T)L1;
         if (op == CE_SM_LOGSUMEXP)
@@ -213,8 +173,6 @@ CE_INLINE int64_t CE_FN(sm_tile)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t
     return -1;
 }
 
-/* The driver for the tiled layout (see sm_tile): work items are (o, tile)
- * pairs, a function of the shape only. */
 /* entropy's domain error: the smallest first-negative flat position over the
  * n work items (-1 where none), reported with its value; frees first_neg. */
 static int CE_FN(sm_first_negative)(ce_sm_args *a, int64_t *first_neg, int64_t n) {
@@ -237,13 +195,15 @@ static int CE_FN(sm_first_negative)(ce_sm_args *a, int64_t *first_neg, int64_t n
     return rc;
 }
 
+/* The driver for the tiled layout (see sm_tile): work items are (o, tile)
+ * pairs, a function of the shape only. */
 static int CE_FN(sm_tiled)(ce_sm_args *a) {
     const int64_t outer = a->outer, C = a->C, inner = a->inner;
     const int op = a->op;
     const CE_T *x = (const CE_T *)a->x;
     CE_T *out = (CE_T *)a->out;
     const int rowwise = op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX;
-    const int64_t ntiles = (inner + CE_SM_TILE - 1) / CE_SM_TILE;
+    const int64_t ntiles = (inner + CE_TILE - 1) / CE_TILE;
     const int64_t items = outer * ntiles;
     int64_t *first_neg = NULL;
     if (op == CE_SM_ENTROPY && items > 0) {
@@ -254,31 +214,31 @@ static int CE_FN(sm_tiled)(ce_sm_args *a) {
 
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t it = 0; it < items; ++it) {
-        const int64_t o = it / ntiles, i0 = (it - o * ntiles) * CE_SM_TILE;
-        const int64_t nb = inner - i0 < CE_SM_TILE ? inner - i0 : CE_SM_TILE;
+        const int64_t o = it / ntiles, i0 = (it - o * ntiles) * CE_TILE;
+        const int64_t nb = inner - i0 < CE_TILE ? inner - i0 : CE_TILE;
         const CE_T *xt = x + o * a->xs_o + i0;
         CE_T *yt = rowwise ? out + o * C * inner + i0 : NULL;
         CE_T *res = rowwise ? NULL : out + o * inner + i0;
         int64_t f;
         /* full tiles get a constant lane count: the lane loops unroll and the
          * per-lane accumulators live in registers */
-        if (nb == CE_SM_TILE) {
+        if (nb == CE_TILE) {
             switch (op) {
             case CE_SM_LOGSUMEXP:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_LOGSUMEXP, 0, inner);
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_LOGSUMEXP, 0, inner);
                 break;
             case CE_SM_LOG_SOFTMAX:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_LOG_SOFTMAX, 0, inner);
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_LOG_SOFTMAX, 0, inner);
                 break;
             case CE_SM_SOFTMAX:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_SOFTMAX, 0, inner);
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_SOFTMAX, 0, inner);
                 break;
             case CE_SM_ENTROPY:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_ENTROPY,
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_ENTROPY,
                                    o * C * inner + i0, inner);
                 break;
             default:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_SM_TILE, yt, inner, res, CE_SM_SOFTMAX_ENTROPY, 0,
+                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_SOFTMAX_ENTROPY, 0,
                                    inner);
                 break;
             }
@@ -348,4 +308,3 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
     return CE_FN(sm_first_negative)(a, first_neg, nblocks);
 }
 
-#undef CE_SM_TILE

@@ -157,9 +157,7 @@ def test_fixed_zero_dim_weight_with_one_class_is_rejected():
         ce_fast.cross_entropy(np.zeros((2, 1)), np.array([0, 0]), weight=np.float64(2.0))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an infinite class weight with label_smoothing > 0 "
-                   "gives NaN in ce_fast; the formula (and the reference) give +-inf")
-def test_bug_infinite_class_weight_with_smoothing():
+def test_fixed_infinite_class_weight_with_smoothing():
     x, y = np.array([[0.0, 0.0]]), np.array([0])
     with np.errstate(all="ignore"):
         got = ce_fast.cross_entropy(x, y, weight=np.array([1.0, np.inf]), label_smoothing=0.5, reduction="sum")
@@ -168,9 +166,7 @@ def test_bug_infinite_class_weight_with_smoothing():
     assert got == want
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: grad_output=inf with label_smoothing > 0 gives NaN "
-                   "gradient entries in ce_fast where inf * (p_j B - a_j) is +inf (reference: inf)")
-def test_bug_infinite_grad_output_with_smoothing():
+def test_fixed_infinite_grad_output_with_smoothing():
     x, y = np.array([[0.0, 1.0]]), np.array([0])
     with np.errstate(all="ignore"):
         got = ce_fast.cross_entropy_grad(x, y, grad_output=np.inf, reduction="none", label_smoothing=0.2)
