@@ -11,9 +11,20 @@ static int CE_FN(cat_prepass)(ce_cat_args *a, double *denom) {
     const CE_T *sw = (const CE_T *)a->sample_weight;
     double d = 0.0;
     if (a->target) {
-        for (int64_t r = 0; r < N; ++r) {
-            int64_t y = a->target[r];
-            if (y == a->ignore_index) continue;
+        const int64_t *t = a->target, ign = a->ignore_index;
+        int64_t n = 0, bad = 0;
+        if (!w && !sw) { /* a count and a range check, in one vector pass */
+#pragma omp simd reduction(+ : n) reduction(| : bad)
+            for (int64_t r = 0; r < N; ++r) {
+                const int64_t keep = t[r] != ign;
+                n += keep;
+                bad |= keep & ((uint64_t)t[r] >= (uint64_t)C);
+            }
+            d = (double)n;
+        }
+        for (int64_t r = 0; (w || sw || bad) && r < N; ++r) { /* (which also finds the offender) */
+            const int64_t y = t[r];
+            if (y == ign) continue;
             if (y < 0 || y >= C) {
                 a->err_pos = r;
                 a->err_val = y;

@@ -135,27 +135,30 @@ CE_INLINE double CE_FN(int_loss)(const CE_FN(cat_ctx) * k, double m, double L1, 
     return loss;
 }
 
-/* (the smoothing terms only with smoothing: 0 * a NaN weight is NaN) */
-CE_INLINE double CE_FN(int_coef_A)(const CE_FN(cat_ctx) * k, double m, double L1, double wy,
-                                   const int smooth, const int zl) {
-    double a = (1.0 - k->eps) * wy;
-    if (smooth) a += k->eps_c * k->W;
-    if (zl) a += 2.0 * k->lambda * wy * (m + L1);
+/* The gradient's coefficients are computed in the element type (the tile
+ * path does so for a tile of rows in vector lanes, which double operands
+ * would halve); the loss is summed, so it stays in double.
+ * (the smoothing terms only with smoothing: 0 * a NaN weight is NaN) */
+CE_INLINE CE_T CE_FN(int_coef_A)(const CE_FN(cat_ctx) * k, CE_T m, CE_T L1, CE_T wy, const int smooth,
+                                 const int zl) {
+    CE_T a = (CE_T)(1.0 - k->eps) * wy;
+    if (smooth) a += (CE_T)(k->eps_c * k->W);
+    if (zl) a += (CE_T)(2.0 * k->lambda) * wy * (m + L1);
     return a;
 }
 
-CE_INLINE double CE_FN(int_coef_B)(const CE_FN(cat_ctx) * k, double wy, const int smooth) {
-    return smooth ? (1.0 - k->eps) * wy + k->eps_c * wy : (1.0 - k->eps) * wy;
+CE_INLINE CE_T CE_FN(int_coef_B)(const CE_FN(cat_ctx) * k, CE_T wy, const int smooth) {
+    return smooth ? (CE_T)(1.0 - k->eps) * wy + (CE_T)k->eps_c * wy : (CE_T)(1.0 - k->eps) * wy;
 }
 
 /* The upstream scale g of a row's gradient, as gs (folded into the
  * coefficients) and post (a factor applied last): an infinite g times
  * (A p_j - b_j) is +-inf by the sign of the bracket, as the formula says,
  * where folded in it would be inf - inf. */
-CE_INLINE void CE_FN(split_scale)(double g, double *gs, double *post) {
-    const int finite = fabs(g) <= DBL_MAX;
-    *gs = finite ? g : 1.0;
-    *post = finite ? 1.0 : g;
+CE_INLINE void CE_FN(split_scale)(CE_T g, CE_T *gs, CE_T *post) {
+    const int finite = g - g == 0; /* NaN for +-inf and NaN */
+    *gs = finite ? g : (CE_T)1;
+    *post = finite ? (CE_T)1 : g;
 }
 
 CE_INLINE void CE_FN(scale_span)(CE_T *g, ptrdiff_t sg, int64_t n, CE_T f) {
@@ -172,8 +175,8 @@ CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, 
         const double wy = k->w ? (double)k->w[y] : 1.0;
         const int smooth = k->eps > 0.0, zl = k->lambda > 0.0;
         loss = CE_FN(int_loss)(k, (double)m, L1, dot, xy, wy, smooth, zl);
-        cf->A = CE_FN(int_coef_A)(k, (double)m, L1, wy, smooth, zl);
-        cf->Bself = CE_FN(int_coef_B)(k, wy, smooth);
+        cf->A = (double)CE_FN(int_coef_A)(k, m, (CE_T)L1, (CE_T)wy, smooth, zl);
+        cf->Bself = (double)CE_FN(int_coef_B)(k, (CE_T)wy, smooth);
     } else {
         const double lse = (double)m + L1;
         loss = dot + W * L1;
@@ -182,7 +185,10 @@ CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, 
         cf->A = W + 2.0 * k->lambda * lse;
         cf->Bself = 0.0;
     }
-    CE_FN(split_scale)(gscale * sw, &cf->gs, &cf->post);
+    CE_T gs, post;
+    CE_FN(split_scale)((CE_T)(gscale * sw), &gs, &post);
+    cf->gs = (double)gs;
+    cf->post = (double)post;
     cf->S = 1.0 + sp;
     cf->sp = sp;
     cf->m = m;
@@ -232,16 +238,18 @@ CE_INLINE void CE_FN(span_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) 
 /* The integer target's gradient gs (A p_y - B), accurately when p_y ~ 1:
  * e_y = exp(x_y - r) as pass 2 stored it, f = exp(r - m), S = 1 + s',
  * inv = 1 / S (one division per row, shared with the other entries). */
-CE_INLINE double CE_FN(target_grad_k)(double gs, double A, double B, double S, double inv, double sp,
-                                      double e_y, double f, int top) {
-    return top && e_y == 1.0 && S < 2.0 ? gs * (A * (-sp * inv) + (A - B)) : gs * (A * e_y * f * inv - B);
+CE_INLINE CE_T CE_FN(target_grad_k)(CE_T gs, CE_T A, CE_T B, CE_T S, CE_T inv, CE_T sp, CE_T e_y, CE_T f,
+                                    int top) {
+    return top && e_y == 1 && S < 2 ? gs * (A * (-sp * inv) + (A - B)) : gs * (A * e_y * f * inv - B);
 }
 
 /* (times the row's post scale and the soft-cap factor) */
 CE_INLINE CE_T CE_FN(target_grad)(const CE_FN(row_coef) * cf, double e_y, double f, int top,
                                   CE_T fac_y) {
-    const double v = CE_FN(target_grad_k)(cf->gs, cf->A, cf->Bself, cf->S, 1.0 / cf->S, cf->sp, e_y, f, top);
-    return (CE_T)(v * cf->post) * fac_y;
+    const CE_T S = (CE_T)cf->S;
+    const CE_T v = CE_FN(target_grad_k)((CE_T)cf->gs, (CE_T)cf->A, (CE_T)cf->Bself, S, (CE_T)1 / S,
+                                        (CE_T)cf->sp, (CE_T)e_y, (CE_T)f, top);
+    return v * (CE_T)cf->post * fac_y;
 }
 
 /* Where row r's data starts. */

@@ -80,7 +80,12 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
         for (int64_t r = b * rb; tile && r < r_end;) {
             int64_t nb = r_end - r < CE_TILE ? r_end - r : CE_TILE;
             if (inner > 1 && nb > inner - r % inner) nb = inner - r % inner;
-            acc += CE_FN(cat_tile)(a, k, gscale, r, nb, scratch, loss_out);
+            /* the next whole tile of a block, requested during this one, when
+             * rows are contiguous (its logits and gradient are one span each) */
+            const int ahead = inner == 1 && a->xs_c == 1 && a->xs_o == C && r + 2 * CE_TILE <= r_end;
+            const ce_prefetch next = {ahead ? (const char *)((const CE_T *)a->x + (r + CE_TILE) * C) : NULL,
+                                      ahead && a->grad ? (char *)((CE_T *)a->grad + (r + CE_TILE) * C) : NULL};
+            acc += CE_FN(cat_tile)(a, k, gscale, r, nb, scratch, loss_out, ahead ? &next : NULL);
             r += nb;
         }
         for (int64_t r = b * rb; !tile && r < r_end; ++r) {

@@ -24,9 +24,11 @@
  * Integer targets only (with every option but softcap); probability targets
  * and softcap take the row path. */
 
-/* The widest rows (class axis last) that take the tile path: measured where
- * the row path's vector loops overtake it (see use_tile). */
-#define CE_TILE_MAX_C 64
+/* The widest rows (class axis last) that take the tile path: where the row
+ * path's vector loops overtake it, measured (1 thread, AVX-512 and AVX2,
+ * 32768 and 65536 rows) at C ~ 100-130 for float32 and ~48 for float64,
+ * whose tile does twice the shuffling per byte (see use_tile). */
+#define CE_TILE_MAX_C ((int64_t)(sizeof(CE_T) == 4 ? 128 : 48))
 
 /* Scratch per thread: the tile, and the staging of ce_tile_out. */
 CE_INLINE size_t CE_FN(tile_scratch_len)(int64_t C) {
@@ -40,63 +42,86 @@ CE_INLINE int CE_FN(use_tile)(const ce_cat_args *a) {
 
 /* Per-row inputs of a tile: the target class (-1: ignored row, or a lane
  * past the tile's nb rows), its weight, the sample weight and the upstream
- * scale; lane state st (every finish operand a double: with float or int
- * operands mixed in, GCC 12 leaves that loop scalar). Returns whether a lane
- * is skipped. */
+ * scale. Returns whether a lane is skipped. */
 CE_INLINE int CE_FN(tile_lanes)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale,
-                                int64_t r0, int64_t nb, CE_I *restrict y, double *restrict wy,
-                                double *restrict sw, double *restrict gs) {
+                                int64_t r0, int64_t nb, CE_I *restrict y, CE_T *restrict wy,
+                                CE_T *restrict sw, CE_T *restrict gs) {
     const int64_t *restrict t = a->target + r0, ign = a->ignore_index;
     const CE_T *restrict sw_in = (const CE_T *)a->sample_weight, *restrict go_in = (const CE_T *)a->grad_output;
-    int skips = nb < CE_TILE;
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        const int live = j < nb && t[j < nb ? j : 0] != ign;
-        y[j] = live ? (CE_I)t[j] : (CE_I)-1;
-        skips |= !live;
+    CE_I skips = nb < CE_TILE;
+    if (nb == CE_TILE) {
+#pragma omp simd reduction(| : skips)
+        for (int64_t j = 0; j < CE_TILE; ++j) {
+            y[j] = t[j] == ign ? (CE_I)-1 : (CE_I)t[j];
+            skips |= y[j] < 0;
+        }
+    } else {
+        for (int64_t j = 0; j < CE_TILE; ++j) y[j] = j < nb && t[j] != ign ? (CE_I)t[j] : (CE_I)-1;
     }
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        wy[j] = k->w && y[j] >= 0 ? (double)k->w[y[j]] : 1.0;
-        sw[j] = sw_in && j < nb ? (double)sw_in[r0 + j] : 1.0;
-        gs[j] = go_in && j < nb ? (double)go_in[r0 + j] : gscale;
-    }
-    return skips;
+    /* (no loads under a mask from a NULL array: a masked-off load from an
+     * unmapped page takes a microcode assist, ~100s of cycles on AMD) */
+    for (int64_t j = 0; j < CE_TILE; ++j) wy[j] = sw[j] = 1, gs[j] = (CE_T)gscale;
+    if (k->w)
+        for (int64_t j = 0; j < CE_TILE; ++j) wy[j] = k->w[y[j] >= 0 ? y[j] : 0];
+    if (sw_in)
+        for (int64_t j = 0; j < nb; ++j) sw[j] = sw_in[r0 + j];
+    if (go_in)
+        for (int64_t j = 0; j < nb; ++j) gs[j] = go_in[r0 + j];
+    return skips != 0;
 }
 
-/* The per-row finish, across the tile: inputs in (double lanes), outputs the
- * loss, the gradient's coefficients (g_c = ga e_c - gb w_c), the target's own
- * gradient and the post scale (split_scale). */
+/* The per-row finish, across the tile, in two vector loops: the gradient's
+ * coefficients (g_c = ga e_c - gb w_c), the target's own gradient, the post
+ * scale (split_scale) and L1 = log1p(s') in CE_T lanes; then the loss in
+ * double lanes (each loop in one element width: GCC 12 leaves a loop that
+ * mixes widths scalar). Lane state st: 0 live, 1 skipped, 2 bad (NaN, +inf,
+ * all -inf), whose outputs are 0 and NaN. */
 typedef struct {
-    const double *m, *sl, *nm, *dot, *xy, *wy, *sw, *gs, *st, *e_y;
+    const CE_T *m, *xy, *e_y, *sp, *wy, *sw, *gs, *st;
+    const double *dot;
 } CE_FN(tile_in);
 typedef struct {
-    double *loss, *ga, *gb, *g_y, *post;
+    CE_T *ga, *gb, *g_y, *post;
+    double *loss;
 } CE_FN(tile_out);
 
 CE_INLINE void CE_FN(tile_finish)(const CE_FN(cat_ctx) * k, const CE_FN(tile_in) * in,
                                   const CE_FN(tile_out) * out, const int smooth, const int zl) {
-    const double *restrict m = in->m, *restrict sl = in->sl, *restrict nm = in->nm;
-    const double *restrict sw = in->sw, *restrict gs = in->gs, *restrict st = in->st;
-    const double *restrict wy = in->wy, *restrict xy = in->xy, *restrict e_y = in->e_y;
-    const double *restrict dot = in->dot;
-    double *restrict loss = out->loss, *restrict ga = out->ga, *restrict gb = out->gb;
-    double *restrict g_y = out->g_y, *restrict post = out->post;
-    const double eps_c = k->eps_c;
+    const CE_T *restrict m = in->m, *restrict xy = in->xy, *restrict e_y = in->e_y, *restrict sp = in->sp;
+    const CE_T *restrict wy = in->wy, *restrict sw = in->sw, *restrict gs = in->gs, *restrict st = in->st;
+    CE_T *restrict ga = out->ga, *restrict gb = out->gb, *restrict g_y = out->g_y, *restrict post = out->post;
+    const CE_T eps_c = (CE_T)k->eps_c, nan = (CE_T)NAN;
+    CE_T L1[CE_TILE];
 #pragma omp simd
     for (int64_t j = 0; j < CE_TILE; ++j) {
-        const double sp = sl[j] + (nm[j] - 1.0), S = 1.0 + sp, inv = 1.0 / S;
-        const double L1 = ce_log1p_f64(sp);
-        const double l = CE_FN(int_loss)(k, m[j], L1, smooth ? dot[j] : 0.0, xy[j], wy[j], smooth, zl);
-        const double A = CE_FN(int_coef_A)(k, m[j], L1, wy[j], smooth, zl);
-        const double B = CE_FN(int_coef_B)(k, wy[j], smooth);
-        double g, pg;
+        const CE_T S = 1 + sp[j], inv = 1 / S;
+        L1[j] = CE_LOG1P(sp[j]);
+        const CE_T A = CE_FN(int_coef_A)(k, m[j], L1[j], wy[j], smooth, zl);
+        const CE_T B = CE_FN(int_coef_B)(k, wy[j], smooth);
+        CE_T g, pg;
         CE_FN(split_scale)(gs[j] * sw[j], &g, &pg);
-        const double gy = CE_FN(target_grad_k)(g, A, B, S, inv, sp, e_y[j], 1.0, 1);
-        /* st: 0 live, 1 skipped, 2 bad (NaN / +inf / all -inf) */
-        loss[j] = st[j] == 1.0 ? 0.0 : st[j] == 2.0 ? (double)NAN : l * sw[j];
-        ga[j] = st[j] == 1.0 ? 0.0 : st[j] == 2.0 ? (double)NAN : g * A * inv;
-        gb[j] = st[j] == 0.0 ? g * eps_c : 0.0;
-        g_y[j] = st[j] == 1.0 ? 0.0 : st[j] == 2.0 ? (double)NAN : gy;
-        post[j] = st[j] == 0.0 ? pg : 1.0;
+        const CE_T gy = CE_FN(target_grad_k)(g, A, B, S, inv, sp[j], e_y[j], 1, 1);
+        ga[j] = st[j] == 1 ? 0 : st[j] == 2 ? nan : g * A * inv;
+        gb[j] = st[j] == 0 ? g * eps_c : 0;
+        g_y[j] = st[j] == 1 ? 0 : st[j] == 2 ? nan : gy;
+        post[j] = st[j] == 0 ? pg : 1;
+    }
+    double md[CE_TILE], L1d[CE_TILE], xyd[CE_TILE], wyd[CE_TILE], swd[CE_TILE], std_[CE_TILE];
+#pragma omp simd
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        md[j] = (double)m[j];
+        L1d[j] = (double)L1[j];
+        xyd[j] = (double)xy[j];
+        wyd[j] = (double)wy[j];
+        swd[j] = (double)sw[j];
+        std_[j] = (double)st[j];
+    }
+    double *restrict loss = out->loss;
+    const double *restrict dot = in->dot;
+#pragma omp simd
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        const double l = CE_FN(int_loss)(k, md[j], L1d[j], smooth ? dot[j] : 0.0, xyd[j], wyd[j], smooth, zl);
+        loss[j] = std_[j] == 1.0 ? 0.0 : std_[j] == 2.0 ? (double)NAN : l * swd[j];
     }
 }
 
@@ -112,13 +137,14 @@ CE_INLINE void CE_FN(tile_grad_class)(CE_T *restrict xc, CE_I c, CE_T wc, const 
     }
 }
 
-/* Rows r0 .. r0 + nb - 1; returns their loss sum and writes per-row losses.
+/* Rows r0 .. r0 + nb - 1; returns their loss sum and writes per-row losses;
+ * pf (or NULL): the next tile to request.
  * Row j of the tile starts at x0 + j * xr (class stride a->xs_c) and its
  * gradient at g0 + j * gr (class stride inner): with the class axis last the
  * rows are consecutive samples, otherwise neighbours along the inner axis
  * (the caller never lets a tile cross an outer index). */
 static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale,
-                              int64_t r0, int64_t nb, CE_T *xt, CE_T *loss_out) {
+                              int64_t r0, int64_t nb, CE_T *xt, CE_T *loss_out, const ce_prefetch *pf) {
     const int64_t C = k->C, inner = a->inner;
     const int want_g = a->grad != NULL, smooth = k->eps > 0.0, zl = k->lambda > 0.0;
     const CE_FN(row_ptrs) p0 = CE_FN(locate_row)(a, r0, gscale);
@@ -128,12 +154,13 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     CE_T *stage = xt + CE_TILE * C;
 
     CE_I y[CE_TILE];
-    double wy[CE_TILE], sw[CE_TILE], gs[CE_TILE];
+    CE_T wy[CE_TILE], sw[CE_TILE], gs[CE_TILE];
     const int skips = CE_FN(tile_lanes)(a, k, gscale, r0, nb, y, wy, sw, gs);
 
     /* in: the tile, transposed. Ignored rows are read (harmlessly: their lanes
      * are overwritten) except on the element path, which reads only what a
      * row path would; lanes past nb are zeros. */
+    if (pf) ce_prefetch_bytes_l2(pf, 0, CE_TILE * C * (int64_t)sizeof(CE_T));
     if (vec) {
         CE_TILE_IN(p0.x, xr, C, xt);
     } else if (inner > 1) {
@@ -151,11 +178,12 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     CE_T m[CE_TILE], xy[CE_TILE], e_y[CE_TILE];
     CE_I nan[CE_TILE];
     CE_FN(tile_max)(xt, CE_TILE, C, CE_TILE, m, nan, y, xy);
-    double st[CE_TILE];
+    CE_T st[CE_TILE];
+#pragma omp simd
     for (int64_t j = 0; j < CE_TILE; ++j) {
         const int bad = nan[j] || m[j] == INFINITY || m[j] == -INFINITY;
-        st[j] = y[j] < 0 ? 1.0 : bad ? 2.0 : 0.0;
-        if (st[j] != 0.0) m[j] = 0; /* any finite reference: the lane is overwritten */
+        st[j] = y[j] < 0 ? (CE_T)1 : bad ? (CE_T)2 : (CE_T)0;
+        m[j] = st[j] != 0 ? (CE_T)0 : m[j]; /* any finite reference: the lane is overwritten */
     }
     double sl[CE_TILE], nm[CE_TILE], dot[CE_TILE];
     if (want_g && !smooth)
@@ -167,15 +195,15 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     else
         CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, NULL, 0, k->w, NULL, NULL, sl, nm, dot, 0, CE_DOT_SMOOTH);
 
-    double md[CE_TILE], xyd[CE_TILE], eyd[CE_TILE];
+    CE_T sp[CE_TILE];
     for (int64_t j = 0; j < CE_TILE; ++j) {
-        md[j] = (double)m[j];
-        xyd[j] = (double)xy[j];
-        eyd[j] = want_g ? (double)e_y[j] : 0.0;
+        sp[j] = (CE_T)(sl[j] + (nm[j] - 1.0));
+        if (!want_g) e_y[j] = 0;
     }
-    double loss[CE_TILE], gad[CE_TILE], gbd[CE_TILE], gyd[CE_TILE], post[CE_TILE];
-    const CE_FN(tile_in) in = {md, sl, nm, dot, xyd, wy, sw, gs, st, eyd};
-    const CE_FN(tile_out) out = {loss, gad, gbd, gyd, post};
+    double loss[CE_TILE];
+    CE_T ga[CE_TILE], gb[CE_TILE], g_y[CE_TILE], post[CE_TILE];
+    const CE_FN(tile_in) in = {m, xy, e_y, sp, wy, sw, gs, st, dot};
+    const CE_FN(tile_out) out = {ga, gb, g_y, post, loss};
     if (!smooth && !zl) CE_FN(tile_finish)(k, &in, &out, 0, 0);
     else if (!smooth) CE_FN(tile_finish)(k, &in, &out, 0, 1);
     else if (!zl) CE_FN(tile_finish)(k, &in, &out, 1, 0);
@@ -188,14 +216,9 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     if (!want_g) return acc;
 
     /* pass 3: the gradient in place of e (NaN for bad rows through ga, g_y) */
-    CE_T ga[CE_TILE], gb[CE_TILE], g_y[CE_TILE];
-    int posts = 0;
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        ga[j] = (CE_T)gad[j];
-        gb[j] = (CE_T)gbd[j];
-        g_y[j] = (CE_T)gyd[j];
-        posts |= post[j] != 1.0;
-    }
+    CE_I posts = 0;
+#pragma omp simd reduction(| : posts)
+    for (int64_t j = 0; j < CE_TILE; ++j) posts |= post[j] != 1;
     for (int64_t c = 0; c < C; ++c) {
         const CE_T wc = k->w ? k->w[c] : (CE_T)1;
         if (smooth) CE_FN(tile_grad_class)(xt + c * CE_TILE, (CE_I)c, wc, y, ga, gb, g_y, 1);
@@ -205,7 +228,7 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
         for (int64_t j = 0; j < CE_TILE; ++j) {
             for (int64_t c = 0; c < C; ++c) {
                 CE_T *v = xt + c * CE_TILE + j;
-                *v = y[j] < 0 ? (CE_T)0 : *v * (CE_T)post[j];
+                *v = y[j] < 0 ? (CE_T)0 : *v * post[j];
             }
         }
     }

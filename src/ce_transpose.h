@@ -1,14 +1,13 @@
 /* ce_transpose.h — a tile of rows to lanes and back, for the tile paths
- * (categorical_tile_impl.h): a tile is CE_TILE = 64 / sizeof(T) rows (16
- * float, 8 double), held class-major in a scratch xt[c * CE_TILE + j] (class c
- * of the tile's row j) so that every pass over it is a vector loop across the
- * rows.
+ * (categorical_tile_impl.h): a tile is CE_TILE_ROWS = 16 rows, held
+ * class-major in a scratch xt[c * 16 + j] (class c of the tile's row j) so
+ * that every pass over it is a vector loop across the rows.
  *
- *   ce_tile_in_T   xt[c * W + j] = x[j * rs + c]  (W rows of C classes, class
- *                  stride 1, row stride rs; reads nothing outside the rows)
- *   ce_tile_out_T  g[j * C + c] = xt[c * W + j]   (W contiguous rows of C)
+ *   ce_tile_in_T   xt[c * 16 + j] = x[j * rs + c]  (16 rows of C classes,
+ *                  class stride 1, row stride rs; reads nothing outside them)
+ *   ce_tile_out_T  g[j * C + c] = xt[c * 16 + j]   (16 contiguous rows of C)
  *
- * With AVX-512 or AVX2 the rows are cut into square blocks of one vector
+ * With AVX-512 or AVX2 the tile is cut into square blocks of one vector
  * register per row (16 or 8 floats, 8 or 4 doubles), each transposed in
  * registers by the usual unpack / shuffle network; a row's last block is
  * loaded with a mask. AVX2's masked store is slow on AMD, so there the blocks
@@ -26,21 +25,22 @@
 #include <immintrin.h>
 #endif
 
-/* The staging a tile_out needs beyond W * C elements (AVX2's overhang). */
+#define CE_TILE_ROWS 16
+/* The staging a tile_out needs beyond 16 * C elements (AVX2's overhang). */
 #define CE_TILE_STAGE_PAD 16
 
 /* ---- portable fallback ------------------------------------------------- */
-#define CE_TILE_SCALAR(T, W)                                                           \
+#define CE_TILE_SCALAR(T)                                                              \
     static inline void ce_tile_in_scalar_##T(const T *x, ptrdiff_t rs, int64_t C, T *xt) { \
-        for (int64_t j = 0; j < W; ++j)                                                \
-            for (int64_t c = 0; c < C; ++c) xt[c * W + j] = x[j * rs + c];             \
+        for (int64_t j = 0; j < 16; ++j)                                               \
+            for (int64_t c = 0; c < C; ++c) xt[c * 16 + j] = x[j * rs + c];            \
     }                                                                                  \
     static inline void ce_tile_out_scalar_##T(const T *xt, int64_t C, T *g) {          \
-        for (int64_t j = 0; j < W; ++j)                                                \
-            for (int64_t c = 0; c < C; ++c) g[j * C + c] = xt[c * W + j];              \
+        for (int64_t j = 0; j < 16; ++j)                                               \
+            for (int64_t c = 0; c < C; ++c) g[j * C + c] = xt[c * 16 + j];             \
     }
-CE_TILE_SCALAR(float, 16)
-CE_TILE_SCALAR(double, 8)
+CE_TILE_SCALAR(float)
+CE_TILE_SCALAR(double)
 #undef CE_TILE_SCALAR
 
 #if defined(__AVX512F__)
@@ -126,10 +126,12 @@ static inline void ce_tile_in_double(const double *x, ptrdiff_t rs, int64_t C, d
     for (int64_t c0 = 0; c0 < C; c0 += 8) {
         const int64_t n = C - c0 < 8 ? C - c0 : 8;
         const __mmask8 k = (__mmask8)((1u << n) - 1u);
-        __m512d r[8];
-        for (int j = 0; j < 8; ++j) r[j] = _mm512_maskz_loadu_pd(k, x + j * rs + c0);
-        ce_tr8_pd(r);
-        for (int64_t c = 0; c < n; ++c) _mm512_storeu_pd(xt + (c0 + c) * 8, r[c]);
+        for (int h = 0; h < 16; h += 8) {
+            __m512d r[8];
+            for (int j = 0; j < 8; ++j) r[j] = _mm512_maskz_loadu_pd(k, x + (h + j) * rs + c0);
+            ce_tr8_pd(r);
+            for (int64_t c = 0; c < n; ++c) _mm512_storeu_pd(xt + (c0 + c) * 16 + h, r[c]);
+        }
     }
 }
 
@@ -138,10 +140,13 @@ static inline void ce_tile_out_double(const double *xt, int64_t C, double *g, do
     for (int64_t c0 = 0; c0 < C; c0 += 8) {
         const int64_t n = C - c0 < 8 ? C - c0 : 8;
         const __mmask8 k = (__mmask8)((1u << n) - 1u);
-        __m512d r[8];
-        for (int c = 0; c < 8; ++c) r[c] = c < n ? _mm512_loadu_pd(xt + (c0 + c) * 8) : _mm512_setzero_pd();
-        ce_tr8_pd(r);
-        for (int j = 0; j < 8; ++j) _mm512_mask_storeu_pd(g + j * C + c0, k, r[j]);
+        for (int h = 0; h < 16; h += 8) {
+            __m512d r[8];
+            for (int c = 0; c < 8; ++c)
+                r[c] = c < n ? _mm512_loadu_pd(xt + (c0 + c) * 16 + h) : _mm512_setzero_pd();
+            ce_tr8_pd(r);
+            for (int j = 0; j < 8; ++j) _mm512_mask_storeu_pd(g + (h + j) * C + c0, k, r[j]);
+        }
     }
 }
 
@@ -218,13 +223,13 @@ static inline void ce_tile_in_double(const double *x, ptrdiff_t rs, int64_t C, d
     for (int64_t c0 = 0; c0 < C; c0 += 4) {
         const int64_t n = C - c0 < 4 ? C - c0 : 4;
         const __m256i k = ce_mask4_epi64(n);
-        for (int h = 0; h < 8; h += 4) {
+        for (int h = 0; h < 16; h += 4) {
             __m256d r[4];
             for (int j = 0; j < 4; ++j)
                 r[j] = n == 4 ? _mm256_loadu_pd(x + (h + j) * rs + c0)
                               : _mm256_maskload_pd(x + (h + j) * rs + c0, k);
             ce_tr4_pd(r);
-            for (int64_t c = 0; c < n; ++c) _mm256_storeu_pd(xt + (c0 + c) * 8 + h, r[c]);
+            for (int64_t c = 0; c < n; ++c) _mm256_storeu_pd(xt + (c0 + c) * 16 + h, r[c]);
         }
     }
 }
@@ -232,15 +237,15 @@ static inline void ce_tile_in_double(const double *x, ptrdiff_t rs, int64_t C, d
 static inline void ce_tile_out_double(const double *xt, int64_t C, double *g, double *stage) {
     for (int64_t c0 = (C - 1) / 4 * 4; c0 >= 0; c0 -= 4) {
         const int64_t n = C - c0 < 4 ? C - c0 : 4;
-        for (int h = 0; h < 8; h += 4) {
+        for (int h = 0; h < 16; h += 4) {
             __m256d r[4];
             for (int c = 0; c < 4; ++c)
-                r[c] = c < n ? _mm256_loadu_pd(xt + (c0 + c) * 8 + h) : _mm256_setzero_pd();
+                r[c] = c < n ? _mm256_loadu_pd(xt + (c0 + c) * 16 + h) : _mm256_setzero_pd();
             ce_tr4_pd(r);
             for (int j = 0; j < 4; ++j) _mm256_storeu_pd(stage + (h + j) * C + c0, r[j]);
         }
     }
-    for (int64_t i = 0; i < 8 * C; i += 4) _mm256_storeu_pd(g + i, _mm256_loadu_pd(stage + i));
+    for (int64_t i = 0; i < 16 * C; i += 4) _mm256_storeu_pd(g + i, _mm256_loadu_pd(stage + i));
 }
 
 #else

@@ -85,6 +85,19 @@ CE_INLINE void ce_prefetch_bytes(const ce_prefetch *pf, int64_t from, int64_t to
 #endif
 }
 
+/* The same into L2 only: for a whole tile of rows requested at once, which
+ * in L1 would evict the tile being computed. */
+CE_INLINE void ce_prefetch_bytes_l2(const ce_prefetch *pf, int64_t from, int64_t to) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (int64_t o = from; o < to; o += 64) {
+        __builtin_prefetch(pf->x + o, 0, 2);
+        if (pf->g) __builtin_prefetch(pf->g + o, 1, 2);
+    }
+#else
+    (void)pf, (void)from, (void)to;
+#endif
+}
+
 /* Pairwise sum of n doubles in a fixed order (the order depends on n only,
  * never on the thread count). */
 static inline double ce_pairwise_sum(const double *v, int64_t n) {

@@ -94,7 +94,7 @@ CE_INLINE double CE_FN(ent_row)(const CE_T *p, ptrdiff_t sp, int64_t C, int *neg
 /* Class axis not last (inner > 1, unit inner stride): rows are columns of a
  * (C, inner) slab. Walking one row at a time would touch a new cache line
  * (and often a new page) per element, so a tile of CE_TILE neighbouring rows
- * (one cache line wide) is processed together, vectorised across the rows, in
+ * (one or two cache lines wide) is processed together, vectorised across the rows, in
  * place in the slab: the same passes as sm_row, by the tile scan the
  * categorical tile path uses too (tilescan_impl.h). The tiling is a function
  * of the shape only (never of the thread count). Returns, for entropy, the

@@ -5,7 +5,8 @@
  *
  * A tile holds nb <= CE_TILE rows class-major: class c of row j at
  * x[c * sc + j], so each pass is, per class, one unit-stride vector loop over
- * the rows (lanes). CE_TILE rows fill one cache line per class.
+ * the rows (lanes). CE_TILE = 16 rows fill one or two cache lines per class
+ * (float, double) and one or two vector registers (AVX-512).
  *
  *   tile_max     pass 1: per-lane max and whether the lane holds NaN; and,
  *                for an integer target, the target's logit (the lane's class
@@ -23,7 +24,7 @@
  * argument); the callers overwrite them. The flags are constants after
  * inlining, so every variant is a branch-free vector loop. */
 
-#define CE_TILE ((int64_t)(64 / sizeof(CE_T)))
+#define CE_TILE ((int64_t)CE_TILE_ROWS)
 
 #define CE_DOT_NONE 0
 #define CE_DOT_SMOOTH 1  /* sum w_c (m - x_c) */
@@ -72,33 +73,33 @@ CE_INLINE void CE_FN(tile_expsum)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_
                                   const CE_I *restrict y, CE_T *restrict e_y, double *restrict sl,
                                   double *restrict nm, double *restrict dot, const int store,
                                   const int dotkind) {
-    /* (one loop over the classes with the fold inside it: with a nested
-     * chunk loop GCC 12 no longer vectorises the class loop) */
-    CE_T cs[CE_TILE], cn[CE_TILE];
     for (int64_t j = 0; j < nb; ++j) {
-        cs[j] = cn[j] = 0;
         sl[j] = nm[j] = 0.0;
         if (dotkind != CE_DOT_NONE) dot[j] = 0.0;
         if (y) e_y[j] = 0;
     }
-    for (int64_t c = 0; c < C; ++c) {
-        const CE_T *xc = x + c * sc;
-        CE_T *ec = store ? e + c * se : NULL;
-        const CE_T wc = w ? w[c] : (CE_T)1;
-        /* a class of weight 0 adds nothing to the smoothing sum */
-        if (dotkind == CE_DOT_SMOOTH && wc != 0)
-            CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, (double)wc, y, (CE_I)c, e_y, store,
-                                  CE_DOT_SMOOTH);
-        else if (dotkind == CE_DOT_ENTROPY)
-            CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, y, (CE_I)c, e_y, store, CE_DOT_ENTROPY);
-        else
-            CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, y, (CE_I)c, e_y, store, CE_DOT_NONE);
-        if ((c + 1) % CE_CHUNK == 0 || c + 1 == C) {
-            for (int64_t j = 0; j < nb; ++j) {
-                sl[j] += (double)cs[j];
-                nm[j] += (double)cn[j];
-                cs[j] = cn[j] = 0;
-            }
+    for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
+        const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
+        CE_T cs[CE_TILE], cn[CE_TILE];
+        for (int64_t j = 0; j < nb; ++j) cs[j] = cn[j] = 0;
+        for (int64_t c = c0; c < c1; ++c) {
+            const CE_T *xc = x + c * sc;
+            CE_T *ec = store ? e + c * se : NULL;
+            const CE_T wc = w ? w[c] : (CE_T)1;
+            /* a class of weight 0 adds nothing to the smoothing sum */
+            if (dotkind == CE_DOT_SMOOTH && wc != 0)
+                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, (double)wc, y, (CE_I)c, e_y, store,
+                                      CE_DOT_SMOOTH);
+            else if (dotkind == CE_DOT_ENTROPY)
+                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, y, (CE_I)c, e_y, store,
+                                      CE_DOT_ENTROPY);
+            else
+                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, y, (CE_I)c, e_y, store, CE_DOT_NONE);
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < nb; ++j) {
+            sl[j] += (double)cs[j];
+            nm[j] += (double)cn[j];
         }
     }
 }
