@@ -68,6 +68,7 @@ int CE_FN(ce_categorical)(ce_cat_args *a) {
     if (ce_split_rows(N, C) && a->softcap <= 0.0) {
         double *row_loss = (double *)malloc((size_t)(N > 0 ? N : 1) * sizeof(double));
         if (!row_loss) return CE_ERR_NOMEM;
+        ce_path_hit(CE_PATH_SPLIT);
         rc = CE_FN(cat_split)(a, &k, gscale, row_loss);
         for (int64_t r = 0; rc == CE_OK && r < N; ++r) {
             if (a->loss_out) ((CE_T *)a->loss_out)[r] = (CE_T)row_loss[r];

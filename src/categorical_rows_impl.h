@@ -123,6 +123,8 @@ static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsca
     const int64_t N = a->outer * a->inner, C = a->C;
     const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
     const int tile = CE_FN(use_tile)(a);
+    const int regs = CE_TILE_IN_REGISTERS && a->inner == 1 && a->xs_c == 1 && N >= CE_TILE;
+    ce_path_hit(!tile ? CE_PATH_ROW : regs ? CE_PATH_TILE_REGISTERS : CE_PATH_TILE_ELEMENTS);
     const size_t scratch_len = tile ? CE_FN(tile_scratch_len)(C) : cap > 0.0 ? (size_t)(2 * C) : 0;
     int nomem = 0;
     if (nt > 1) {

@@ -26,6 +26,12 @@
 #endif
 
 #define CE_TILE_ROWS 16
+/* whether ce_tile_in / ce_tile_out below work in registers */
+#if defined(__AVX512F__) || defined(__AVX2__)
+#define CE_TILE_IN_REGISTERS 1
+#else
+#define CE_TILE_IN_REGISTERS 0
+#endif
 /* The staging a tile_out needs beyond 16 * C elements (AVX2's overhang). */
 #define CE_TILE_STAGE_PAD 16
 

@@ -98,6 +98,20 @@ CE_INLINE void ce_prefetch_bytes_l2(const ce_prefetch *pf, int64_t from, int64_t
 #endif
 }
 
+/* Which driver a categorical call took, counted (dispatch.c) so that the tests
+ * can show a path ran, not only that its results are right: they read
+ * ce_path_count through ctypes (tests/test_tile_path.py). The shape alone
+ * decides the driver; one relaxed atomic add per call. */
+enum {
+    CE_PATH_ROW = 0,            /* whole rows, vectorised along each row */
+    CE_PATH_TILE_ELEMENTS = 1,  /* tiles of rows, transposed element by element */
+    CE_PATH_TILE_REGISTERS = 2, /* tiles of rows, transposed in registers (AVX2, AVX-512) */
+    CE_PATH_SPLIT = 3,          /* a few huge rows split along the classes */
+    CE_PATH_COUNT = 4
+};
+void ce_path_hit(int path);
+int64_t ce_path_count(int path);
+
 /* Pairwise sum of n doubles in a fixed order (the order depends on n only,
  * never on the thread count). */
 static inline double ce_pairwise_sum(const double *v, int64_t n) {

@@ -6,6 +6,9 @@
  * ce_fast/_config.py reads it at import and calls ce_set_isa (through the
  * binding's set_isa), which tests also call to run every supported level. */
 #include <string.h>
+#ifdef _MSC_VER
+#include <intrin.h>
+#endif
 
 #include "ce_kernels.h"
 #include "ce_util.h"
@@ -120,6 +123,25 @@ void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int 
         const int64_t lo = i * part, hi = lo + part < n ? lo + part : n;
         if (lo < hi) f(kind, (const char *)x + lo * size, (char *)y + lo * size, hi - lo);
     }
+}
+
+static int64_t path_counts[CE_PATH_COUNT];
+
+void ce_path_hit(int path) {
+#if defined(_MSC_VER)
+    _InterlockedIncrement64((volatile long long *)&path_counts[path]);
+#else
+    __atomic_fetch_add(&path_counts[path], 1, __ATOMIC_RELAXED);
+#endif
+}
+
+int64_t ce_path_count(int path) {
+    if (path < 0 || path >= CE_PATH_COUNT) return -1;
+#if defined(_MSC_VER)
+    return path_counts[path];
+#else
+    return __atomic_load_n(&path_counts[path], __ATOMIC_RELAXED);
+#endif
 }
 
 const char *ce_compiler(void) {
