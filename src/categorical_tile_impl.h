@@ -209,10 +209,9 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     else if (!zl) CE_FN(tile_finish)(k, &in, &out, 1, 0);
     else CE_FN(tile_finish)(k, &in, &out, 1, 1);
     double acc = 0.0;
-    for (int64_t j = 0; j < nb; ++j) {
-        if (loss_out) loss_out[r0 + j] = (CE_T)loss[j];
-        acc += loss[j];
-    }
+    for (int64_t j = 0; j < nb; ++j) acc += loss[j];
+    if (loss_out)
+        for (int64_t j = 0; j < nb; ++j) loss_out[r0 + j] = (CE_T)loss[j];
     if (!want_g) return acc;
 
     /* pass 3: the gradient in place of e (NaN for bad rows through ga, g_y) */

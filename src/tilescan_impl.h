@@ -32,11 +32,9 @@
 
 CE_INLINE void CE_FN(tile_max)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t nb, CE_T *restrict m,
                                CE_I *restrict nan, const CE_I *restrict y, CE_T *restrict xy) {
-    for (int64_t j = 0; j < nb; ++j) {
-        m[j] = -INFINITY;
-        nan[j] = 0;
-        if (y) xy[j] = 0;
-    }
+    for (int64_t j = 0; j < nb; ++j) m[j] = -INFINITY, nan[j] = 0;
+    if (y)
+        for (int64_t j = 0; j < nb; ++j) xy[j] = 0;
     for (int64_t c = 0; c < C; ++c) {
         const CE_T *restrict xc = x + c * sc;
 #pragma omp simd
@@ -73,11 +71,12 @@ CE_INLINE void CE_FN(tile_expsum)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_
                                   const CE_I *restrict y, CE_T *restrict e_y, double *restrict sl,
                                   double *restrict nm, double *restrict dot, const int store,
                                   const int dotkind) {
-    for (int64_t j = 0; j < nb; ++j) {
-        sl[j] = nm[j] = 0.0;
-        if (dotkind != CE_DOT_NONE) dot[j] = 0.0;
-        if (y) e_y[j] = 0;
-    }
+#pragma omp simd
+    for (int64_t j = 0; j < nb; ++j) sl[j] = nm[j] = 0.0;
+    if (dotkind != CE_DOT_NONE)
+        for (int64_t j = 0; j < nb; ++j) dot[j] = 0.0;
+    if (y)
+        for (int64_t j = 0; j < nb; ++j) e_y[j] = 0;
     for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
         CE_T cs[CE_TILE], cn[CE_TILE];
