@@ -10,12 +10,11 @@
  * j for each class c:
  *   in       the tile transposed into xt (ce_transpose.h: in registers for
  *            whole tiles of contiguous rows, else an element loop);
- *   pass 1   per-row max, NaN, and the target's logit (tilescan_impl.h);
- *   pass 2   e = exp(x - m) into xt, the sums, the target's e (tilescan);
+ *   pass 1   per-row max and NaN (tilescan_impl.h);
+ *   pass 2   e = exp(x - m) into xt, and the sums (tilescan);
  *   finish   loss, gradient coefficients and the target's own gradient of
  *            every row at once, in double lanes;
- *   pass 3   the gradient in place of e, the target's entry selected by a
- *            compare per class (no scalar stores into the tile);
+ *   pass 3   the gradient in place of e, then the target's own entry;
  *   out      transposed back into the gradient rows.
  * Its arithmetic is the row path's (int_loss, int_coef_A/B, target_grad_k,
  * split_scale), so the two paths agree to rounding, and the choice between
@@ -25,10 +24,14 @@
  * and softcap take the row path. */
 
 /* The widest rows (class axis last) that take the tile path: where the row
- * path's vector loops overtake it, measured (1 thread, AVX-512 and AVX2,
- * 32768 and 65536 rows) at C ~ 100-130 for float32 and ~48 for float64,
- * whose tile does twice the shuffling per byte (see use_tile). */
-#define CE_TILE_MAX_C ((int64_t)(sizeof(CE_T) == 4 ? 128 : 48))
+ * path's vector loops overtake it, measured with 65536 rows, 1 thread (Zen 5,
+ * loss and gradient): C ~ 64 (float) and ~40 (double) with the transposes in
+ * registers, ~32 and ~8 without (two-lane SSE2 doubles gain nothing). */
+#if CE_TILE_IN_REGISTERS
+#define CE_TILE_MAX_C ((int64_t)(sizeof(CE_T) == 4 ? 64 : 40))
+#else
+#define CE_TILE_MAX_C ((int64_t)(sizeof(CE_T) == 4 ? 32 : 8))
+#endif
 
 /* Scratch per thread: the tile, and the staging of ce_tile_out. */
 CE_INLINE size_t CE_FN(tile_scratch_len)(int64_t C) {
@@ -40,23 +43,18 @@ CE_INLINE int CE_FN(use_tile)(const ce_cat_args *a) {
            a->C <= (int64_t)1 << 20;
 }
 
-/* Per-row inputs of a tile: the target class (-1: ignored row, or a lane
- * past the tile's nb rows), its weight, the sample weight and the upstream
- * scale. Returns whether a lane is skipped. */
+/* Per-row inputs of a tile: the target class (-1 for an ignored row or a
+ * lane past the tile's nb rows), its weight, the sample weight and the
+ * upstream scale. Returns whether a lane is skipped. */
 CE_INLINE int CE_FN(tile_lanes)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale,
-                                int64_t r0, int64_t nb, CE_I *restrict y, CE_T *restrict wy,
+                                int64_t r0, int64_t nb, int64_t *restrict y, CE_T *restrict wy,
                                 CE_T *restrict sw, CE_T *restrict gs) {
     const int64_t *restrict t = a->target + r0, ign = a->ignore_index;
     const CE_T *restrict sw_in = (const CE_T *)a->sample_weight, *restrict go_in = (const CE_T *)a->grad_output;
-    CE_I skips = nb < CE_TILE;
-    if (nb == CE_TILE) {
-#pragma omp simd reduction(| : skips)
-        for (int64_t j = 0; j < CE_TILE; ++j) {
-            y[j] = t[j] == ign ? (CE_I)-1 : (CE_I)t[j];
-            skips |= y[j] < 0;
-        }
-    } else {
-        for (int64_t j = 0; j < CE_TILE; ++j) y[j] = j < nb && t[j] != ign ? (CE_I)t[j] : (CE_I)-1;
+    int64_t skips = nb < CE_TILE;
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        y[j] = j < nb && t[j < nb ? j : 0] != ign ? t[j] : -1;
+        skips |= y[j] < 0;
     }
     /* (no loads under a mask from a NULL array: a masked-off load from an
      * unmapped page takes a microcode assist, ~100s of cycles on AMD) */
@@ -125,16 +123,12 @@ CE_INLINE void CE_FN(tile_finish)(const CE_FN(cat_ctx) * k, const CE_FN(tile_in)
     }
 }
 
-/* Pass 3 for one class c: the gradient in place of e, the target's own entry
- * where y == c (flags constant after inlining). */
-CE_INLINE void CE_FN(tile_grad_class)(CE_T *restrict xc, CE_I c, CE_T wc, const CE_I *restrict y,
-                                      const CE_T *restrict ga, const CE_T *restrict gb,
-                                      const CE_T *restrict g_y, const int smooth) {
+/* Pass 3 for one class: the gradient in place of e (flags constant after
+ * inlining). */
+CE_INLINE void CE_FN(tile_grad_class)(CE_T *restrict xc, CE_T wc, const CE_T *restrict ga,
+                                      const CE_T *restrict gb, const int smooth) {
 #pragma omp simd
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        const CE_T v = smooth ? ga[j] * xc[j] - gb[j] * wc : ga[j] * xc[j];
-        xc[j] = y[j] == c ? g_y[j] : v;
-    }
+    for (int64_t j = 0; j < CE_TILE; ++j) xc[j] = smooth ? ga[j] * xc[j] - gb[j] * wc : ga[j] * xc[j];
 }
 
 /* Rows r0 .. r0 + nb - 1; returns their loss sum and writes per-row losses;
@@ -153,7 +147,7 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     const int vec = nb == CE_TILE && inner == 1 && xs == 1;
     CE_T *stage = xt + CE_TILE * C;
 
-    CE_I y[CE_TILE];
+    int64_t y[CE_TILE];
     CE_T wy[CE_TILE], sw[CE_TILE], gs[CE_TILE];
     const int skips = CE_FN(tile_lanes)(a, k, gscale, r0, nb, y, wy, sw, gs);
 
@@ -175,31 +169,37 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
         }
     }
 
-    CE_T m[CE_TILE], xy[CE_TILE], e_y[CE_TILE];
+    /* the target's entries of the tile are read and written one per row:
+     * a compare-and-select per class and row costs more from C ~ 4 (and
+     * far more with two-lane SSE2 vectors) */
+    CE_T m[CE_TILE], xy[CE_TILE], e_y[CE_TILE], sk[CE_TILE];
     CE_I nan[CE_TILE];
-    CE_FN(tile_max)(xt, CE_TILE, C, CE_TILE, m, nan, y, xy);
+    for (int64_t j = 0; j < CE_TILE; ++j) {
+        xy[j] = y[j] >= 0 ? xt[y[j] * CE_TILE + j] : 0;
+        sk[j] = y[j] < 0 ? (CE_T)1 : (CE_T)0;
+    }
+    CE_FN(tile_max)(xt, CE_TILE, C, CE_TILE, m, nan);
     CE_T st[CE_TILE];
 #pragma omp simd
     for (int64_t j = 0; j < CE_TILE; ++j) {
         const int bad = nan[j] || m[j] == INFINITY || m[j] == -INFINITY;
-        st[j] = y[j] < 0 ? (CE_T)1 : bad ? (CE_T)2 : (CE_T)0;
+        st[j] = sk[j] != 0 ? (CE_T)1 : bad ? (CE_T)2 : (CE_T)0;
         m[j] = st[j] != 0 ? (CE_T)0 : m[j]; /* any finite reference: the lane is overwritten */
     }
     double sl[CE_TILE], nm[CE_TILE], dot[CE_TILE];
     if (want_g && !smooth)
-        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, xt, CE_TILE, NULL, y, e_y, sl, nm, NULL, 1, CE_DOT_NONE);
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, xt, CE_TILE, NULL, sl, nm, NULL, 1, CE_DOT_NONE);
     else if (!want_g && !smooth)
-        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, NULL, 0, NULL, NULL, NULL, sl, nm, NULL, 0, CE_DOT_NONE);
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, NULL, 0, NULL, sl, nm, NULL, 0, CE_DOT_NONE);
     else if (want_g)
-        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, xt, CE_TILE, k->w, y, e_y, sl, nm, dot, 1, CE_DOT_SMOOTH);
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, xt, CE_TILE, k->w, sl, nm, dot, 1, CE_DOT_SMOOTH);
     else
-        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, NULL, 0, k->w, NULL, NULL, sl, nm, dot, 0, CE_DOT_SMOOTH);
+        CE_FN(tile_expsum)(xt, CE_TILE, C, CE_TILE, m, NULL, 0, k->w, sl, nm, dot, 0, CE_DOT_SMOOTH);
 
     CE_T sp[CE_TILE];
-    for (int64_t j = 0; j < CE_TILE; ++j) {
-        sp[j] = (CE_T)(sl[j] + (nm[j] - 1.0));
-        if (!want_g) e_y[j] = 0;
-    }
+#pragma omp simd
+    for (int64_t j = 0; j < CE_TILE; ++j) sp[j] = (CE_T)(sl[j] + (nm[j] - 1.0));
+    for (int64_t j = 0; j < CE_TILE; ++j) e_y[j] = want_g && y[j] >= 0 ? xt[y[j] * CE_TILE + j] : 0;
     double loss[CE_TILE];
     CE_T ga[CE_TILE], gb[CE_TILE], g_y[CE_TILE], post[CE_TILE];
     const CE_FN(tile_in) in = {m, xy, e_y, sp, wy, sw, gs, st, dot};
@@ -220,9 +220,11 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     for (int64_t j = 0; j < CE_TILE; ++j) posts |= post[j] != 1;
     for (int64_t c = 0; c < C; ++c) {
         const CE_T wc = k->w ? k->w[c] : (CE_T)1;
-        if (smooth) CE_FN(tile_grad_class)(xt + c * CE_TILE, (CE_I)c, wc, y, ga, gb, g_y, 1);
-        else CE_FN(tile_grad_class)(xt + c * CE_TILE, (CE_I)c, wc, y, ga, gb, g_y, 0);
+        if (smooth) CE_FN(tile_grad_class)(xt + c * CE_TILE, wc, ga, gb, 1);
+        else CE_FN(tile_grad_class)(xt + c * CE_TILE, wc, ga, gb, 0);
     }
+    for (int64_t j = 0; j < CE_TILE; ++j)
+        if (y[j] >= 0) xt[y[j] * CE_TILE + j] = g_y[j];
     if (skips || posts) { /* rare: ignored rows exactly 0 whatever their logits; post scales */
         for (int64_t j = 0; j < CE_TILE; ++j) {
             for (int64_t c = 0; c < C; ++c) {

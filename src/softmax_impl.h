@@ -134,15 +134,15 @@ CE_INLINE int64_t CE_FN(sm_tile)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t
     CE_T m[CE_TILE];
     CE_I nan[CE_TILE];
     double sl[CE_TILE], nm[CE_TILE], dot[CE_TILE];
-    CE_FN(tile_max)(x, sc, C, nb, m, nan, NULL, NULL);
+    CE_FN(tile_max)(x, sc, C, nb, m, nan);
     /* bad lanes (NaN, +inf, all -inf) compute garbage (see tilescan_impl.h)
      * and are overwritten at the end; softmax stores e in the output */
     if (op == CE_SM_SOFTMAX)
-        CE_FN(tile_expsum)(x, sc, C, nb, m, y, syc, NULL, NULL, NULL, sl, nm, NULL, 1, CE_DOT_NONE);
+        CE_FN(tile_expsum)(x, sc, C, nb, m, y, syc, NULL, sl, nm, NULL, 1, CE_DOT_NONE);
     else if (op == CE_SM_SOFTMAX_ENTROPY)
-        CE_FN(tile_expsum)(x, sc, C, nb, m, NULL, 0, NULL, NULL, NULL, sl, nm, dot, 0, CE_DOT_ENTROPY);
+        CE_FN(tile_expsum)(x, sc, C, nb, m, NULL, 0, NULL, sl, nm, dot, 0, CE_DOT_ENTROPY);
     else
-        CE_FN(tile_expsum)(x, sc, C, nb, m, NULL, 0, NULL, NULL, NULL, sl, nm, NULL, 0, CE_DOT_NONE);
+        CE_FN(tile_expsum)(x, sc, C, nb, m, NULL, 0, NULL, sl, nm, NULL, 0, CE_DOT_NONE);
     CE_T k[CE_TILE]; /* log_softmax: L1; softmax: 1 / (1 + s') */
     int bad[CE_TILE];
     for (int64_t j = 0; j < nb; ++j) {

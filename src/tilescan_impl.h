@@ -8,13 +8,11 @@
  * the rows (lanes). CE_TILE = 16 rows fill one or two cache lines per class
  * (float, double) and one or two vector registers (AVX-512).
  *
- *   tile_max     pass 1: per-lane max and whether the lane holds NaN; and,
- *                for an integer target, the target's logit (the lane's class
- *                y[j], -1 for none);
+ *   tile_max     pass 1: per-lane max and whether the lane holds NaN;
  *   tile_expsum  pass 2: e = exp(x - m) (stored when asked: e may alias x
  *                exactly), per lane s_less = sum of e over x < m and
  *                n_max = #{x == m} (so s' = s_less + (n_max - 1) has no
- *                cancellation), optionally the target's e, and a dot product:
+ *                cancellation), and optionally a dot product:
  *                sum w_c (m - x_c) (label smoothing; w NULL means 1) or
  *                sum e_c (m - x_c) (softmax_entropy), a term being 0 where its
  *                coefficient or m - x_c is 0 (no 0 * inf, no inf * 0).
@@ -31,10 +29,8 @@
 #define CE_DOT_ENTROPY 2 /* sum e_c (m - x_c) */
 
 CE_INLINE void CE_FN(tile_max)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t nb, CE_T *restrict m,
-                               CE_I *restrict nan, const CE_I *restrict y, CE_T *restrict xy) {
+                               CE_I *restrict nan) {
     for (int64_t j = 0; j < nb; ++j) m[j] = -INFINITY, nan[j] = 0;
-    if (y)
-        for (int64_t j = 0; j < nb; ++j) xy[j] = 0;
     for (int64_t c = 0; c < C; ++c) {
         const CE_T *restrict xc = x + c * sc;
 #pragma omp simd
@@ -42,7 +38,6 @@ CE_INLINE void CE_FN(tile_max)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t n
             const CE_T v = xc[j];
             m[j] = v > m[j] ? v : m[j];
             nan[j] |= (CE_I)(v != v);
-            if (y) xy[j] = y[j] == (CE_I)c ? v : xy[j];
         }
     }
 }
@@ -50,8 +45,7 @@ CE_INLINE void CE_FN(tile_max)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t n
 /* One class of pass 2 (see tile_expsum). */
 CE_INLINE void CE_FN(tile_exp_class)(const CE_T *xc, CE_T *ec, int64_t nb, const CE_T *restrict m,
                                      CE_T *restrict cs, CE_T *restrict cn, double *restrict dot, double wc,
-                                     const CE_I *restrict y, CE_I c, CE_T *restrict e_y, const int store,
-                                     const int dotkind) {
+                                     const int store, const int dotkind) {
 #pragma omp simd
     for (int64_t j = 0; j < nb; ++j) {
         const CE_T xv = xc[j]; /* read before ec (may alias xc) is written */
@@ -60,7 +54,6 @@ CE_INLINE void CE_FN(tile_exp_class)(const CE_T *xc, CE_T *ec, int64_t nb, const
         if (store) ec[j] = e;
         cs[j] += CE_FN(keep_if)(e, d < 0);
         cn[j] += (CE_T)(d == 0);
-        if (y) e_y[j] = y[j] == c ? e : e_y[j];
         if (dotkind == CE_DOT_SMOOTH) dot[j] += d == 0 ? 0.0 : wc * ((double)m[j] - (double)xv);
         if (dotkind == CE_DOT_ENTROPY) dot[j] += e == 0 ? 0.0 : (double)e * -(double)d;
     }
@@ -68,15 +61,12 @@ CE_INLINE void CE_FN(tile_exp_class)(const CE_T *xc, CE_T *ec, int64_t nb, const
 
 CE_INLINE void CE_FN(tile_expsum)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_t nb,
                                   const CE_T *restrict m, CE_T *e, ptrdiff_t se, const CE_T *restrict w,
-                                  const CE_I *restrict y, CE_T *restrict e_y, double *restrict sl,
-                                  double *restrict nm, double *restrict dot, const int store,
-                                  const int dotkind) {
+                                  double *restrict sl, double *restrict nm, double *restrict dot,
+                                  const int store, const int dotkind) {
 #pragma omp simd
     for (int64_t j = 0; j < nb; ++j) sl[j] = nm[j] = 0.0;
     if (dotkind != CE_DOT_NONE)
         for (int64_t j = 0; j < nb; ++j) dot[j] = 0.0;
-    if (y)
-        for (int64_t j = 0; j < nb; ++j) e_y[j] = 0;
     for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
         CE_T cs[CE_TILE], cn[CE_TILE];
@@ -87,13 +77,11 @@ CE_INLINE void CE_FN(tile_expsum)(const CE_T *x, ptrdiff_t sc, int64_t C, int64_
             const CE_T wc = w ? w[c] : (CE_T)1;
             /* a class of weight 0 adds nothing to the smoothing sum */
             if (dotkind == CE_DOT_SMOOTH && wc != 0)
-                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, (double)wc, y, (CE_I)c, e_y, store,
-                                      CE_DOT_SMOOTH);
+                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, (double)wc, store, CE_DOT_SMOOTH);
             else if (dotkind == CE_DOT_ENTROPY)
-                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, y, (CE_I)c, e_y, store,
-                                      CE_DOT_ENTROPY);
+                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, store, CE_DOT_ENTROPY);
             else
-                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, y, (CE_I)c, e_y, store, CE_DOT_NONE);
+                CE_FN(tile_exp_class)(xc, ec, nb, m, cs, cn, dot, 0.0, store, CE_DOT_NONE);
         }
 #pragma omp simd
         for (int64_t j = 0; j < nb; ++j) {
