@@ -10,11 +10,12 @@
  * With AVX-512 or AVX2 the tile is cut into square blocks of one vector
  * register per row (16 or 8 floats, 8 or 4 doubles), each transposed in
  * registers by the usual unpack / shuffle network; a row's last block is
- * loaded with a mask. AVX2's masked store is slow on AMD, so there the blocks
- * go out through a small staging copy of the tile's contiguous output
- * (unmasked stores whose overhang the next store overwrites), copied out in
- * whole vectors. Elsewhere a plain element loop serves (scalar fallback). A
- * transpose moves data only, so every ISA gives the same bits. */
+ * loaded with a mask. The blocks go out through a small staging copy of the
+ * tile's contiguous output (unmasked stores whose overhang a later store
+ * overwrites), copied out in whole vectors: AVX2's masked store is slow on
+ * AMD, and one body then serves both ISAs. Elsewhere a plain element loop
+ * serves (scalar fallback). A transpose moves data only, so every ISA gives
+ * the same bits. */
 #ifndef CE_TRANSPOSE_H
 #define CE_TRANSPOSE_H
 
@@ -32,7 +33,7 @@
 #else
 #define CE_TILE_IN_REGISTERS 0
 #endif
-/* The staging a tile_out needs beyond 16 * C elements (AVX2's overhang). */
+/* The staging a tile_out needs beyond 16 * C elements (the overhang). */
 #define CE_TILE_STAGE_PAD 16
 
 /* ---- portable fallback ------------------------------------------------- */
@@ -48,6 +49,38 @@
 CE_TILE_SCALAR(float)
 CE_TILE_SCALAR(double)
 #undef CE_TILE_SCALAR
+
+/* ---- in registers ------------------------------------------------------- */
+/* The tile in square blocks of B rows by B classes, one register V per row:
+ * LOADN(p, n) loads n <= B elements (the rest zero, nothing read past them),
+ * STORE an unaligned full store, ZERO a zero register, TR(r) the in-register
+ * transpose (r[i] = row i -> r[c] = column c). */
+#define CE_TILE_BLOCKS(T, V, B, LOADN, STORE, LOAD, ZERO, TR)                           \
+    static inline void ce_tile_in_##T(const T *x, ptrdiff_t rs, int64_t C, T *xt) {     \
+        for (int64_t c0 = 0; c0 < C; c0 += B) {                                        \
+            const int64_t n = C - c0 < B ? C - c0 : B;                                 \
+            for (int h = 0; h < 16; h += B) {                                          \
+                V r[B];                                                                \
+                for (int j = 0; j < B; ++j) r[j] = LOADN(x + (h + j) * rs + c0, n);    \
+                TR(r);                                                                 \
+                for (int64_t c = 0; c < n; ++c) STORE(xt + (c0 + c) * 16 + h, r[c]);    \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    /* chunks last to first, rows in order: a row's store overhangs into the rows  \
+     * after it, which their own stores (later) put right */                          \
+    static inline void ce_tile_out_##T(const T *xt, int64_t C, T *g, T *stage) {       \
+        for (int64_t c0 = (C - 1) / B * B; c0 >= 0; c0 -= B) {                         \
+            const int64_t n = C - c0 < B ? C - c0 : B;                                 \
+            for (int h = 0; h < 16; h += B) {                                          \
+                V r[B];                                                                \
+                for (int c = 0; c < B; ++c) r[c] = c < n ? LOAD(xt + (c0 + c) * 16 + h) : ZERO(); \
+                TR(r);                                                                 \
+                for (int j = 0; j < B; ++j) STORE(stage + (h + j) * C + c0, r[j]);     \
+            }                                                                          \
+        }                                                                              \
+        for (int64_t i = 0; i < 16 * C; i += B) STORE(g + i, LOAD(stage + i));         \
+    }
 
 #if defined(__AVX512F__)
 /* ---- AVX-512: 16 x 16 floats, 8 x 8 doubles ----------------------------- */
@@ -105,59 +138,17 @@ static inline void ce_tr8_pd(__m512d r[8]) {
     for (int i = 0; i < 8; ++i) r[i] = t[i];
 }
 
-static inline void ce_tile_in_float(const float *x, ptrdiff_t rs, int64_t C, float *xt) {
-    for (int64_t c0 = 0; c0 < C; c0 += 16) {
-        const int64_t n = C - c0 < 16 ? C - c0 : 16;
-        const __mmask16 k = (__mmask16)((1u << n) - 1u);
-        __m512 r[16];
-        for (int j = 0; j < 16; ++j) r[j] = _mm512_maskz_loadu_ps(k, x + j * rs + c0);
-        ce_tr16_ps(r);
-        for (int64_t c = 0; c < n; ++c) _mm512_storeu_ps(xt + (c0 + c) * 16, r[c]);
-    }
+static inline __m512 ce_loadn_ps(const float *p, int64_t n) {
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
 }
-
-static inline void ce_tile_out_float(const float *xt, int64_t C, float *g, float *stage) {
-    (void)stage;
-    for (int64_t c0 = 0; c0 < C; c0 += 16) {
-        const int64_t n = C - c0 < 16 ? C - c0 : 16;
-        const __mmask16 k = (__mmask16)((1u << n) - 1u);
-        __m512 r[16];
-        for (int c = 0; c < 16; ++c) r[c] = c < n ? _mm512_loadu_ps(xt + (c0 + c) * 16) : _mm512_setzero_ps();
-        ce_tr16_ps(r);
-        for (int j = 0; j < 16; ++j) _mm512_mask_storeu_ps(g + j * C + c0, k, r[j]);
-    }
+static inline __m512d ce_loadn_pd(const double *p, int64_t n) {
+    return _mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1u), p);
 }
-
-static inline void ce_tile_in_double(const double *x, ptrdiff_t rs, int64_t C, double *xt) {
-    for (int64_t c0 = 0; c0 < C; c0 += 8) {
-        const int64_t n = C - c0 < 8 ? C - c0 : 8;
-        const __mmask8 k = (__mmask8)((1u << n) - 1u);
-        for (int h = 0; h < 16; h += 8) {
-            __m512d r[8];
-            for (int j = 0; j < 8; ++j) r[j] = _mm512_maskz_loadu_pd(k, x + (h + j) * rs + c0);
-            ce_tr8_pd(r);
-            for (int64_t c = 0; c < n; ++c) _mm512_storeu_pd(xt + (c0 + c) * 16 + h, r[c]);
-        }
-    }
-}
-
-static inline void ce_tile_out_double(const double *xt, int64_t C, double *g, double *stage) {
-    (void)stage;
-    for (int64_t c0 = 0; c0 < C; c0 += 8) {
-        const int64_t n = C - c0 < 8 ? C - c0 : 8;
-        const __mmask8 k = (__mmask8)((1u << n) - 1u);
-        for (int h = 0; h < 16; h += 8) {
-            __m512d r[8];
-            for (int c = 0; c < 8; ++c)
-                r[c] = c < n ? _mm512_loadu_pd(xt + (c0 + c) * 16 + h) : _mm512_setzero_pd();
-            ce_tr8_pd(r);
-            for (int j = 0; j < 8; ++j) _mm512_mask_storeu_pd(g + (h + j) * C + c0, k, r[j]);
-        }
-    }
-}
+CE_TILE_BLOCKS(float, __m512, 16, ce_loadn_ps, _mm512_storeu_ps, _mm512_loadu_ps, _mm512_setzero_ps, ce_tr16_ps)
+CE_TILE_BLOCKS(double, __m512d, 8, ce_loadn_pd, _mm512_storeu_pd, _mm512_loadu_pd, _mm512_setzero_pd, ce_tr8_pd)
 
 #elif defined(__AVX2__)
-/* ---- AVX2: 8 x 8 floats, 4 x 4 doubles, two row blocks per tile ---------- */
+/* ---- AVX2: 8 x 8 floats, 4 x 4 doubles ---------------------------------- */
 
 static inline void ce_tr8_ps(__m256 r[8]) {
     __m256 t[8], u[8];
@@ -186,73 +177,16 @@ static inline void ce_tr4_pd(__m256d r[4]) {
     r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
 }
 
-/* lanes i < n set (a maskload mask) */
-static inline __m256i ce_mask8_epi32(int64_t n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+static inline __m256 ce_loadn_ps(const float *p, int64_t n) {
+    const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k);
 }
-static inline __m256i ce_mask4_epi64(int64_t n) {
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+static inline __m256d ce_loadn_pd(const double *p, int64_t n) {
+    const __m256i k = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return n == 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, k);
 }
-
-static inline void ce_tile_in_float(const float *x, ptrdiff_t rs, int64_t C, float *xt) {
-    for (int64_t c0 = 0; c0 < C; c0 += 8) {
-        const int64_t n = C - c0 < 8 ? C - c0 : 8;
-        const __m256i k = ce_mask8_epi32(n);
-        for (int h = 0; h < 16; h += 8) {
-            __m256 r[8];
-            for (int j = 0; j < 8; ++j)
-                r[j] = n == 8 ? _mm256_loadu_ps(x + (h + j) * rs + c0)
-                              : _mm256_maskload_ps(x + (h + j) * rs + c0, k);
-            ce_tr8_ps(r);
-            for (int64_t c = 0; c < n; ++c) _mm256_storeu_ps(xt + (c0 + c) * 16 + h, r[c]);
-        }
-    }
-}
-
-/* Chunks last to first, rows in order: a row's unmasked store overhangs into
- * the rows after it, which their own stores (later) put right. */
-static inline void ce_tile_out_float(const float *xt, int64_t C, float *g, float *stage) {
-    for (int64_t c0 = (C - 1) / 8 * 8; c0 >= 0; c0 -= 8) {
-        const int64_t n = C - c0 < 8 ? C - c0 : 8;
-        for (int h = 0; h < 16; h += 8) {
-            __m256 r[8];
-            for (int c = 0; c < 8; ++c)
-                r[c] = c < n ? _mm256_loadu_ps(xt + (c0 + c) * 16 + h) : _mm256_setzero_ps();
-            ce_tr8_ps(r);
-            for (int j = 0; j < 8; ++j) _mm256_storeu_ps(stage + (h + j) * C + c0, r[j]);
-        }
-    }
-    for (int64_t i = 0; i < 16 * C; i += 8) _mm256_storeu_ps(g + i, _mm256_loadu_ps(stage + i));
-}
-
-static inline void ce_tile_in_double(const double *x, ptrdiff_t rs, int64_t C, double *xt) {
-    for (int64_t c0 = 0; c0 < C; c0 += 4) {
-        const int64_t n = C - c0 < 4 ? C - c0 : 4;
-        const __m256i k = ce_mask4_epi64(n);
-        for (int h = 0; h < 16; h += 4) {
-            __m256d r[4];
-            for (int j = 0; j < 4; ++j)
-                r[j] = n == 4 ? _mm256_loadu_pd(x + (h + j) * rs + c0)
-                              : _mm256_maskload_pd(x + (h + j) * rs + c0, k);
-            ce_tr4_pd(r);
-            for (int64_t c = 0; c < n; ++c) _mm256_storeu_pd(xt + (c0 + c) * 16 + h, r[c]);
-        }
-    }
-}
-
-static inline void ce_tile_out_double(const double *xt, int64_t C, double *g, double *stage) {
-    for (int64_t c0 = (C - 1) / 4 * 4; c0 >= 0; c0 -= 4) {
-        const int64_t n = C - c0 < 4 ? C - c0 : 4;
-        for (int h = 0; h < 16; h += 4) {
-            __m256d r[4];
-            for (int c = 0; c < 4; ++c)
-                r[c] = c < n ? _mm256_loadu_pd(xt + (c0 + c) * 16 + h) : _mm256_setzero_pd();
-            ce_tr4_pd(r);
-            for (int j = 0; j < 4; ++j) _mm256_storeu_pd(stage + (h + j) * C + c0, r[j]);
-        }
-    }
-    for (int64_t i = 0; i < 16 * C; i += 4) _mm256_storeu_pd(g + i, _mm256_loadu_pd(stage + i));
-}
+CE_TILE_BLOCKS(float, __m256, 8, ce_loadn_ps, _mm256_storeu_ps, _mm256_loadu_ps, _mm256_setzero_ps, ce_tr8_ps)
+CE_TILE_BLOCKS(double, __m256d, 4, ce_loadn_pd, _mm256_storeu_pd, _mm256_loadu_pd, _mm256_setzero_pd, ce_tr4_pd)
 
 #else
 static inline void ce_tile_in_float(const float *x, ptrdiff_t rs, int64_t C, float *xt) {
@@ -270,5 +204,6 @@ static inline void ce_tile_out_double(const double *xt, int64_t C, double *g, do
     ce_tile_out_scalar_double(xt, C, g);
 }
 #endif
+#undef CE_TILE_BLOCKS
 
 #endif

@@ -74,28 +74,30 @@ typedef struct {
     char *g;       /* the next row of the output (written: fetched for writing), or NULL */
 } ce_prefetch;
 
-CE_INLINE void ce_prefetch_bytes(const ce_prefetch *pf, int64_t from, int64_t to) {
+CE_INLINE void ce_prefetch_span(const ce_prefetch *pf, int64_t from, int64_t to, const int l2) {
 #if defined(__GNUC__) || defined(__clang__)
     for (int64_t o = from; o < to; o += 64) {
-        __builtin_prefetch(pf->x + o, 0, 3);
-        if (pf->g) __builtin_prefetch(pf->g + o, 1, 3);
+        if (l2) {
+            __builtin_prefetch(pf->x + o, 0, 2);
+            if (pf->g) __builtin_prefetch(pf->g + o, 1, 2);
+        } else {
+            __builtin_prefetch(pf->x + o, 0, 3);
+            if (pf->g) __builtin_prefetch(pf->g + o, 1, 3);
+        }
     }
 #else
-    (void)pf, (void)from, (void)to;
+    (void)pf, (void)from, (void)to, (void)l2;
 #endif
+}
+
+CE_INLINE void ce_prefetch_bytes(const ce_prefetch *pf, int64_t from, int64_t to) {
+    ce_prefetch_span(pf, from, to, 0);
 }
 
 /* The same into L2 only: for a whole tile of rows requested at once, which
  * in L1 would evict the tile being computed. */
 CE_INLINE void ce_prefetch_bytes_l2(const ce_prefetch *pf, int64_t from, int64_t to) {
-#if defined(__GNUC__) || defined(__clang__)
-    for (int64_t o = from; o < to; o += 64) {
-        __builtin_prefetch(pf->x + o, 0, 2);
-        if (pf->g) __builtin_prefetch(pf->g + o, 1, 2);
-    }
-#else
-    (void)pf, (void)from, (void)to;
-#endif
+    ce_prefetch_span(pf, from, to, 1);
 }
 
 /* Which driver a categorical call took, counted (dispatch.c) so that the tests
