@@ -331,7 +331,9 @@ def vecmath(kind, x, y, num_threads=1):
     active ISA level, split over num_threads OpenMP threads. x and y are
     C-contiguous, aligned, native float32 or float64 ndarrays of one dtype
     and size; y is writable."""
-    cdef int k = ce_vm_kind(kind)
+    if kind not in (CE_VM_LOG, CE_VM_LOG1P, CE_VM_EXP):
+        raise ValueError(f"vecmath: kind must be a ce_vm_kind, got {kind!r}")
+    cdef int k = kind
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
     cdef int tn = _float_type(x)
