@@ -106,9 +106,10 @@ dask arrays with unknown chunk sizes (NaN shapes) are rejected
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 try:
     import dask.array as _dask_array
@@ -270,7 +271,7 @@ def _categorical(
     num_threads: Any,
     want_loss: bool,
     want_grad: bool,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
     # -- the categorical parser, as every path -----------------------------
     opts = categorical_options(
@@ -456,72 +457,56 @@ _CE_GRAD_DOC = """
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
 ) -> Any:
-    loss, _ = _categorical(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_loss=True, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _categorical(**locals(), want_loss=True, want_grad=False)[0]
 
 
 def cross_entropy_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> Any:
-    _, grad = _categorical(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_loss=False, want_grad=True,
-        grad_output=grad_output,
-    )  # fmt: skip
-    return grad
+    return _categorical(**locals(), want_loss=False, want_grad=True)[1]
 
 
 def cross_entropy_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
-    return _categorical(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_loss=True, want_grad=True,
-        grad_output=grad_output,
-    )  # fmt: skip
+    return _categorical(**locals(), want_loss=True, want_grad=True)
 
 
 cross_entropy.__doc__ = (
@@ -631,7 +616,7 @@ def _softmax_family(x_in: Any, axis: Any, num_threads: Any, op: str) -> Any:
     return da.moveaxis(r, -1, ax) if moved else r
 
 
-def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+def logsumexp(x: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
     """Lazy :func:`ce_fast.logsumexp` of a dask array (any chunking; with the
     axis in several chunks, the blocks' ``(max, log1p(s'))`` are merged
     exactly, in a fixed order). Returns a dask array of ``x``'s shape
@@ -640,14 +625,14 @@ def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
     return _softmax_family(x, axis, num_threads, "lse")
 
 
-def log_softmax(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+def log_softmax(x: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
     """Lazy :func:`ce_fast.log_softmax` of a dask array (any chunking: with
     the axis in several chunks, each block's log-softmax minus
     ``Delta_b = lse - lse_b``). No ``out=``."""
     return _softmax_family(x, axis, num_threads, "log_softmax")
 
 
-def softmax(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+def softmax(x: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
     """Lazy :func:`ce_fast.softmax` of a dask array (any chunking: with the
     axis in several chunks, each block's softmax times
     ``exp(lse_b - lse)``). No ``out=``."""
@@ -682,7 +667,7 @@ def _bce(
     num_threads: Any,
     want_loss: bool,
     want_grad: bool,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
     opts = binary_options(reduction=reduction, num_threads=num_threads)
     x = _input(logits, "logits")
@@ -756,52 +741,41 @@ _BCE_DOC = """
 
 
 def binary_cross_entropy_with_logits(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
 ) -> Any:
-    loss, _ = _bce(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _bce(**locals(), want_loss=True, want_grad=False)[0]
 
 
 def binary_cross_entropy_with_logits_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> Any:
-    _, grad = _bce(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=False, want_grad=True, grad_output=grad_output,
-    )  # fmt: skip
-    return grad
+    return _bce(**locals(), want_loss=False, want_grad=True)[1]
 
 
 def binary_cross_entropy_with_logits_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
-    return _bce(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=True, grad_output=grad_output,
-    )  # fmt: skip
+    return _bce(**locals(), want_loss=True, want_grad=True)
 
 
 binary_cross_entropy_with_logits.__doc__ = (
