@@ -10,29 +10,53 @@ from typing import Any
 
 import numpy as np
 
+from .. import _dlpack
+
+try:
+    import ml_dtypes
+
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # optional: bfloat16 memory is then typed as tagged uint16
+    BFLOAT16 = np.dtype(np.uint16, metadata={"ce_fast": "bfloat16"})
+
+
+def is_bfloat16(dt: np.dtype) -> bool:
+    """bfloat16 elements: ml_dtypes.bfloat16, or (without ml_dtypes) the
+    tagged uint16 that DLPack import gives them."""
+    tag: dict[str, str] = dict(BFLOAT16.metadata or {})
+    return bool(dt == BFLOAT16) and dict(dt.metadata or {}).get("ce_fast") == tag.get("ce_fast")
+
 
 def as_array(a: Any, name: str) -> np.ndarray:
     """Any array-like as an ndarray, without a copy where possible.
 
     Objects exposing ``__dlpack__`` (CPU PyTorch tensors, JAX arrays, ...)
-    are taken through DLPack, which shares their memory, whatever their
-    strides. PyTorch's lazy views are resolved first: a tensor with the
-    negative or conjugate bit set holds ``-v`` / ``conj(v)`` in memory as
-    ``v`` and DLPack exports the memory without the bit, so it is
-    materialised (``resolve_neg()`` / ``resolve_conj()``, a copy); a tensor
-    that requires grad is read through ``detach()`` (the same memory)."""
+    are imported by ce_fast's own DLPack reader (ce_fast._dlpack: version,
+    device, read-only flag and dtype checked; bfloat16 included, which NumPy
+    cannot import), sharing their memory whatever their strides. PyTorch's
+    lazy views are resolved first: a tensor with the negative or conjugate
+    bit set holds ``-v`` / ``conj(v)`` in memory as ``v`` and exports the
+    memory without the bit, so it is materialised (``resolve_neg()`` /
+    ``resolve_conj()``, a copy); a tensor that requires grad is read through
+    ``detach()`` (the same memory)."""
     if isinstance(a, np.ndarray):
         return a
     if hasattr(a, "__dlpack__"):
         a = _resolved_view(a)
         try:
-            return np.from_dlpack(a)
-        except (TypeError, BufferError, RuntimeError, ValueError):
-            pass  # e.g. a GPU tensor: __array__ below says what is wrong
+            return _dlpack.from_dlpack(a, BFLOAT16)
+        except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+            problem = exc  # e.g. a GPU tensor; np.asarray below may still read it
+    else:
+        problem = None
     try:
-        return np.asarray(a)
-    except Exception as exc:  # ragged lists and other non-arrays
-        raise TypeError(f"{name}: cannot convert {type(a).__name__} to an array ({exc})") from exc
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists, device memory and other non-arrays
+        why = problem if problem is not None else exc
+        raise TypeError(f"{name}: cannot convert {type(a).__name__} to an array ({why})") from exc
+    if problem is not None and arr.dtype == object:  # NumPy only boxed it
+        raise TypeError(f"{name}: cannot read {type(a).__name__} through DLPack ({problem})")
+    return arr
 
 
 def _resolved_view(a: Any) -> Any:
@@ -60,8 +84,10 @@ def compute_dtype(dt: np.dtype, name: str) -> np.dtype:
             f"{name}: dtype {dt} is not supported (float32 and float64 are computed natively; "
             "convert wider floats to float64 yourself)"
         )
-    if dt.kind in "iub":
+    if dt.kind in "iub" and not is_bfloat16(dt):
         return np.dtype(np.float64)
+    if is_bfloat16(dt):
+        return np.dtype(np.float32)
     raise TypeError(f"{name}: dtype {dt} is not supported; expected a real floating, integer or bool array")
 
 
@@ -73,6 +99,9 @@ def as_float(a: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     target = compute_dtype(arr.dtype, name)
     if dtype is not None:
         target = dtype
+    if is_bfloat16(arr.dtype):
+        # exact: a bfloat16 is the upper half of a float32
+        return (arr.view(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(target, copy=False)
     if arr.dtype != target or not arr.dtype.isnative:
         arr = arr.astype(target)
     return arr
