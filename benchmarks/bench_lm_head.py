@@ -19,7 +19,7 @@ calls after it. The matmuls dominate the time (3 x 2NDC flops).
 
 Usage: python benchmarks/bench_lm_head.py [--tokens 2048] [--dim 1024]
        [--vocab 32000 ...] [--repeat 3] [--variants fused materialised torch]
-The issue's shapes: --tokens 8192 --vocab 32000 128256 --repeat 1
+Large vocabularies at training batch sizes: --tokens 8192 --vocab 32000 128256 --repeat 1
 """
 
 from __future__ import annotations
@@ -128,11 +128,19 @@ def main() -> None:
         child(v, int(N), int(D), int(C), int(r))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--dim", type=int, default=1024)
-    ap.add_argument("--vocab", type=int, nargs="+", default=[32000])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--tokens", type=int, default=2048, help="rows N of the hidden states (default 2048)")
+    ap.add_argument("--dim", type=int, default=1024, help="features D (default 1024)")
+    ap.add_argument(
+        "--vocab", type=int, nargs="+", default=[32000], help="vocabulary sizes C (default 32000)"
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="timed calls after the first; median (default 3)")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=VARIANTS,
+        help="which to run (default all; torch only when PyTorch is installed)",
+    )
     args = ap.parse_args()
     try:
         import torch  # noqa: F401

@@ -37,7 +37,7 @@ def _peer_cell(p: dict[str, Any], itemsize: int) -> str:
     if "error" in p:
         return "failed (below)"
     if "skipped" in p:
-        return p["skipped"]
+        return str(p["skipped"])
     cores = f" ({p['cores']:.1f})"
     mark = "!" if check_failed(p, itemsize) else ""
     if "ratio" not in p:  # ce_fast refused the dtype: the peer's own time
@@ -54,9 +54,9 @@ def fmt_summary(results: list[dict[str, Any]], peers: dict[str, str]) -> str:
     ]
     if names:
         head += [
-            '"PyTorch takes 7.2x as long (1.0)": the peer\'s time over ce_fast\'s, the median of runs in turns',
-            "in one process pinned to `threads` CPUs (below 1x the peer is faster), and (the cores the peer",
-            "kept busy). Each peer as its users write it:",
+            "\"PyTorch takes 7.2x as long (1.0)\": the peer's time over ce_fast's, the median of runs in",
+            "turns in one process pinned to `threads` CPUs (below 1x the peer is faster), and (the cores the",
+            "peer kept busy). Each peer as its users write it:",
         ]
         head += [f"  {_peers.label(n)} {peers[n]}: {_peers.describe(n)}" for n in names]
     cols = ["shape", "dtype", "threads", "ce_fast", "cores", "/exp"]
@@ -141,7 +141,9 @@ def _table_lines(e: dict[str, Any]) -> list[str]:
             beside = f"  {_x(p['ratio'])} as long as ce_fast beside it ({_ms(p['ce_fast_median_s'])})"
         if check_failed(p, nbytes // n if n else 4):
             beside += "  DIFFERENT RESULT"
-        cells = f"{t * 1e3:>10.3f} {2 * nbytes / t / 1e9:>7.1f} {'':>18} {floor:>7} {p['cores']:>6.2f} {mb:>8}"
+        cells = (
+            f"{t * 1e3:>10.3f} {2 * nbytes / t / 1e9:>7.1f} {'':>18} {floor:>7} {p['cores']:>6.2f} {mb:>8}"
+        )
         lines.append(f"{e['threads']:>7} {label:<24} {cells}{beside}")
     return lines
 
@@ -157,7 +159,8 @@ def fmt_table(results: list[dict[str, Any]]) -> str:
         if first["compute_dtype"] is None:
             how = "; ce_fast refuses it"
         elif first["compute_dtype"] != dt:
-            how = f"; ce_fast computes in {first['compute_dtype']} and returns a {first['compute_dtype']} gradient"
+            cdt = first["compute_dtype"]
+            how = f"; ce_fast computes in {cdt} and returns a {cdt} gradient"
         lines.append(f"\n== cross_entropy_and_grad  {N} x {C}  {dt}  ({first['bytes'] / 1e6:.1f} MB{how}) ==")
         lines.append(
             f"{'threads':>7} {'variant':<24} {'median ms':>10} {'GB/s':>7} {'vs ceiling':>18} {'vs exp':>7}"

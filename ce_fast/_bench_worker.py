@@ -54,7 +54,9 @@ def run_worker(
     }
     # the ce_fast this process runs, whatever the child's working directory
     root = os.path.dirname(os.path.dirname(os.path.abspath(ce_fast.__file__)))
-    code = f"import sys; sys.path.insert(0, {root!r}); from ce_fast._bench_worker import main; sys.exit(main())"
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); from ce_fast._bench_worker import main; sys.exit(main())"
+    )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -119,19 +121,15 @@ def _one_case(name: str, nt: int, N: int, C: int, dtype: str, o: dict[str, Any])
     out: dict[str, Any] = {"check": _check(name, first, x, y)}
     del first
     fns = {"peer": fn}
-    try:
-        _, g = ce_fast.cross_entropy_and_grad(x[:1], y[:1])
-        buf = np.empty(x.shape, g.dtype)
+    gdt, _ = _peers.ce_fast_grad_dtype(x, y)
+    if gdt is not None:  # else a dtype ce_fast refuses: the peer is timed alone
+        buf = np.empty(x.shape, gdt)
         fns["ce_fast"] = lambda: ce_fast.cross_entropy_and_grad(x, y, out=buf, num_threads=nt)
-    except (TypeError, ValueError):
-        pass  # a dtype ce_fast refuses: the peer is timed alone
     t = round_robin(fns, o["repeats"], o["budget"], pause=0.002)
     out.update(median_s=t["peer"].median_s, cores=t["peer"].cores)
     if "ce_fast" in t:
         c = t["ce_fast"]
-        out.update(
-            ce_fast_median_s=c.median_s, ce_fast_cores=c.cores, ratio=paired_ratio(t["peer"], c)
-        )
+        out.update(ce_fast_median_s=c.median_s, ce_fast_cores=c.cores, ratio=paired_ratio(t["peer"], c))
     if o["memory"]:
         out["peak_extra_bytes"] = _bench_memory.peak_extra_bytes(fn)
     return out

@@ -67,9 +67,23 @@ def resolve_dtype(name: str) -> np.dtype[Any]:
     try:
         import ml_dtypes
 
-        return np.dtype(getattr(ml_dtypes, name))
+        dt: np.dtype[Any] = np.dtype(getattr(ml_dtypes, name))
+        return dt
     except (ImportError, AttributeError, TypeError):
         raise TypeError(f"unknown dtype {name!r}") from None
+
+
+def ce_fast_grad_dtype(x: np.ndarray, y: np.ndarray) -> tuple[np.dtype[Any] | None, str]:
+    """The dtype of ce_fast's gradient for logits like ``x`` (float32 for
+    float16), or None and the reason where the installed ce_fast refuses
+    them."""
+    import ce_fast
+
+    try:
+        _, g = ce_fast.cross_entropy_and_grad(x[:1], y[:1])
+    except (TypeError, ValueError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    return np.dtype(g.dtype), ""
 
 
 def make_data(N: int, C: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,19 +95,24 @@ def make_data(N: int, C: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def to_torch(x: np.ndarray) -> Any:
+    """A tensor sharing x's memory; Unsupported for a dtype PyTorch lacks."""
+    import torch
+
+    if x.dtype.name == "bfloat16":  # NumPy knows bfloat16 only through ml_dtypes
+        return torch.from_numpy(x.view(np.uint16)).view(torch.bfloat16)
+    try:
+        return torch.from_numpy(x)
+    except TypeError as e:
+        raise Unsupported(str(e)) from None
+
+
 def _torch(x: np.ndarray, y: np.ndarray, nt: int) -> Callable[[], Any]:
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(nt)
-    if x.dtype.name == "bfloat16":  # NumPy knows bfloat16 only through ml_dtypes
-        xt = torch.from_numpy(x.view(np.uint16)).view(torch.bfloat16)
-    else:
-        try:
-            xt = torch.from_numpy(x)
-        except TypeError as e:
-            raise Unsupported(str(e)) from None
-    yt = torch.from_numpy(y)
+    xt, yt = to_torch(x), torch.from_numpy(y)
 
     def torch_fwd_bwd() -> Any:
         xr = xt.detach().requires_grad_(True)
@@ -111,7 +130,7 @@ def _jax(x: np.ndarray, y: np.ndarray, nt: int) -> Callable[[], Any]:
     # float64 needs x64 mode; without it JAX would silently compute in float32
     jax.config.update("jax_enable_x64", x.dtype == np.float64)
     try:
-        import optax
+        optax = importlib.import_module("optax")
 
         def loss_fn(z: Any, labels: Any) -> Any:
             return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()

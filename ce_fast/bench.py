@@ -82,17 +82,6 @@ def _exp_floor(x: np.ndarray, compute: np.dtype[Any], nt: int) -> Callable[[], N
     return vecmath_exp(src, np.empty_like(src), nt)
 
 
-def _compute_dtype(x: np.ndarray, y: np.ndarray) -> tuple[np.dtype[Any] | None, str | None]:
-    """The dtype of ce_fast's gradient for logits like ``x`` (float32 for
-    float16), or None and the reason where the installed ce_fast refuses
-    them."""
-    try:
-        _, g = ce_fast.cross_entropy_and_grad(x[:1], y[:1])
-    except (TypeError, ValueError) as e:
-        return None, f"{type(e).__name__}: {e}"
-    return np.dtype(g.dtype), None
-
-
 def _cases(x: np.ndarray, y: np.ndarray, gdt: np.dtype[Any] | None, nt: int) -> dict[str, Callable[[], Any]]:
     """The ceilings, the floors and (for a dtype it takes) ce_fast."""
     same = np.empty_like(x)
@@ -141,12 +130,14 @@ def _limit_blas(n: int) -> Iterator[None]:
 
 
 def _one_row(x: np.ndarray, y: np.ndarray, nt: int, repeats: int, ref: bool) -> dict[str, Any]:
-    gdt, why = _compute_dtype(x, y)
+    gdt, why = _peers.ce_fast_grad_dtype(x, y)
     fns = _cases(x, y, gdt, nt)
     t = round_robin(fns, repeats, budget=1.0)
     if ref and gdt is not None:
         with _limit_blas(nt):
-            t.update(round_robin({"numpy reference": lambda: reference.cross_entropy_and_grad(x, y)}, repeats, 0.5))
+            t.update(
+                round_robin({"numpy reference": lambda: reference.cross_entropy_and_grad(x, y)}, repeats, 0.5)
+            )
     med = {k: v.median_s for k, v in t.items()}
     if "grad in place+copy" in med:
         t_in_place = max(med["grad in place+copy"] - med["copy"], 0.0)
@@ -187,7 +178,7 @@ def run(
         for nt in threads:
             step += 1
             say(f"[{step}/{total}] {N}x{C} {dt} threads={nt} ...")
-            row = {"N": N, "C": C, "dtype": dt, "threads": nt, "bytes": x.nbytes}
+            row: dict[str, Any] = {"N": N, "C": C, "dtype": dt, "threads": nt, "bytes": x.nbytes}
             row.update(_one_row(x, y, nt, repeats, ref))
             row["peers"] = {}
             results.append(row)
@@ -226,7 +217,9 @@ def _known_dtypes(names: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     ncores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     p = argparse.ArgumentParser(prog="python -m ce_fast.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"N x C of the logits, NxC,... (default {DEFAULT_SHAPES})")
+    p.add_argument(
+        "--shapes", default=DEFAULT_SHAPES, help=f"N x C of the logits, NxC,... (default {DEFAULT_SHAPES})"
+    )
     p.add_argument(
         "--dtypes",
         default="float32,float64",
@@ -234,13 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         "a dtype the installed ce_fast refuses is reported as skipped, its peers still timed "
         "(default float32,float64)",
     )
+    threads = "1" if ncores == 1 else f"1,{ncores}"
     p.add_argument(
         "--threads",
-        default=",".join(str(t) for t in range(1, ncores + 1)),
+        default=threads,
         help="thread counts, comma-separated; ce_fast gets num_threads=n, each peer runs pinned to n CPUs "
-        "(default: 1..all cores)",
+        f"(default {threads}: one and all of this machine's cores)",
     )
-    p.add_argument("--repeats", type=int, default=5, help="timed samples per call; medians are reported (default 5)")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed samples per call; medians are reported (default 5)"
+    )
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch / JAX / scikit-learn")
     p.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
