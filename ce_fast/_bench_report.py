@@ -77,6 +77,11 @@ def fmt_summary(results: list[dict[str, Any]], peers: dict[str, str]) -> str:
         itemsize = e["bytes"] // (e["N"] * e["C"]) if e["N"] * e["C"] else 4
         for n in names:
             p = e["peers"].get(n, {})
+            cpus = p.get("cpus")
+            if cpus is not None and len(cpus) < e["threads"]:
+                note = f"threads={e['threads']}: the peers ran on the {len(cpus)} CPU(s) this process may use"
+                if note not in notes:
+                    notes.append(note)
             row.append(_peer_cell(p, itemsize))
             shape = f"{e['N']}x{e['C']} {e['dtype']}, {e['threads']} thread(s)"
             if "error" in p:

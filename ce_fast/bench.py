@@ -132,7 +132,8 @@ def _limit_blas(n: int) -> Iterator[None]:
 def _one_row(x: np.ndarray, y: np.ndarray, nt: int, repeats: int, ref: bool) -> dict[str, Any]:
     gdt, why = _peers.ce_fast_grad_dtype(x, y)
     fns = _cases(x, y, gdt, nt)
-    t = round_robin(fns, repeats, budget=1.0)
+    with np.errstate(over="ignore"):  # np.exp of float16 logits overflows to inf, as it should
+        t = round_robin(fns, repeats, budget=1.0)
     if ref and gdt is not None:
         with _limit_blas(nt):
             t.update(
@@ -191,15 +192,28 @@ def run(
             for row in results:
                 if row["threads"] == nt:
                     key = f"{row['N']}x{row['C']} {row['dtype']}"
-                    row["peers"][name] = answer["cases"].get(key, {}) if "cases" in answer else answer
+                    case = answer["cases"].get(key, {}) if "cases" in answer else answer
+                    row["peers"][name] = {**case, "cpus": answer.get("cpus")}
     return results, found
 
 
-def _parse_shapes(s: str) -> list[tuple[int, int]]:
+def _shapes(s: str) -> list[tuple[int, int]]:
     out = []
     for part in s.split(","):
-        n, c = part.lower().split("x")
+        n, _, c = part.lower().partition("x")
+        if not (n.isdigit() and c.isdigit() and int(n) >= 1 and int(c) >= 1):
+            raise argparse.ArgumentTypeError(f"expected NxC,... with N, C >= 1, got {s!r}")
         out.append((int(n), int(c)))
+    return out
+
+
+def _counts(s: str) -> list[int]:
+    try:
+        out = [int(v) for v in s.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {s!r}")
     return out
 
 
@@ -214,11 +228,14 @@ def _known_dtypes(names: list[str]) -> tuple[list[str], list[str]]:
     return ok, unknown
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ncores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     p = argparse.ArgumentParser(prog="python -m ce_fast.bench", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--shapes", default=DEFAULT_SHAPES, help=f"N x C of the logits, NxC,... (default {DEFAULT_SHAPES})"
+        "--shapes",
+        type=_shapes,
+        default=DEFAULT_SHAPES,
+        help=f"N x C of the logits, NxC,... (default {DEFAULT_SHAPES})",
     )
     p.add_argument(
         "--dtypes",
@@ -230,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     threads = "1" if ncores == 1 else f"1,{ncores}"
     p.add_argument(
         "--threads",
+        type=_counts,
         default=threads,
         help="thread counts, comma-separated; ce_fast gets num_threads=n, each peer runs pinned to n CPUs "
         f"(default {threads}: one and all of this machine's cores)",
     )
     p.add_argument(
-        "--repeats", type=int, default=5, help="timed samples per call; medians are reported (default 5)"
+        "--repeats",
+        type=lambda s: _counts(s)[0],
+        default=5,
+        help="timed samples per call; medians are reported (default 5)",
     )
     p.add_argument("--no-peers", action="store_true", help="skip PyTorch / JAX / scikit-learn")
     p.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
@@ -246,9 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         help="draw the time per call of ce_fast and each peer, per shape, with the copy and exp floors "
         "(needs matplotlib)",
     )
-    p.add_argument("--tiny", default="32x10", help="NxC of the tiny-call table (default 32x10)")
+    p.add_argument("--tiny", type=_shapes, default="32x10", help="NxC of the tiny-call table (default 32x10)")
     p.add_argument("--no-tiny", action="store_true", help="skip the tiny-call table")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         print(f"--plot: {PLOT_HINT}", file=sys.stderr)
         return 2
@@ -256,14 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     dtypes, unknown = _known_dtypes([d.strip() for d in args.dtypes.split(",") if d.strip()])
     found = _peers.available()
     res, used = run(
-        _parse_shapes(args.shapes),
+        args.shapes,
         dtypes,
-        [int(t) for t in args.threads.split(",")],
+        args.threads,
         args.repeats,
         peers=not args.no_peers,
         ref=not args.no_reference,
     )
-    tiny = [] if args.no_tiny else run_tiny(*_parse_shapes(args.tiny)[0], dtypes)
+    (n_tiny, c_tiny), *_ = args.tiny
+    tiny = [] if args.no_tiny else run_tiny(n_tiny, c_tiny, dtypes)
     if args.json:  # first: a long run's numbers survive any later failure
         with open(args.json, "w") as f:
             doc = {"build": ce_fast.build_info(), "peers": used, "unknown_dtypes": unknown}
