@@ -34,6 +34,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -167,9 +168,11 @@ def run(
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The rows (one per shape x dtype x thread count) and the peers used."""
 
+    start = time.perf_counter()
+
     def say(msg: str) -> None:
         if progress:
-            print(msg, file=sys.stderr, flush=True)
+            print(f"{time.perf_counter() - start:5.0f} s  {msg}", file=sys.stderr, flush=True)
 
     results = []
     cases = [(N, C, dt) for N, C in shapes for dt in dtypes]
@@ -180,7 +183,8 @@ def run(
             step += 1
             say(f"[{step}/{total}] {N}x{C} {dt} threads={nt} ...")
             row: dict[str, Any] = {"N": N, "C": C, "dtype": dt, "threads": nt, "bytes": x.nbytes}
-            row.update(_one_row(x, y, nt, repeats, ref))
+            # the reference is single-threaded NumPy: timed once per shape and dtype
+            row.update(_one_row(x, y, nt, repeats, ref and nt == threads[0]))
             row["peers"] = {}
             results.append(row)
         del x, y
@@ -188,7 +192,8 @@ def run(
     for name in found:
         for nt in threads:
             say(f"{_peers.label(name)}, threads={nt}: every shape in a process pinned to {nt} CPU(s) ...")
-            answer = run_worker(name, nt, cases, repeats, budget=0.5, memory=True)
+            # memory hardly depends on the thread count: measured at the first
+            answer = run_worker(name, nt, cases, repeats, budget=0.5, memory=nt == threads[0])
             for row in results:
                 if row["threads"] == nt:
                     key = f"{row['N']}x{row['C']} {row['dtype']}"
