@@ -12,9 +12,9 @@ Variants, each run in its own subprocess (so peak memory is its own):
   PyTorch is installed).
 
 Peak memory is the process's peak RSS during the first call minus its RSS
-just before (the kernel's peak mark is reset through /proc/self/clear_refs,
-so this is Linux-only), so it counts every allocation, NumPy's, BLAS's and
-PyTorch's alike. Time is the median of ``--repeat``
+just before (``ce_fast._bench_memory``: the kernel's peak mark is reset
+through /proc/self/clear_refs, so this is Linux-only), so it counts every
+allocation, NumPy's, BLAS's and PyTorch's alike. Time is the median of ``--repeat``
 calls after it. The matmuls dominate the time (3 x 2NDC flops).
 
 Usage: python benchmarks/bench_lm_head.py [--tokens 2048] [--dim 1024]
@@ -33,27 +33,9 @@ import time
 
 import numpy as np
 
+from ce_fast import _bench_memory
+
 VARIANTS = ("fused", "materialised", "torch")
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0)
-    and return that RSS in bytes."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kib("VmRSS") * 1024
-
-
-def peak_rss() -> int:
-    return _status_kib("VmHWM") * 1024
 
 
 def inputs(N: int, D: int, C: int):
@@ -100,12 +82,15 @@ def child(variant: str, N: int, D: int, C: int, repeat: int) -> None:
     """Runs in the subprocess: prints one JSON line."""
     h, w, b, y = inputs(N, D, C)
     call = make_call(variant, h, w, b, y)
-    base = reset_peak_rss()
-    t0 = time.perf_counter()
-    loss = float(call())
-    first = time.perf_counter() - t0
-    peak = peak_rss() - base
-    times = [first]
+    got: dict[str, float] = {}
+
+    def first_call() -> None:
+        t0 = time.perf_counter()
+        got["loss"] = float(call())
+        got["time"] = time.perf_counter() - t0
+
+    peak = _bench_memory.peak_extra_bytes(first_call, repeats=1)
+    loss, times = got["loss"], [got["time"]]
     for _ in range(repeat - 1):
         t0 = time.perf_counter()
         call()
@@ -165,9 +150,10 @@ def main() -> None:
                 continue
             chunk = str(auto_chunk_size(N, C, D, 4)) if v == "fused" else "-"
             rt = f"{r['time'] / base['time']:.2f}" if base else "-"
-            rm = f"{r['peak'] / base['peak']:.2f}" if base and base["peak"] else "-"
+            rm = f"{r['peak'] / base['peak']:.2f}" if base and base["peak"] and r["peak"] is not None else "-"
+            pk = "-" if r["peak"] is None else f"{r['peak'] / 1e6:.0f}"  # None: no peak counter (not Linux)
             print(
-                f"| {C} | {v} | {chunk} | {r['time']:.2f} | {rt} | {r['peak'] / 1e6:.0f} | {rm} | {r['loss']:.6f} |",
+                f"| {C} | {v} | {chunk} | {r['time']:.2f} | {rt} | {pk} | {rm} | {r['loss']:.6f} |",
                 flush=True,
             )
         print(f"|  | (N x C logits alone: {logits_mb:.0f} MB) |  |  |  |  |  |  |")
