@@ -405,7 +405,9 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     if args.png and importlib.util.find_spec("matplotlib") is None:  # before the run, not after it
-        sys.exit('--png needs matplotlib: pip install matplotlib (or pip install "ce_fast[plot]")')
+        sys.exit(
+            '--png needs matplotlib: pip install matplotlib (or pip install ".[plot]" in the ce_fast clone)'
+        )
 
     try:
         import sklearn

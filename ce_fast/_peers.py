@@ -19,10 +19,12 @@ PEERS = {
     "sklearn": ("sklearn", "scikit-learn", "scikit-learn"),
 }
 
+# ce_fast is not on PyPI: its extras install from a clone.
 INSTALL_HINT = (
-    'no peer installed: pip install "ce_fast[bench]" adds scikit-learn and JAX; PyTorch separately, '
-    "the CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu "
-    "(a plain `pip install torch` pulls a multi-GB CUDA build on Linux)"
+    'no peer installed: add scikit-learn and JAX with pip install ".[bench]" in the ce_fast clone (or '
+    "pip install scikit-learn jax), PyTorch with pip install torch --index-url "
+    "https://download.pytorch.org/whl/cpu (its CPU build; a plain `pip install torch` pulls a multi-GB "
+    "CUDA build on Linux)"
 )
 
 

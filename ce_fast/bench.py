@@ -52,7 +52,7 @@ from ce_fast._bench_worker import run_worker
 # --shapes 16384x1000,4096x32000,65536x10,65536x100,1024x128256,8x1000000.
 DEFAULT_SHAPES = "4096x1000,512x32000,65536x10,65536x100"
 
-PLOT_HINT = 'matplotlib is not installed: pip install matplotlib (or pip install "ce_fast[plot]")'
+PLOT_HINT = 'needs matplotlib: pip install matplotlib (or pip install ".[plot]" in the ce_fast clone)'
 
 
 def vecmath_exp(src: np.ndarray, dst: np.ndarray, nt: int) -> Callable[[], None]:

@@ -113,7 +113,7 @@ def test_plot_without_matplotlib_fails_before_the_run(tmp_path, monkeypatch, cap
     png = tmp_path / "p.png"
     assert bench.main([*SMALL, "--plot", str(png)]) == 2
     err = capsys.readouterr().err
-    assert "pip install matplotlib" in err and 'pip install "ce_fast[plot]"' in err
+    assert "pip install matplotlib" in err and 'pip install ".[plot]"' in err
     assert not ran and not png.exists()
 
 
@@ -136,7 +136,8 @@ def test_no_peer_installed_says_how_to_add_them(monkeypatch, capsys):
     assert bench.main([*SMALL, "--no-reference", "--no-tiny"]) == 0
     text = capsys.readouterr().out
     (line,) = [ln for ln in text.splitlines() if "pip install" in ln]
-    assert 'pip install "ce_fast[bench]"' in line and "torch" in line and "scikit-learn" in line
+    assert 'pip install ".[bench]"' in line and "pip install scikit-learn jax" in line
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in line
 
 
 def test_every_cli_flag_has_help_text():
