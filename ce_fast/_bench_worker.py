@@ -61,9 +61,8 @@ def run_worker(
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
 
-    def pin() -> None:
-        if cpus is not None:
-            os.sched_setaffinity(0, cpus)
+    def pin() -> None:  # in the child, before the interpreter (and any thread pool) starts
+        os.sched_setaffinity(0, cpus or [])
 
     try:
         p = subprocess.run(
@@ -73,7 +72,7 @@ def run_worker(
             text=True,
             timeout=timeout,
             env=env,
-            preexec_fn=pin,
+            preexec_fn=pin if cpus is not None else None,  # Windows has no preexec_fn
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
