@@ -130,7 +130,7 @@ def _one_case(name: str, nt: int, N: int, C: int, dtype: str, o: dict[str, Any])
         c = t["ce_fast"]
         out.update(ce_fast_median_s=c.median_s, ce_fast_cores=c.cores, ratio=paired_ratio(t["peer"], c))
     if o["memory"]:
-        out["peak_extra_bytes"] = _bench_memory.peak_extra_bytes(fn, repeats=3)
+        out["peak_extra_bytes"] = _bench_memory.peak_extra_bytes(fn, repeats=2)
     return out
 
 

@@ -134,7 +134,7 @@ def _one_row(x: np.ndarray, y: np.ndarray, nt: int, repeats: int, ref: bool) -> 
     gdt, why = _peers.ce_fast_grad_dtype(x, y)
     fns = _cases(x, y, gdt, nt)
     with np.errstate(over="ignore"):  # np.exp of float16 logits overflows to inf, as it should
-        t = round_robin(fns, repeats, budget=1.0)
+        t = round_robin(fns, repeats, budget=0.5)
     if ref and gdt is not None:
         with _limit_blas(nt):
             t.update(
@@ -193,7 +193,7 @@ def run(
         for nt in threads:
             say(f"{_peers.label(name)}, threads={nt}: every shape in a process pinned to {nt} CPU(s) ...")
             # memory hardly depends on the thread count: measured at the first
-            answer = run_worker(name, nt, cases, repeats, budget=0.5, memory=nt == threads[0])
+            answer = run_worker(name, nt, cases, repeats, budget=0.25, memory=nt == threads[0])
             for row in results:
                 if row["threads"] == nt:
                     key = f"{row['N']}x{row['C']} {row['dtype']}"
