@@ -81,6 +81,16 @@ cdef extern from "ce_kernels.h" nogil:
     int ce_openmp_version()
     int ce_default_threads()
 
+cdef extern from "ce_util.h" nogil:
+    int ce_threads_for(int requested, int64_t blocks, int64_t elements)
+
+cdef extern from "ce_fork.h" nogil:
+    void ce_fork_init()
+    int ce_fork_serial()
+    int ce_fork_runtime_safe()
+
+ce_fork_init()
+
 ERR_TARGET_INDEX = CE_ERR_TARGET_INDEX
 ERR_NOMEM = CE_ERR_NOMEM
 ERR_DOMAIN = CE_ERR_DOMAIN
@@ -391,11 +401,24 @@ def set_isa(str name):
     return ce_set_isa(name.encode()) == 0
 
 
+def threads_for(int requested, int64_t blocks, int64_t elements):
+    """The thread count a kernel call with these many work blocks and
+    elements would use on this thread (the rule of ce_util.h)."""
+    return ce_threads_for(requested, blocks, elements)
+
+
+def serial_after_fork():
+    """True on a thread whose OpenMP pool a fork left stale: its calls run on
+    that thread alone (ce_fork.c)."""
+    return ce_fork_serial() != 0
+
+
 def build_facts():
     return {
         "compiler": ce_compiler().decode(),
         "openmp": ce_openmp_version(),
         "default_threads": ce_default_threads(),
+        "fork_safe_runtime": ce_fork_runtime_safe() != 0,
         "isa": ce_isa().decode(),
         "isa_compiled": ce_isa_compiled().decode().split(","),
         "isa_supported": ce_isa_supported().decode().split(","),
