@@ -233,7 +233,7 @@ rng = np.random.default_rng(0)
 x = rng.standard_normal((4096, 96), dtype=np.float32)
 y = rng.integers(0, 96, 4096)
 t = (rng.random(x.shape) < 0.5).astype(np.float32)
-z = rng.standard_normal((1, 3, 1 << 20), dtype=np.float32)  # the repro: tiles along axis 2
+z = rng.standard_normal((1, 3, 1 << 20), dtype=np.float32)  # tiles along axis 2: crashed at 10**9
 s = rng.standard_normal((8, 100000))  # a few huge rows: the class-split path
 p = ce_fast.softmax(x)
 calls = [
