@@ -4,27 +4,26 @@ src/binary_impl.h."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
+from ._core import ce_bin_mode, ce_reduction, ce_status
 from ._validation import (
     REDUCTIONS,
     as_float,
+    binary_options,
     broadcast_operand,
-    check_out,
     fast_scale,
     fast_threads,
-    finite_option,
     flat_2d,
-    reduction_code,
-    same_buffer,
-    thread_count,
+    no_memory,
+    output,
+    unaliased,
+    upstream,
 )
-
-_MODE_LOGITS = 0
-_MODE_PROBS = 1
 
 _DOC_LOGITS_PARAMS = """
     Parameters
@@ -111,10 +110,13 @@ def _doc(summary: str, grad: bool, returns: str, example: str) -> str:
     )
 
 
-def _empty_result(red: int, shape: tuple[int, ...], dt: np.dtype) -> Any:
-    if red == 0:
+_NONE, _MEAN = ce_reduction.CE_RED_NONE, ce_reduction.CE_RED_MEAN
+
+
+def _empty_result(red: ce_reduction, shape: tuple[int, ...], dt: np.dtype) -> Any:
+    if red == _NONE:
         return np.empty(shape, dt)
-    return dt.type(0.0) if red == 1 else dt.type(np.nan)
+    return dt.type(np.nan) if red == _MEAN else dt.type(0.0)
 
 
 def _logits_run(
@@ -137,42 +139,23 @@ def _logits_run(
             r = _core.binary_logits_fast(logits, target, red, nt, go1, want_loss, want_grad, out)
             if r is not None:
                 return r
+    opts = binary_options(reduction=reduction, num_threads=num_threads)
     x = as_float(logits, "logits")
-    dt = x.dtype
-    shape = x.shape
-    red = reduction_code(reduction)
-    nt = thread_count(num_threads)
+    dt, shape = x.dtype, x.shape
     t = broadcast_operand(target, "target", shape, dt, "logits'")
     w = None if weight is None else broadcast_operand(weight, "weight", shape, dt, "logits'")
     pw = None if pos_weight is None else broadcast_operand(pos_weight, "pos_weight", shape, dt, "logits'")
     go, go_scalar = None, 1.0
-    if want_grad and grad_output is not None:
-        g = as_float(grad_output, "grad_output", dt)
-        if g.ndim == 0:
-            go_scalar = float(g)
-        elif red != 0:
-            raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {g.shape}")
-        else:
-            go = broadcast_operand(g, "grad_output", shape, dt, "per-element loss")
-    if not x.flags.aligned:
-        x = x.copy()
-
     grad = None
     if want_grad:
-        if out is None:
-            grad = np.empty(shape, dt)
-        else:
-            grad = check_out(out, shape, dt)
-            if np.may_share_memory(grad, x) and not (x.flags.c_contiguous and same_buffer(grad, x)):
-                x = x.copy()  # partial overlap: read from a snapshot
-            # operands sharing memory with out would be overwritten under us
-            t = t.copy() if np.may_share_memory(grad, t) else t
-            w = w.copy() if w is not None and np.may_share_memory(grad, w) else w
-            pw = pw.copy() if pw is not None and np.may_share_memory(grad, pw) else pw
-            go = go.copy() if go is not None and np.may_share_memory(grad, go) else go
-
+        go, go_scalar = upstream(grad_output, opts.reduction != _NONE, shape, dt, "per-element loss")
+        grad = output(out, shape, dt)
+        x = unaliased(grad, x, in_place=True)
+        t, w, pw, go = (unaliased(grad, a) for a in (t, w, pw, go))
+    if not x.flags.aligned:
+        x = x.copy()
     if x.size == 0:
-        return (_empty_result(red, shape, dt) if want_loss else None), grad
+        return (_empty_result(opts.reduction, shape, dt) if want_loss else None), grad
 
     ops = [x, t] + [a for a in (w, pw, go) if a is not None]
     rows, cols, ops, strides = flat_2d(shape, ops)
@@ -180,113 +163,99 @@ def _logits_run(
     (w, ws) = next(it) if w is not None else (None, (0, 0))
     (pw, pws) = next(it) if pw is not None else (None, (0, 0))
     (go, gos) = next(it) if go is not None else (None, (0, 0))
-    loss_out = np.empty(shape, dt) if (want_loss and red == 0) else None
-    kernel_red = red
+    loss_out = np.empty(shape, dt) if (want_loss and opts.reduction == _NONE) else None
+    kernel_red = opts.reduction
     if not want_loss:
         # gradient only: tell the kernel "none" without a loss buffer (so it
         # computes no loss at all) and fold the mean's 1/N into the scale,
         # exactly as the kernel would (one double division)
-        kernel_red = 0
-        if red == 2:
+        kernel_red = _NONE
+        if opts.reduction == _MEAN:
             go_scalar = go_scalar / x.size
-    rc, loss, _, _, _ = _core.binary(
-        _MODE_LOGITS, ops[0], rows, cols, strides[0], ops[1], strides[1], w, ws, pw, pws,
-        go, gos, go_scalar, 0.0, kernel_red, loss_out, grad, nt,
+    status, loss, _, _, _ = _core.binary(
+        mode=ce_bin_mode.CE_BIN_LOGITS, x=ops[0], rows=rows, cols=cols, xs=strides[0], t=ops[1],
+        ts=strides[1], w=w, ws=ws, pw=pw, pws=pws, go=go, gos=gos, grad_output_scalar=go_scalar,
+        reduction=kernel_red, loss_out=loss_out, grad=grad, num_threads=opts.num_threads,
     )  # fmt: skip
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-block partial sums")
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
     if not want_loss:
         return None, grad
-    return (loss_out if red == 0 else dt.type(loss)), grad
+    return (loss_out if loss_out is not None else dt.type(loss)), grad
 
 
 def binary_cross_entropy_with_logits(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
 ) -> Any:
-    loss, _ = _logits_run(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _logits_run(**locals(), want_loss=True, want_grad=False)[0]
 
 
 def binary_cross_entropy_with_logits_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    _, grad = _logits_run(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=False, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    grad = _logits_run(**locals(), want_loss=False, want_grad=True)[1]
     assert grad is not None
     return grad
 
 
 def binary_cross_entropy_with_logits_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    loss, grad = _logits_run(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    loss, grad = _logits_run(**locals(), want_loss=True, want_grad=True)
     assert grad is not None
     return loss, grad
 
 
 def binary_cross_entropy(
-    probs: Any,
-    target: Any,
+    probs: ArrayLike,
+    target: ArrayLike,
     *,
     eps: float | None = None,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
 ) -> Any:
+    opts = binary_options(reduction=reduction, num_threads=num_threads, eps=eps)
     p = as_float(probs, "probs")
-    dt = p.dtype
-    shape = p.shape
-    red = reduction_code(reduction)
-    nt = thread_count(num_threads)
-    e = float(np.finfo(dt).eps) if eps is None else finite_option(eps, "eps", 0.0, 0.5)
+    dt, shape = p.dtype, p.shape
     t = broadcast_operand(target, "target", shape, dt, "probs'")
     if not p.flags.aligned:
         p = p.copy()
     if p.size == 0:
-        return _empty_result(red, shape, dt)
+        return _empty_result(opts.reduction, shape, dt)
     rows, cols, (p, t), (ps, ts) = flat_2d(shape, [p, t])
-    loss_out = np.empty(shape, dt) if red == 0 else None
-    rc, loss, arg, pos, val = _core.binary(
-        _MODE_PROBS, p, rows, cols, ps, t, ts, None, (0, 0), None, (0, 0), None, (0, 0),
-        1.0, e, red, loss_out, None, nt,
+    loss_out = np.empty(shape, dt) if opts.reduction == _NONE else None
+    status, loss, arg, pos, val = _core.binary(
+        mode=ce_bin_mode.CE_BIN_PROBS, x=p, rows=rows, cols=cols, xs=ps, t=t, ts=ts,
+        eps=opts.clip(dt), reduction=opts.reduction, loss_out=loss_out, num_threads=opts.num_threads,
     )  # fmt: skip
-    if rc == _core.ERR_DOMAIN:
+    if status == ce_status.CE_ERR_DOMAIN:
         name = "probs" if arg == 0 else "target"
         raise ValueError(f"{name} must lie in [0, 1] (and not be NaN); found {val!r} at flat position {pos}")
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-block partial sums")
-    return loss_out if red == 0 else dt.type(loss)
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
+    return loss_out if loss_out is not None else dt.type(loss)
 
 
 binary_cross_entropy_with_logits.__doc__ = _doc(

@@ -3,27 +3,31 @@ handling. The arithmetic is in src/categorical_impl.h."""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
+from ._core import ce_reduction, ce_status
 from ._validation import (
     REDUCTIONS,
+    CategoricalOptions,
     as_array,
     as_float,
-    check_out,
+    categorical_layout,
+    categorical_options,
+    class_weight,
     fast_scale,
     fast_threads,
-    finite_option,
-    normalize_axis,
+    int_target,
+    no_memory,
+    output,
     per_sample,
-    reduction_code,
-    same_buffer,
     strided_view,
-    thread_count,
+    target_index_error,
+    unaliased,
+    upstream,
 )
 
 _DOC_PARAMS = """
@@ -135,26 +139,8 @@ def _doc(summary: str, returns: str, grad: bool, example: str) -> str:
     )
 
 
-def _int_target(t: np.ndarray, shape: tuple[int, ...], C: int, ignore_index: int) -> np.ndarray:
-    """Integer class indices as contiguous int64 (values beyond int64 are
-    reported as out of range, never wrapped)."""
-    if t.shape != shape:
-        raise ValueError(
-            "target: expected integer class indices of shape "
-            f"{shape} (the logits' shape without the class axis) or probabilities of "
-            f"the logits' shape; got an integer array of shape {t.shape}"
-        )
-    if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
-        flat = t.reshape(-1)
-        pos = int(np.argmax(flat > np.iinfo(np.int64).max))
-        raise IndexError(
-            f"target: class index {int(flat[pos])} at flat position {pos} is outside "
-            f"[0, {C}) and is not ignore_index ({ignore_index})"
-        )
-    return np.ascontiguousarray(t, dtype=np.int64)
-
-
 _NUMBER = (int, float)
+_NONE = ce_reduction.CE_RED_NONE
 
 
 def _fast(
@@ -217,173 +203,125 @@ def _run(
         fast = _fast(logits, target, reduction, num_threads, want_grad, grad_output, out)
         if fast is not None:
             return fast  # type: ignore[no-any-return]
+    opts = categorical_options(
+        reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap, num_threads=num_threads,
+    )  # fmt: skip
     x = as_float(logits, "logits")
-    dt = x.dtype
-    ax = normalize_axis(axis, x.ndim)
-    C = x.shape[ax]
-    if C == 0:
-        raise ValueError("logits: the class axis is empty (C == 0)")
-    sample_shape = x.shape[:ax] + x.shape[ax + 1 :]
-    red = reduction_code(reduction)
-    eps = finite_option(label_smoothing, "label_smoothing", 0.0, 1.0)
-    lam = finite_option(z_loss, "z_loss", 0.0, math.inf)
-    if math.isinf(lam):
-        raise ValueError(f"z_loss must be finite, got {z_loss!r}")
-    cap = 0.0
-    if softcap is not None:
-        cap = finite_option(softcap, "softcap", 0.0, math.inf, lo_open=True)
-        if math.isinf(cap):
-            raise ValueError(f"softcap must be finite, got {softcap!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (numbers.Integral, np.integer)):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    ignore = int(ignore_index)
-    if not -(2**63) <= ignore < 2**63:
-        raise ValueError(f"ignore_index {ignore} does not fit in int64")
-    nt = thread_count(num_threads)
-
     t = as_array(target, "target")
-    if t.dtype.kind == "b":
-        raise TypeError("target: a boolean array is ambiguous (class indices or probabilities?)")
-    q = None
-    qs = (0, 0, 0)
-    if t.dtype.kind in "iu":
-        tgt = _int_target(t, sample_shape, C, ignore)
-    elif t.dtype.kind == "f":
-        if t.shape != x.shape:
-            raise ValueError(
-                f"target: expected probabilities of the logits' shape {x.shape} or integer "
-                f"class indices of shape {sample_shape}; got a floating array of shape {t.shape}"
-            )
-        if ignore >= 0:
-            raise ValueError("ignore_index is only supported with integer class-index targets")
-        tgt = None
-        q = as_float(t, "target", dt)
-    else:
-        raise TypeError(f"target: dtype {t.dtype} is neither integer class indices nor probabilities")
-
-    w = None
-    if weight is not None:
-        w = as_float(weight, "weight", dt)
-        if w.shape != (C,):
-            raise ValueError(f"weight must be 1-d of length C = {C}, got shape {w.shape}")
-        w = np.ascontiguousarray(w)
-    sw = None if sample_weight is None else per_sample(sample_weight, sample_shape, dt, "sample_weight")
-
-    go_arr, go = _grad_output(grad_output, red, sample_shape, dt) if want_grad else (None, 1.0)
-
+    lay = categorical_layout(x, t, axis, opts)
+    dt = lay.dtype
+    tgt = None if lay.probs else int_target(t, lay, opts)
+    q = as_float(t, "target", dt) if lay.probs else None
+    w = class_weight(weight, lay.C, dt)
+    sw = None if sample_weight is None else per_sample(sample_weight, lay.sample_shape, dt, "sample_weight")
+    go_arr, go = None, 1.0
     grad = None
     if want_grad:
-        if out is None:
-            grad = np.empty(x.shape, dt)
-        else:
-            grad = check_out(out, x.shape, dt)
-            if np.may_share_memory(grad, x) and not (x.flags.c_contiguous and same_buffer(grad, x)):
-                x = x.copy()  # partial overlap: read from a snapshot
-            if q is not None and np.may_share_memory(grad, q):
-                q = q.copy()
-    x, outer, _, inner, xs = strided_view(x, ax)
-    if q is not None:
-        q, _, _, _, qs = strided_view(q, ax)
-    loss_out = np.empty(sample_shape, dt) if red == 0 else None
-
-    rc, loss, pos, val = _core.categorical(
-        x, outer, C, inner, xs, tgt, q, qs, w, sw, go_arr, go, ignore,
-        eps, lam, cap, red, loss_out, grad, nt,
+        go_arr, go = upstream(grad_output, opts.reduction != _NONE, lay.sample_shape, dt, "per-sample")
+        go_arr = None if go_arr is None else np.ascontiguousarray(go_arr)
+        grad = output(out, lay.shape, dt)
+        x = unaliased(grad, x, in_place=True)
+        tgt, q, w, sw, go_arr = (unaliased(grad, a) for a in (tgt, q, w, sw, go_arr))
+    loss_out = np.empty(lay.sample_shape, dt) if opts.reduction == _NONE else None
+    loss = kernel(
+        x, lay.axis, lay.C, opts, target=tgt, q=q, weight=w, sample_weight=sw,
+        grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out,
     )  # fmt: skip
-    if rc == _core.ERR_TARGET_INDEX:
-        raise IndexError(
-            f"target: class index {val} at flat position {pos} is outside [0, {C}) "
-            f"and is not ignore_index ({ignore})"
-        )
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-thread scratch memory")
-    return (loss_out if red == 0 else dt.type(loss)), grad
+    return (loss_out if loss_out is not None else dt.type(loss)), grad
 
 
-def _grad_output(
-    grad_output: Any, red: int, sample_shape: tuple[int, ...], dt: np.dtype
-) -> tuple[np.ndarray | None, float]:
-    """(per-sample array or None, scalar) for the kernel."""
-    if grad_output is None:
-        return None, 1.0
-    g = as_float(grad_output, "grad_output", dt)
-    if g.ndim == 0:
-        return None, float(g)
-    if red != 0:
-        raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {g.shape}")
-    return per_sample(g, sample_shape, dt, "grad_output"), 1.0
+def kernel(
+    x: np.ndarray,
+    axis: int,
+    C: int,
+    opts: CategoricalOptions,
+    *,
+    target: np.ndarray | None = None,
+    q: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+    grad_output: np.ndarray | None = None,
+    grad_output_scalar: float = 1.0,
+    grad: np.ndarray | None = None,
+    loss_out: np.ndarray | None = None,
+) -> float:
+    """The categorical kernel on validated, converted and unaliased operands
+    (also linear_cross_entropy's per-chunk call). Returns the reduced loss
+    (0 for "none", whose losses go to loss_out)."""
+    x, outer, _, inner, xs = strided_view(x, axis)
+    qs = (0, 0, 0)
+    if q is not None:
+        q, _, _, _, qs = strided_view(q, axis)
+    status, loss, pos, val = _core.categorical(
+        x=x, outer=outer, C=C, inner=inner, xs=xs, target=target, q=q, qs=qs, weight=weight,
+        sample_weight=sample_weight, grad_output=grad_output, grad_output_scalar=grad_output_scalar,
+        ignore_index=opts.ignore_index, label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
+        softcap=opts.softcap, reduction=opts.reduction, loss_out=loss_out, grad=grad,
+        num_threads=opts.num_threads,
+    )  # fmt: skip
+    if status == ce_status.CE_ERR_TARGET_INDEX:
+        raise target_index_error(val, pos, C, opts.ignore_index)
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
+    return float(loss)
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
 ) -> Any:
-    loss, _ = _run(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _run(**locals(), want_grad=False)[0]
 
 
 def cross_entropy_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    _, grad = _run(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    grad = _run(**locals(), want_grad=True)[1]
     assert grad is not None
     return grad
 
 
 def cross_entropy_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    loss, grad = _run(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    loss, grad = _run(**locals(), want_grad=True)
     assert grad is not None
     return loss, grad
 

@@ -28,7 +28,7 @@ Class-chunked rows are handled in three steps:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -214,24 +214,22 @@ def ce_rows(
     return (out, grad) if want_grad else out
 
 
-def denom_int(t: Any, w: Any, sw: Any, *, ignore: int, C: int) -> np.ndarray:
-    """This block's part of the "mean" denominator ``sum s_i w_{y_i}`` over
-    non-ignored samples (out-of-range indices are left out here; they raise
-    IndexError where the loss is computed)."""
+def denom_int(t: Any, w: Any, sw: Any, *, opts: Any, C: int) -> np.ndarray:
+    """This block's part of the "mean" denominator (the rule of
+    CategoricalOptions.mean_denominator; indices beyond int64 are left out
+    here, as out-of-range ones are: they raise IndexError where the loss is
+    computed)."""
     y, big = labels(t)
-    keep = (y != ignore) & (y >= 0) & (y < C)
     if big is not None:
-        keep &= ~big
-    yk = y[keep]
-    v = np.ones(yk.shape, _F64) if w is None else np.asarray(w, _F64)[yk]
-    if sw is not None:
-        v = v * np.asarray(sw, _F64)[keep]
-    return np.full(partial_shape(y.ndim), np.sum(v, dtype=_F64))
+        y = np.where(big, C, y)  # out of range, or ignored: left out either way
+    d = opts.mean_denominator(y.size, labels=y, C=C, class_weight=w, sample_weight=sw)
+    return np.full(partial_shape(y.ndim), d)
 
 
-def sum_partial(a: Any) -> np.ndarray:
-    a = np.asarray(a)
-    return np.full(partial_shape(a.ndim), np.sum(a, dtype=_F64))
+def denom_prob(sw: Any, *, opts: Any) -> np.ndarray:
+    """This block's part of the "mean" denominator of probability targets."""
+    sw = np.asarray(sw)
+    return np.full(partial_shape(sw.ndim), opts.mean_denominator(sw.size, sample_weight=sw))
 
 
 # ---------------------------------------------------------------------------
@@ -617,7 +615,7 @@ def bce_block(
     by the global element count, as ce_fast does) and return this block's
     partial sum in float64 (an array of ones in every dimension)."""
     kw = dict(weight=w, pos_weight=pw, num_threads=nt)
-    kred = "none" if red == "none" else "sum"
+    kred: Literal["none", "sum"] = "none" if red == "none" else "sum"
     if want_grad:
         g = go if (red == "none" and go is not None) else scalar(go_scalar)
         if want_loss:

@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ._categorical import _DOC_PARAMS, _int_target, cross_entropy, cross_entropy_and_grad
-from ._validation import as_array, as_float, per_sample, reduction_code
+from ._categorical import _DOC_PARAMS, kernel
+from ._core import ce_reduction
+from ._validation import (
+    as_array,
+    as_float,
+    categorical_layout,
+    categorical_options,
+    check_int_target,
+    class_weight,
+    int_target,
+    per_sample,
+    upstream,
+)
+
+_NONE, _MEAN = ce_reduction.CE_RED_NONE, ce_reduction.CE_RED_MEAN
 
 # Each chunk's matmuls re-read (and BLAS re-packs) the whole weight matrix
 # and read-modify-write its gradient, about 5 C x D of memory traffic per
@@ -40,18 +55,12 @@ def auto_chunk_size(N: int, C: int, D: int, itemsize: int) -> int:
 class _Problem:
     """Validated inputs, flattened to (N, D) rows."""
 
-    def __init__(
-        self, hidden: Any, weight: Any, target: Any, chunk_size: Any, options: dict[str, Any]
-    ) -> None:
-        """``options``: the cross_entropy keywords (and bias, class_weight)."""
-        bias = options.pop("bias")
-        class_weight = options.pop("class_weight")
-        sample_weight = options.pop("sample_weight")
-        ignore_index = options.pop("ignore_index")
-        reduction = options.pop("reduction")
+    def __init__(self, hidden: Any, weight: Any, target: Any, options: dict[str, Any]) -> None:
+        """``options``: linear_cross_entropy's keywords."""
+        self.opts = categorical_options(**options)
         h = as_float(hidden, "hidden")
         w = as_float(weight, "weight")
-        b = None if bias is None else as_float(bias, "bias")
+        b = None if options["bias"] is None else as_float(options["bias"], "bias")
         dt = np.result_type(h.dtype, w.dtype, *(() if b is None else (b.dtype,)))
         if h.ndim < 1:
             raise ValueError("hidden must have at least one dimension (the features, D)")
@@ -64,54 +73,31 @@ class _Problem:
             raise ValueError("weight has no rows: the class axis is empty (C == 0)")
         if b is not None and b.shape != (C,):
             raise ValueError(f"bias must be 1-d of length C = {C}, got shape {b.shape}")
-        self.dt = dt
         self.sample_shape = h.shape[:-1]
         self.N = math.prod(self.sample_shape)
-        self.C, self.D = C, D
+        self.C, self.D, self.dt = C, D, dt
+        # the logits' shape and dtype, never materialised
+        logits = np.broadcast_to(np.empty((), dt), self.sample_shape + (C,))
+        t = as_array(target, "target")
+        lay = categorical_layout(logits, t, -1, self.opts, dtype=dt)
         self.h = np.ascontiguousarray(h.reshape(self.N, D), dtype=dt)
         self.w = np.ascontiguousarray(w, dtype=dt)
         self.b = None if b is None else np.ascontiguousarray(b, dtype=dt)
-        self.red = reduction_code(reduction)
-        self.options = options
-
-        # Every option check of cross_entropy, on an empty batch of the same
-        # classes, so the errors are the same and N == 0 is covered.
-        t = as_array(target, "target")
-        probs = t.dtype.kind == "f"
-        self.empty_loss = cross_entropy(
-            np.zeros((0, C), dt),
-            np.zeros((0, C) if probs else 0, dt if probs else np.int64),
-            weight=class_weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            **options,
+        self.cw = class_weight(options["class_weight"], C, dt, "class_weight")
+        sw = options["sample_weight"]
+        self.sw = (
+            None if sw is None else per_sample(sw, self.sample_shape, dt, "sample_weight").reshape(self.N)
         )
-        self.cw = None if class_weight is None else np.ascontiguousarray(class_weight, dtype=dt)
-        self.ignore = int(ignore_index)
-        self.sw = None
-        if sample_weight is not None:
-            self.sw = per_sample(sample_weight, self.sample_shape, dt, "sample_weight").reshape(self.N)
-        if probs:
-            if t.shape != self.sample_shape + (C,):
-                raise ValueError(
-                    f"target: expected probabilities of shape {self.sample_shape + (C,)} or integer "
-                    f"class indices of shape {self.sample_shape}; got a floating array of shape {t.shape}"
-                )
-            self.t = np.ascontiguousarray(t.reshape(self.N, C), dtype=dt)
+        if lay.probs:
+            self.labels = None
+            self.q: np.ndarray | None = np.ascontiguousarray(as_float(t, "target", dt).reshape(self.N, C))
         else:
-            self.t = _int_target(t, self.sample_shape, C, self.ignore).reshape(self.N)
-            self._check_indices()
-        self.chunk = self._chunk_rows(chunk_size)
-
-    def _check_indices(self) -> None:
-        y = self.t
-        bad = (y != self.ignore) & ((y < 0) | (y >= self.C))
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise IndexError(
-                f"target: class index {int(y[pos])} at flat position {pos} is outside "
-                f"[0, {self.C}) and is not ignore_index ({self.ignore})"
-            )
+            # checked here, not by the per-chunk kernel calls, whose flat
+            # positions would be relative to their chunk
+            self.labels = int_target(t, lay, self.opts).reshape(self.N)
+            self.q = None
+            check_int_target(self.labels, C, self.opts)
+        self.chunk = self._chunk_rows(options["chunk_size"])
 
     def _chunk_rows(self, chunk_size: Any) -> int:
         if chunk_size is None:
@@ -123,16 +109,9 @@ class _Problem:
         return int(min(chunk_size, max(self.N, 1)))
 
     def mean_denominator(self) -> float:
-        """sum_i s_i * w_{y_i} over non-ignored samples (sum_i s_i for
-        probability targets), as cross_entropy's "mean"."""
-        s = np.ones(self.N, np.float64) if self.sw is None else self.sw.astype(np.float64)
-        if self.t.ndim == 2:
-            return float(np.sum(s))
-        keep = self.t != self.ignore
-        s = s[keep]
-        if self.cw is not None:
-            s = s * self.cw[self.t[keep]].astype(np.float64)
-        return float(np.sum(s))
+        return self.opts.mean_denominator(
+            self.N, labels=self.labels, C=self.C, class_weight=self.cw, sample_weight=self.sw
+        )
 
     def chunks(self) -> Any:
         for r0 in range(0, self.N, self.chunk):
@@ -145,22 +124,20 @@ class _Problem:
             z += self.b
         return z
 
-    def rows(self, r0: int, r1: int) -> dict[str, Any]:
-        """The per-row keywords of one chunk's cross_entropy call."""
-        return {
-            "weight": self.cw,
-            "sample_weight": None if self.sw is None else self.sw[r0:r1],
-            "ignore_index": self.ignore,
-            **self.options,
-        }
+    def kernel(self, z: np.ndarray, r0: int, r1: int, red: ce_reduction, **kw: Any) -> float:
+        """One chunk's loss (and gradient, with ``grad=``) through the fused
+        kernel, with the chunk's rows of every per-row operand."""
+        return kernel(
+            z, 1, self.C, replace(self.opts, reduction=red),
+            target=None if self.labels is None else self.labels[r0:r1],
+            q=None if self.q is None else self.q[r0:r1], weight=self.cw,
+            sample_weight=None if self.sw is None else self.sw[r0:r1], **kw,
+        )  # fmt: skip
 
     def finish(self, total: float, per_sample: np.ndarray | None) -> Any:
-        if self.red == 0:
-            assert per_sample is not None
+        if per_sample is not None:
             return per_sample.reshape(self.sample_shape)
-        if self.N == 0:
-            return self.empty_loss
-        if self.red == 2:
+        if self.opts.reduction == _MEAN:
             denom = self.mean_denominator()
             total = total / denom if denom != 0 else math.nan
         return self.dt.type(total)
@@ -170,13 +147,12 @@ def _run(
     hidden: Any, weight: Any, target: Any, options: dict[str, Any], want_grad: bool
 ) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     grad_output = options.pop("grad_output", None)
-    chunk_size = options.pop("chunk_size")
-    p = _Problem(hidden, weight, target, chunk_size, options)
+    p = _Problem(hidden, weight, target, options)
     go_rows, go_scalar = _grad_output(grad_output, p) if want_grad else (None, 1.0)
     dt, N, C, D = p.dt, p.N, p.C, p.D
     buf = np.empty((min(p.chunk, N), C), dt)
-    per = np.empty(N, dt) if p.red == 0 else None
-    chunk_reduction = "none" if per is not None else "sum"
+    per = np.empty(N, dt) if p.opts.reduction == _NONE else None
+    chunk_red = _NONE if per is not None else ce_reduction.CE_RED_SUM
     d_hidden = d_weight = d_bias = acc = None
     if want_grad:
         d_hidden = np.empty((N, D), dt)
@@ -186,22 +162,19 @@ def _run(
     total = 0.0
     for r0, r1 in p.chunks():
         z = p.logits(buf, r0, r1)
+        loss_out = None if per is None else per[r0:r1]
         if not want_grad:
-            loss = cross_entropy(z, p.t[r0:r1], reduction=chunk_reduction, **p.rows(r0, r1))
+            total += p.kernel(z, r0, r1, chunk_red, loss_out=loss_out)
         else:
             assert d_hidden is not None and d_weight is not None and acc is not None
-            go = go_scalar if go_rows is None else go_rows[r0:r1]
-            loss, g = cross_entropy_and_grad(
-                z, p.t[r0:r1], reduction=chunk_reduction, grad_output=go, out=z, **p.rows(r0, r1)
+            go = None if go_rows is None else go_rows[r0:r1]
+            total += p.kernel(
+                z, r0, r1, chunk_red, loss_out=loss_out, grad=z, grad_output=go, grad_output_scalar=go_scalar
             )
-            np.matmul(g, p.w, out=d_hidden[r0:r1])
-            _accumulate_weight_grad(d_weight, g, p.h[r0:r1], acc, first=r0 == 0)
+            np.matmul(z, p.w, out=d_hidden[r0:r1])
+            _accumulate_weight_grad(d_weight, z, p.h[r0:r1], acc, first=r0 == 0)
             if d_bias is not None:
-                d_bias += g.sum(axis=0, dtype=np.float64)
-        if per is not None:
-            per[r0:r1] = loss
-        else:
-            total += float(loss)
+                d_bias += z.sum(axis=0, dtype=np.float64)
     return (
         p.finish(total, per),
         None if d_hidden is None else d_hidden.reshape(p.sample_shape + (D,)),
@@ -211,15 +184,15 @@ def _run(
 
 
 def linear_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    target: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
     *,
-    bias: Any = None,
-    class_weight: Any = None,
-    sample_weight: Any = None,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
@@ -232,20 +205,20 @@ def linear_cross_entropy(
 
 
 def linear_cross_entropy_and_grad(
-    hidden: Any,
-    weight: Any,
-    target: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
     *,
-    bias: Any = None,
-    class_weight: Any = None,
-    sample_weight: Any = None,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     chunk_size: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
     options = locals().copy()
@@ -258,16 +231,10 @@ def linear_cross_entropy_and_grad(
 def _grad_output(go: Any, p: _Problem) -> tuple[np.ndarray | None, float]:
     """(per-row array or None, scalar) for the chunk calls, with the "mean"
     denominator folded into the scalar (every chunk is called with "sum")."""
-    if go is None:
-        g = 1.0
-    else:
-        arr = as_float(go, "grad_output", p.dt)
-        if arr.ndim != 0:
-            if p.red != 0:
-                raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {arr.shape}")
-            return per_sample(arr, p.sample_shape, p.dt, "grad_output").reshape(p.N), 1.0
-        g = float(arr)
-    if p.red == 2:
+    rows, g = upstream(go, p.opts.reduction != _NONE, p.sample_shape, p.dt, "per-sample")
+    if rows is not None:
+        return np.ascontiguousarray(rows).reshape(p.N), 1.0
+    if p.opts.reduction == _MEAN:
         denom = p.mean_denominator()
         # A zero denominator makes the loss 0/0: as cross_entropy, the rows
         # that count get a NaN gradient and ignored rows stay 0.

@@ -6,19 +6,21 @@ from __future__ import annotations
 from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
+from ._core import ce_sm_op, ce_status
 from ._validation import (
+    INPUT_NAMES,
+    as_array,
     as_float,
-    check_out,
     fast_threads,
-    normalize_axis,
-    same_buffer,
+    no_memory,
+    output,
+    softmax_call,
     strided_view,
-    thread_count,
+    unaliased,
 )
-
-_LOGSUMEXP, _LOG_SOFTMAX, _SOFTMAX, _ENTROPY, _SOFTMAX_ENTROPY = range(5)
 
 _DOC_AXIS = """
     axis : int, default -1
@@ -46,63 +48,57 @@ _DOC_DTYPES = """float32 and float64 are computed natively, float16 in
         float32, integer and bool in float64."""
 
 
-def _run(op: int, x: Any, axis: Any, num_threads: Any, name: str, out: Any = None) -> Any:
-    rowwise = op in (_LOG_SOFTMAX, _SOFTMAX)
+def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None) -> Any:
+    rowwise = op in (ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX)
     nt = fast_threads(num_threads)
     if type(axis) is int and axis == -1 and nt >= 0:
         # the common call, checked and run in C (None: take the general path)
         res = _core.softmax_family_fast(op, x, nt, out if rowwise else None)
         if res is not None:
             return res if rowwise else res[()]
-    a = as_float(x, name)
-    dt = a.dtype
-    ax = normalize_axis(axis, a.ndim, name)
-    C = a.shape[ax]
-    if C == 0:
-        raise ValueError(f"{name}: axis {axis} is empty (C == 0)")
-    nt = thread_count(num_threads)
-    if rowwise:
-        if out is None:
-            res = np.empty(a.shape, dt)
-        else:
-            res = check_out(out, a.shape, dt)
-            if np.may_share_memory(res, a) and not (a.flags.c_contiguous and same_buffer(res, a)):
-                a = a.copy()  # partial overlap: read from a snapshot
+    a = as_array(x, INPUT_NAMES.get(op, "x"))
+    call = softmax_call(op, a, axis, num_threads)
+    a = as_float(a, call.name, call.dtype)
+    if call.rowwise:
+        res = output(out, call.shape, call.dtype)
+        a = unaliased(res, a, in_place=True)
     else:
-        res = np.empty(a.shape[:ax] + a.shape[ax + 1 :], dt)
+        res = np.empty(call.result_shape, call.dtype)
     if a.size == 0:
-        return res if rowwise else res[()]
-    a, outer, _, inner, xs = strided_view(a, ax)
-    rc, pos, val = _core.softmax_family(op, a, outer, C, inner, xs, res, nt)
-    if rc == _core.ERR_DOMAIN:
-        raise ValueError(f"{name} must be non-negative; found {val!r} at flat position {pos}")
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-block results")
-    return res if rowwise else res[()]
+        return res if call.rowwise else res[()]
+    a, outer, C, inner, xs = strided_view(a, call.axis)
+    status, pos, val = _core.softmax_family(
+        op=op, x=a, outer=outer, C=C, inner=inner, xs=xs, out=res, num_threads=call.num_threads
+    )
+    if status == ce_status.CE_ERR_DOMAIN:
+        raise ValueError(f"{call.name} must be non-negative; found {val!r} at flat position {pos}")
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
+    return res if call.rowwise else res[()]
 
 
-def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
-    return _run(_LOGSUMEXP, x, axis, num_threads, "x")
+def logsumexp(x: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
+    return _run(ce_sm_op.CE_SM_LOGSUMEXP, x, axis, num_threads)
 
 
 def log_softmax(
-    x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
+    x: ArrayLike, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
 ) -> np.ndarray:
-    return cast(np.ndarray, _run(_LOG_SOFTMAX, x, axis, num_threads, "x", out))
+    return cast(np.ndarray, _run(ce_sm_op.CE_SM_LOG_SOFTMAX, x, axis, num_threads, out))
 
 
 def softmax(
-    x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
+    x: ArrayLike, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
 ) -> np.ndarray:
-    return cast(np.ndarray, _run(_SOFTMAX, x, axis, num_threads, "x", out))
+    return cast(np.ndarray, _run(ce_sm_op.CE_SM_SOFTMAX, x, axis, num_threads, out))
 
 
-def entropy(probs: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
-    return _run(_ENTROPY, probs, axis, num_threads, "probs")
+def entropy(probs: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
+    return _run(ce_sm_op.CE_SM_ENTROPY, probs, axis, num_threads)
 
 
-def softmax_entropy(logits: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
-    return _run(_SOFTMAX_ENTROPY, logits, axis, num_threads, "logits")
+def softmax_entropy(logits: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
+    return _run(ce_sm_op.CE_SM_SOFTMAX_ENTROPY, logits, axis, num_threads)
 
 
 logsumexp.__doc__ = f"""``log(sum(exp(x), axis))``, computed stably (as ``scipy.special.logsumexp``).

@@ -60,10 +60,7 @@ __all__ = [
 
 _REDUCTIONS = ("mean", "sum", "none")
 
-try:  # NumPy >= 1.25
-    _AxisError = np.exceptions.AxisError
-except AttributeError:  # pragma: no cover - old NumPy
-    _AxisError = np.AxisError  # type: ignore[attr-defined,misc]
+_AxisError = np.exceptions.AxisError
 
 
 # ---------------------------------------------------------------------------

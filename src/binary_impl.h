@@ -1,10 +1,7 @@
 /* binary_impl.h — elementwise binary cross-entropy (on logits and on
- * probabilities), written once and instantiated per dtype: include it with
- *     CE_T      element type (float | double)
- *     CE_SFX    name suffix  (f32   | f64)
- *     CE_EXP_NONPOS  vector-friendly exp for arguments <= 0 (ce_vecmath.h)
- *     CE_LOG    vector-friendly log   for CE_T (ce_vecmath_log.h)
- *     CE_LOG1P  vector-friendly log1p for CE_T (ce_vecmath_log.h)
+ * probabilities), written once and instantiated per dtype by
+ * kernels_for_dtype.h (CE_T, CE_FN, and the vector math it uses: CE_EXP_NONPOS
+ * from ce_vecmath.h, CE_LOG and CE_LOG1P from ce_vecmath_log.h).
  *
  * Per element, with x the logit, t the target, w the weight, pw the
  * pos_weight (PyTorch semantics) and e = exp(-|x|), l = log1p(e):
@@ -25,8 +22,6 @@
  * in f are used in place; broadcast or strided ones are gathered chunk by
  * chunk into a small per-thread buffer (L1-resident), so the arithmetic is a
  * single unit-stride vector loop and broadcasting never materialises. */
-
-#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
 
 #ifndef CE_BIN_CHUNK
 #define CE_BIN_CHUNK 512
@@ -247,4 +242,3 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
     return rc;
 }
 
-#undef CE_FN

@@ -1,6 +1,5 @@
 /* categorical_tile_impl.h — the categorical kernel for narrow rows (small C)
  * and for a class axis that is not the last one, vectorised ACROSS rows.
- * Included by categorical_impl.h (same instantiation macros).
  *
  * With few classes, a row is too short for vector loops: their prologues,
  * remainders and horizontal reductions cost more than the arithmetic. With

@@ -9,14 +9,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CE_OK 0
-#define CE_ERR_TARGET_INDEX 1 /* class index outside [0, C) and != ignore_index */
-#define CE_ERR_NOMEM 2        /* a per-thread scratch row could not be allocated */
-#define CE_ERR_DOMAIN 3       /* a value outside the function's domain (err_pos, err_fval) */
+/* The binding (src/_core.pxd) declares these enums too and exposes them to
+ * Python by name: every constant crossing the boundary is named on both sides. */
+typedef enum ce_status {
+    CE_OK = 0,
+    CE_ERR_TARGET_INDEX = 1, /* class index outside [0, C) and != ignore_index */
+    CE_ERR_NOMEM = 2,        /* a per-thread scratch row could not be allocated */
+    CE_ERR_DOMAIN = 3        /* a value outside the function's domain (err_pos, err_fval) */
+} ce_status;
 
-#define CE_RED_NONE 0
-#define CE_RED_SUM 1
-#define CE_RED_MEAN 2
+typedef enum ce_reduction { CE_RED_NONE = 0, CE_RED_SUM = 1, CE_RED_MEAN = 2 } ce_reduction;
 
 /* Categorical cross-entropy over logits laid out as (outer, C, inner).
  * Element (o, c, i) of the logits is x[o*xs_o + c*xs_c + i*xs_i] (strides in
@@ -63,8 +65,10 @@ typedef int (*ce_cat_fn)(ce_cat_args *a);
  * (rows, cols) view, so broadcast operands carry zero strides and are never
  * materialised. Per-element outputs (loss_out, grad) are contiguous in f; grad
  * may alias x exactly when x is contiguous (out=logits). */
-#define CE_BIN_LOGITS 0 /* binary_cross_entropy_with_logits */
-#define CE_BIN_PROBS 1  /* binary_cross_entropy (clipped probabilities) */
+typedef enum ce_bin_mode {
+    CE_BIN_LOGITS = 0, /* binary_cross_entropy_with_logits */
+    CE_BIN_PROBS = 1   /* binary_cross_entropy (clipped probabilities) */
+} ce_bin_mode;
 typedef struct {
     int mode; /* CE_BIN_* */
     int64_t rows, cols;
@@ -93,11 +97,13 @@ typedef int (*ce_bin_fn)(ce_bin_args *a);
  * Row results (logsumexp, entropies) go to out[r], r = o*inner + i;
  * softmax / log_softmax write out contiguous (outer, C, inner), which may alias
  * x exactly (in place). */
-#define CE_SM_LOGSUMEXP 0
-#define CE_SM_LOG_SOFTMAX 1
-#define CE_SM_SOFTMAX 2
-#define CE_SM_ENTROPY 3
-#define CE_SM_SOFTMAX_ENTROPY 4
+typedef enum ce_sm_op {
+    CE_SM_LOGSUMEXP = 0,
+    CE_SM_LOG_SOFTMAX = 1,
+    CE_SM_SOFTMAX = 2,
+    CE_SM_ENTROPY = 3,
+    CE_SM_SOFTMAX_ENTROPY = 4
+} ce_sm_op;
 typedef struct {
     int op; /* CE_SM_* */
     const void *x;
@@ -113,9 +119,10 @@ typedef struct {
 
 typedef int (*ce_sm_fn)(ce_sm_args *a);
 
-/* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (kind 0),
- * log1p(x[i]) (kind 1) or exp(x[i]) for x[i] <= 0 (kind 2), n contiguous
+/* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (CE_VM_LOG),
+ * log1p(x[i]) (CE_VM_LOG1P) or exp(x[i]) for x[i] <= 0 (CE_VM_EXP), n contiguous
  * elements (ce_vecmath also splits them over threads, for the benchmark). */
+typedef enum ce_vm_kind { CE_VM_LOG = 0, CE_VM_LOG1P = 1, CE_VM_EXP = 2 } ce_vm_kind;
 typedef void (*ce_vecmath_fn)(int kind, const void *x, void *y, int64_t n);
 
 /* One set of kernels, compiled once per instruction-set level. */

@@ -19,8 +19,10 @@
  * Accuracy, measured against long double references on 10^6 log-uniform
  * points on [1e-30, 1e30], 10^6 on [0.5, 2], 10^6 on [-1, 1] (log1p) and the
  * subnormals, at every ISA level this CPU runs: max error 0.85 ulp for log
- * and log1p, float32 and float64 alike. tests/test_binary.py::
- * test_vec_log_accuracy re-checks < 1 ulp on 4e5 points per run.
+ * and log1p, float32 and float64 alike. tests/test_vecmath.py::
+ * test_vec_log_accuracy re-checks < 1 ulp at every ISA level this CPU runs,
+ * on 4e5 points per run (log1p: also their negatives in (-1, 0) and 2e5 on
+ * [-1, 1]).
  *
  * Special values, handled by explicit selects (never by -ffast-math):
  *   log(NaN) = NaN, log(x < 0) = NaN, log(+-0) = -inf, log(+inf) = +inf,

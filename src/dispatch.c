@@ -1,9 +1,10 @@
 /* dispatch.c — choose the kernel table for this CPU, once, at import.
  *
  * The choice is the best ISA level that is both compiled in and supported by
- * the CPU (and the OS, which __builtin_cpu_supports checks via XGETBV); the
- * environment variable CE_FAST_ISA=baseline|avx2|avx512 forces a level (the
- * binding reads it and calls ce_set_isa). */
+ * the CPU (and the OS, which __builtin_cpu_supports checks via XGETBV). The
+ * environment variable CE_FAST_ISA=baseline|avx2|avx512 forces a level:
+ * ce_fast/_config.py reads it at import and calls ce_set_isa (through the
+ * binding's set_isa), which tests also call to run every supported level. */
 #include <string.h>
 
 #include "ce_kernels.h"

@@ -1,13 +1,20 @@
 /* kernels_for_dtype.h — every kernel body for one element type. kernels.c
  * includes it once per dtype with CE_T, CE_U, CE_I (integers of CE_T's
- * width), CE_SFX and the vector-math macros
- * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) defined; it undefines them afterwards. */
+ * width), CE_SFX (f32_<isa> | f64_<isa>) and the vector-math macros
+ * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) defined; it undefines them afterwards.
+ * CE_FN(name) names a function of this instantiation (name_<CE_SFX>). */
+#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
+
+/* in dependency order: each file uses only those above it */
 #include "rowscan_impl.h"
+#include "categorical_math_impl.h"
+#include "categorical_tile_impl.h"
+#include "categorical_rows_impl.h"
+#include "categorical_split_impl.h"
 #include "categorical_impl.h"
 #include "binary_impl.h"
 #include "softmax_impl.h"
 
-#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
 /* Test hook: the vector math of this ISA level, elementwise over n
  * contiguous elements (tests/test_vecmath.py): kind 0 log, 1 log1p,
  * 2 exp of arguments <= 0. */

@@ -14,8 +14,6 @@
  * width, no conversions in the hot loop) and folded into double per chunk, so
  * the rounding error is that of a CE_CHUNK-term sum whatever n is. */
 
-#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
-
 #ifndef CE_CHUNK
 #define CE_CHUNK 256
 #endif
@@ -116,4 +114,3 @@ CE_INLINE void CE_FN(row_expsum)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r,
         CE_FN(row_expsum_k)(x, sx, n, r, NULL, sy, s_less, n_max, 0, pf);
 }
 
-#undef CE_FN

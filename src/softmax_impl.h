@@ -27,8 +27,6 @@
  * only; every row is computed by the same code whatever the thread count, so
  * results are bitwise identical for every num_threads. */
 
-#define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
-
 CE_INLINE void CE_FN(sm_fill)(CE_T *y, ptrdiff_t sy, int64_t C, CE_T v) {
     for (int64_t c = 0; c < C; ++c) y[c * sy] = v;
 }
@@ -350,5 +348,4 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
     return CE_FN(sm_first_negative)(a, first_neg, nblocks);
 }
 
-#undef CE_FN
 #undef CE_SM_TILE

@@ -1,4 +1,4 @@
-"""Every error path of the categorical cross-entropy functions (as their docstrings say):
+"""Every error path of the categorical cross-entropy functions (as documented in the docstrings):
 the exact exception type, and a message that names what is wrong.
 
 Each case runs through all three ce_fast functions and through the

@@ -105,8 +105,7 @@ def torch_ce_manual(
     z_loss=0.0,
     softcap=None,
 ):
-    """The documented formulas (the docstrings' Semantics) written with torch ops,
-    differentiated by autograd."""
+    """The documented formulas written with torch ops, differentiated by autograd."""
     xt = torch.tensor(np.moveaxis(x, axis, -1).astype(np.float64), requires_grad=True)
     z = softcap * torch.tanh(xt / softcap) if softcap else xt
     C = z.shape[-1]

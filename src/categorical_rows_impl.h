@@ -1,0 +1,129 @@
+/* categorical_rows_impl.h — the row driver of the categorical kernel: blocks
+ * of whole rows per thread, each row by the row math (categorical_math_impl.h)
+ * or, for narrow rows and a class axis that is not last, in tiles of rows
+ * (categorical_tile_impl.h).
+ *
+ * Work is split into fixed blocks of rows (ce_rows_per_block, a function of C
+ * only) and per-block loss partials are combined in a fixed order, so results
+ * are bitwise identical for every thread count. */
+
+/* One whole row on one thread. `fac` (softcap only) holds the chain-rule
+ * factors written by the capping pass. */
+CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
+                                const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
+                                const CE_T *fac, double sw, double gscale, const ce_prefetch *pf) {
+    const int64_t C = k->C;
+    /* in place (g == x) pass 2 overwrites x: read the target logit first */
+    const double xy = k->prob ? 0.0 : (double)x[y * sx];
+    CE_FN(span_stats) st;
+    CE_FN(scan_span)(k, x, sx, q, sq, k->w, C, g, sg, &st, pf);
+    if (st.bad || st.empty) {
+        if (g) CE_FN(fill_span)(g, sg, C, (CE_T)NAN);
+        return NAN;
+    }
+    CE_FN(row_coef) cf;
+    const double sp = st.s_less + (st.n_max - 1.0);
+    const double loss = CE_FN(row_finish)(k, st.r, sp, log1p(sp), st.dot, st.W, xy,
+                                          y, sw, gscale, &cf);
+    if (!g) return loss;
+    const double e_y = k->prob ? 0.0 : (double)g[y * sg];
+    CE_FN(span_grad)(k, &cf, 1.0, 1, q, sq, k->w, C, g, sg, fac);
+    if (!k->prob) g[y * sg] = CE_FN(target_grad)(&cf, e_y, 1.0, 1, fac ? fac[y] : (CE_T)1);
+    return loss;
+}
+
+/* Specialise the row for unit strides and for loss-only calls, so that the
+ * compiler sees constant strides and no per-element "is there a gradient"
+ * test in the hot loops. */
+CE_INLINE double CE_FN(cat_row_any)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
+                                    const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
+                                    const CE_T *fac, double sw, double gscale,
+                                    const ce_prefetch *pf) {
+    if (sx == 1 && sg == 1 && (!q || sq == 1)) {
+        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale, pf)
+                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale, pf);
+    }
+    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale, pf)
+             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale, pf);
+}
+
+/* Soft-capping: xc = cap * tanh(x / cap) into scratch, and the chain-rule
+ * factor 1 - tanh^2(x / cap) = 4a / (1 + a)^2 with a = exp(-2|x / cap|),
+ * which keeps relative accuracy where tanh rounds to +-1. */
+static void CE_FN(softcap_row)(const CE_T *x, ptrdiff_t sx, int64_t C, double cap, CE_T *xc,
+                               CE_T *fac) {
+    for (int64_t c = 0; c < C; ++c) {
+        double u = (double)x[c * sx] / cap;
+        double a = exp(-2.0 * fabs(u));
+        xc[c] = (CE_T)(cap * tanh(u));
+        fac[c] = (CE_T)(4.0 * a / ((1.0 + a) * (1.0 + a)));
+    }
+}
+
+
+/* The blocks of rows one thread computes (an orphaned `omp for`: inside a
+ * parallel region the team shares the blocks, outside one it runs them all).
+ * Returns 1 if its scratch could not be allocated. */
+static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale,
+                             double *partial, int64_t rb, int64_t nblocks, double cap, int tile,
+                             size_t scratch_len) {
+    const int64_t N = a->outer * a->inner, C = a->C, inner = a->inner;
+    CE_T *loss_out = (CE_T *)a->loss_out;
+    CE_T *scratch = NULL;
+    if (scratch_len) scratch = (CE_T *)malloc(scratch_len * sizeof(CE_T));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) {
+        if (scratch_len && !scratch) continue;
+        double acc = 0.0;
+        const int64_t r_end = (b + 1) * rb < N ? (b + 1) * rb : N;
+        for (int64_t r = b * rb; tile && r < r_end;) {
+            int64_t nb = r_end - r < CE_TILE ? r_end - r : CE_TILE;
+            if (inner > 1 && nb > inner - r % inner) nb = inner - r % inner;
+            acc += CE_FN(cat_tile)(a, k, gscale, r, nb, scratch, loss_out);
+            r += nb;
+        }
+        for (int64_t r = b * rb; !tile && r < r_end; ++r) {
+            CE_FN(row_ptrs) p = CE_FN(locate_row)(a, r, gscale);
+            double loss = 0.0;
+            if (p.ignored) { /* ignored samples are never read: loss 0, gradient 0 */
+                if (p.g) CE_FN(fill_span)(p.g, inner, C, (CE_T)0);
+            } else if (cap > 0.0) {
+                CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
+                loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, p.g, inner, scratch + C,
+                                          p.sw, p.gs, NULL);
+            } else {
+                /* the next row of a block, requested during this one */
+                const int ahead = a->xs_c == 1 && inner == 1 && r + 1 < r_end;
+                const ce_prefetch next = {ahead ? (const char *)(p.x + a->xs_o) : NULL,
+                                          ahead && p.g ? (char *)(p.g + C) : NULL};
+                const ce_prefetch *pf = ahead ? &next : NULL;
+                loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL, p.sw,
+                                          p.gs, pf);
+            }
+            if (loss_out) loss_out[r] = (CE_T)loss;
+            acc += loss;
+        }
+        if (partial) partial[b] = acc;
+    }
+    const int nomem = scratch_len && !scratch;
+    free(scratch);
+    return nomem;
+}
+
+/* The row-parallel path: blocks of whole rows per thread (in tiles of rows
+ * for narrow rows and non-last class axes, see categorical_tile_impl.h). */
+static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gscale, double *partial,
+                           int64_t rb, int64_t nblocks, double cap) {
+    const int64_t N = a->outer * a->inner, C = a->C;
+    const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
+    const int tile = CE_FN(use_tile)(a);
+    const size_t scratch_len = tile ? (size_t)(CE_TILE * C) : cap > 0.0 ? (size_t)(2 * C) : 0;
+    int nomem = 0;
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt) reduction(| : nomem)
+        nomem |= CE_FN(cat_blocks)(a, k, gscale, partial, rb, nblocks, cap, tile, scratch_len);
+    } else { /* no thread team at all: it would cost more than a small call */
+        nomem = CE_FN(cat_blocks)(a, k, gscale, partial, rb, nblocks, cap, tile, scratch_len);
+    }
+    return nomem ? CE_ERR_NOMEM : CE_OK;
+}
