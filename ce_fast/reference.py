@@ -105,6 +105,8 @@ def _to_array(x, name):
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and other non-arrays
             raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc})") from exc
+    if arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (kind "V"): exactly representable in float32
+        arr = arr.astype(np.float32)
     if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and arr.itemsize > 8):
         raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected float16/32/64, integer or bool)")
     return arr
