@@ -20,6 +20,7 @@ from ._binary import (
     binary_cross_entropy_with_logits_and_grad,
     binary_cross_entropy_with_logits_grad,
 )
+from ._divergence import js_divergence, js_divergence_and_grad, kl_divergence, kl_divergence_and_grad
 from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
 from ._softmax import entropy, log_softmax, logsumexp, softmax, softmax_entropy
 
@@ -36,6 +37,10 @@ __all__ = [
     "cross_entropy_and_grad",
     "cross_entropy_grad",
     "entropy",
+    "js_divergence",
+    "js_divergence_and_grad",
+    "kl_divergence",
+    "kl_divergence_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
     "log_softmax",
