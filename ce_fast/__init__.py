@@ -22,6 +22,12 @@ from ._binary import (
 )
 from ._divergence import js_divergence, js_divergence_and_grad, kl_divergence, kl_divergence_and_grad
 from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
+from ._linear_divergence import (
+    linear_js_divergence,
+    linear_js_divergence_and_grad,
+    linear_kl_divergence,
+    linear_kl_divergence_and_grad,
+)
 from ._softmax import entropy, log_softmax, logsumexp, softmax, softmax_entropy
 
 _apply_isa_override()
@@ -43,6 +49,10 @@ __all__ = [
     "kl_divergence_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
+    "linear_js_divergence",
+    "linear_js_divergence_and_grad",
+    "linear_kl_divergence",
+    "linear_kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
     "show_config",

@@ -168,3 +168,15 @@ def chunk_upstream(
         denom = denominator()
         g = g / denom if denom != 0 else math.nan
     return None, g
+
+
+def finish(total: float, per_row: np.ndarray | None, layer: LinearLayer, mean: bool, denominator: Any) -> Any:
+    """The loss of the chunk calls: the per-row losses (of the samples'
+    shape), or the float64 total as a scalar of the compute dtype, divided by
+    ``denominator()`` for "mean" (NaN when that is 0)."""
+    if per_row is not None:
+        return per_row.reshape(layer.sample_shape)
+    if mean:
+        denom = denominator()
+        total = total / denom if denom != 0 else math.nan
+    return layer.dt.type(total)

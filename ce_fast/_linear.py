@@ -4,7 +4,6 @@ computed in chunks of rows so that the N x C logits never exist at once
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -12,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._categorical import _DOC_PARAMS, kernel
-from ._chunked import LayerGrads, LinearLayer, auto_chunk_size, chunk_rows, chunk_upstream, chunks
+from ._chunked import LayerGrads, LinearLayer, auto_chunk_size, chunk_rows, chunk_upstream, chunks, finish
 from ._core import ce_reduction
 from ._validation import (
     as_array,
@@ -72,14 +71,6 @@ class _Problem:
             sample_weight=None if self.sw is None else self.sw[r0:r1], **kw,
         )  # fmt: skip
 
-    def finish(self, total: float, per_sample: np.ndarray | None) -> Any:
-        if per_sample is not None:
-            return per_sample.reshape(self.sample_shape)
-        if self.opts.reduction == _MEAN:
-            denom = self.mean_denominator()
-            total = total / denom if denom != 0 else math.nan
-        return self.dt.type(total)
-
 
 def _run(
     hidden: Any, weight: Any, target: Any, options: dict[str, Any], want_grad: bool
@@ -108,9 +99,10 @@ def _run(
                 z, r0, r1, chunk_red, loss_out=loss_out, grad=z, grad_output=go, grad_output_scalar=go_scalar
             )
             grads.add(z, r0, r1)
+    loss = finish(total, per, p.layer, red == _MEAN, p.mean_denominator)
     if grads is None:
-        return p.finish(total, per), None, None, None
-    return (p.finish(total, per), *grads.result())
+        return loss, None, None, None
+    return (loss, *grads.result())
 
 
 def linear_cross_entropy(

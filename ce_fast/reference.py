@@ -56,6 +56,10 @@ __all__ = [
     "kl_divergence_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
+    "linear_js_divergence",
+    "linear_js_divergence_and_grad",
+    "linear_kl_divergence",
+    "linear_kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
     "softmax",
@@ -1557,3 +1561,169 @@ def js_divergence_and_grad(
         target=target, reduction=reduction, num_threads=num_threads, want_grad=True,
         grad_output=grad_output, out=out,
     )  # fmt: skip
+
+
+def _linear_divergence(fn, opts):
+    """``fn(hidden @ weight.T + bias, teacher logits, **keywords)`` for the
+    linear function whose ``locals()`` are ``opts``, the teacher given as an
+    array or as ``teacher_hidden @ teacher_weight.T + teacher_bias``; a
+    gradient (when ``fn`` gives one) pushed back through the student's layer:
+    ``(loss, d_hidden, d_weight, d_bias)``."""
+    layer = ("hidden", "weight", "teacher", "bias", "teacher_hidden", "teacher_weight", "teacher_bias")
+    kw = {k: v for k, v in opts.items() if k not in layer and k != "chunk_size"}
+    z, h, w, dtype = _linear_logits(opts["hidden"], opts["weight"], opts["bias"])
+    teacher = opts["teacher"]
+    if (teacher is None) == (opts["teacher_hidden"] is None and opts["teacher_weight"] is None):
+        raise ValueError("give the teacher either as an array (teacher) or as teacher_hidden, teacher_weight")
+    if teacher is None:
+        if kw["teacher_is"] != "logits":
+            raise ValueError("a teacher given as a layer (teacher_hidden, teacher_weight) gives logits")
+        teacher, *_ = _linear_logits(opts["teacher_hidden"], opts["teacher_weight"], opts["teacher_bias"])
+    res = fn(z, teacher, **kw)
+    if not isinstance(res, tuple):
+        return res.astype(dtype) if isinstance(res, np.ndarray) else dtype.type(res)
+    loss, g = res
+    n = int(np.prod(h.shape[:-1]))
+    g2, h2 = g.reshape(n, w.shape[0]), h.reshape(n, w.shape[1])
+    loss = loss.astype(dtype) if isinstance(loss, np.ndarray) else dtype.type(loss)
+    d_bias = None if opts["bias"] is None else g2.sum(axis=0).astype(dtype)
+    return loss, (g @ w).astype(dtype), (g2.T @ h2).astype(dtype), d_bias
+
+
+def linear_kl_divergence(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    chunk_size=None,
+):
+    """``kl_divergence(hidden @ weight.T + bias, teacher, ...)``, the teacher's
+    logits being ``teacher_hidden @ teacher_weight.T + teacher_bias`` when it
+    is given as a layer; the logits are materialised here (the specification),
+    ``chunk_size`` is accepted and ignored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> float(reference.linear_kl_divergence(h, W, teacher_hidden=h, teacher_weight=W))
+    0.0
+    """
+    return _linear_divergence(kl_divergence, locals())
+
+
+def linear_kl_divergence_and_grad(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    chunk_size=None,
+):
+    """``(loss, d_hidden, d_weight, d_bias)`` of :func:`linear_kl_divergence`
+    by the chain rule through the materialised logits (G their gradient):
+    ``G @ weight``, ``G.T @ hidden``, ``G.sum(rows)`` (None without ``bias``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> reference.linear_kl_divergence_and_grad(h, W, np.zeros((2, 4)))[2]
+    array([[0., 0., 0.],
+           [0., 0., 0.],
+           [0., 0., 0.],
+           [0., 0., 0.]])
+    """
+    return _linear_divergence(kl_divergence_and_grad, locals())
+
+
+def linear_js_divergence(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    beta=0.5,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    chunk_size=None,
+):
+    """``js_divergence(hidden @ weight.T + bias, teacher, ...)``, as
+    :func:`linear_kl_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> float(reference.linear_js_divergence(h, W, np.zeros((2, 4)), beta=0.2))
+    0.0
+    """
+    return _linear_divergence(js_divergence, locals())
+
+
+def linear_js_divergence_and_grad(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    beta=0.5,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    chunk_size=None,
+):
+    """``(loss, d_hidden, d_weight, d_bias)`` of :func:`linear_js_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> reference.linear_js_divergence_and_grad(h, W, np.zeros((2, 4)), bias=np.zeros(4))[3]
+    array([0., 0., 0., 0.])
+    """
+    return _linear_divergence(js_divergence_and_grad, locals())
