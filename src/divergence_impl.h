@@ -13,16 +13,20 @@
  *           for logits, exp(m_b) for log-probabilities; P = t for
  *           probabilities), and r_c = log P_c - log Q_c formed from
  *           differences of logits, never from two rounded log-probabilities:
- *               logits     r = ((b - a) - (m_b - m_a)) + (L_a - L_b),
- *                          L_a - L_b = -log1p((s'_b - s'_a) / (1 + s'_a));
+ *               logits     r = ((b - a) - (m_b - m_a)) + (L_a - L_b);
  *               log-probs  r = b + ((m_a - a) + L_a)   (= b - log_softmax(a),
  *                          in log_softmax's own order: 0 where b is it);
  *               probs      r = log t + ((m_a - a) + L_a);
- *           so for P ~ Q the only error common to a row's r is the rounding of
- *           the sums s' (a few ulps), and a divergence of 1e-9 keeps ~1e-7
- *           relative accuracy in float64 (the naive sum of P (log P - log Q)
- *           carries ulp(log P) per class). Identical teacher and student rows
- *           give r = 0 and Q = P bit for bit: divergence 0, gradient 0;
+ *           for teacher logits L_b - L_a = log1p(sum_c e_a,c expm1(u_c) / S_a),
+ *           u = (b - a) - (m_b - m_a), from per-class differences (see
+ *           div_lse_gap; the JSD does without it, see div_js), so for P ~ Q
+ *           the error common to a row's r is ulps of r itself, not of the
+ *           log-sum-exps: a KL of 1e-9 (rows 1e-4 apart) keeps ~5e-12
+ *           relative accuracy in float64, where the naive sum of
+ *           P (log P - log Q) loses ~1e-7 (1e-3 at 1e-6 apart). The rounding
+ *           of these shifts to CE_T is taken back in the row sums (corr).
+ *           Identical teacher and student rows give r = 0 and Q = P bit for
+ *           bit: divergence 0, gradient 0;
  *   pass    the divergence's terms (classes with a zero weight contribute 0,
  *           whatever r is: -inf logits mask classes) and the gradient:
  *               forward  sum P r,            d/da_j = Z Q_j - P_j  (Z = sum P)
@@ -176,8 +180,12 @@ CE_INLINE double CE_FN(div_reverse)(const int mode, const int grad, const CE_T *
     return kl;
 }
 
-/* The generalised JSD (0 < beta < 1): its terms (corrected for w->corr),
- * with rho_Q = log(Q / M)
+/* Unlike the KLs, the JSD's sum is stationary under a shift of r common to
+ * the row, as long as r is the one the stored P and Q imply (d/dr of
+ * b P (r + rho_Q) + (1 - b) Q rho_Q is b P - b P M / M = 0): it takes r with
+ * the log-sum-exp gap of the scans' own sums, and needs no correction.
+ *
+ * The generalised JSD (0 < beta < 1): its terms, with rho_Q = log(Q / M)
  * stored over e_b (read first), then (grad) (1 - beta) Q (rho_Q - sum Q rho_Q)
  * scaled by gs. */
 CE_INLINE double CE_FN(div_js)(const int mode, const int grad, const CE_T *a, const CE_T *b,
@@ -189,11 +197,11 @@ CE_INLINE double CE_FN(div_js)(const int mode, const int grad, const CE_T *a, co
     /* (P - Q) / Q overflows only where Q is negligible next to P; capped there
      * so that its term stays finite (the largest finite CE_T) */
     const CE_T big = (CE_T)(sizeof(CE_T) == 4 ? 3.4028234663852886e38 : 1.7976931348623157e308);
-    double sum = 0.0, sq = 0.0, wsum = 0.0;
+    double sum = 0.0, sq = 0.0;
     for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
-        CE_T cs = 0, cq = 0, cp = 0;
-#pragma omp simd reduction(+ : cs, cq, cp)
+        CE_T cs = 0, cq = 0;
+#pragma omp simd reduction(+ : cs, cq)
         for (int64_t c = c0; c < c1; ++c) {
             const CE_T p = CE_FN(div_p)(mode, b[c], e_b[c], v.kappa);
             const CE_T q = e_a[c] * v.inv_sa;
@@ -206,14 +214,11 @@ CE_INLINE double CE_FN(div_js)(const int mode, const int grad, const CE_T *a, co
             const CE_T tq = CE_FN(keep_if)(q * rho_q, q != 0);
             cs += CE_FN(keep_if)(bt * p * rho_p, p != 0) + cb * tq;
             cq += tq;
-            cp += CE_FN(keep_if)(p, q != 0);
             if (grad) e_b[c] = rho_q;
         }
         sum += (double)cs;
         sq += (double)cq;
-        wsum += (double)cp;
     }
-    sum += beta * w->corr * wsum; /* rho_P = r + rho_Q carries r's shift */
     if (!grad) return sum;
     const CE_T s = (CE_T)sq, k = cb * gs;
 #pragma omp simd
@@ -355,7 +360,9 @@ static double CE_FN(div_row_pair)(const CE_FN(div_ctx) * k, const CE_T *x, ptrdi
         const double sp_b = sl + (nm - 1.0), dm = (double)m_b - (double)m_a;
         w.kappa = (CE_T)(1.0 / (1.0 + sp_b));
         w.dm = (CE_T)dm;
-        const double dl = -log1p(CE_FN(div_lse_gap)(a, b, s->e_a, s->e_b, C, w.dm) / (1.0 + sp_a));
+        const double gap = k->kind == CE_DIV_JS ? sp_b - sp_a
+                                                : CE_FN(div_lse_gap)(a, b, s->e_a, s->e_b, C, w.dm);
+        const double dl = -log1p(gap / (1.0 + sp_a));
         w.dl = (CE_T)dl;
         /* r = ((b - a) - dm) + dl, exactly; the loops use the rounded shifts */
         w.corr = ((double)w.dm - dm) + (dl - (double)w.dl);
