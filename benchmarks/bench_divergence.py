@@ -41,26 +41,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from bench_lm_head import peak_rss, reset_peak_rss  # the same peak-RSS measurement (run from any cwd)
 
 TIME_VARIANTS = ("ce", "kl", "kl_rev", "js", "torch")
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> int:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kib("VmRSS") * 1024
-
-
-def peak_rss() -> int:
-    return _status_kib("VmHWM") * 1024
 
 
 def shape_arg(text: str) -> tuple[int, int]:
