@@ -945,6 +945,14 @@ def test_public_names_match_api():
         "softmax_entropy",
         "linear_cross_entropy",
         "linear_cross_entropy_and_grad",
+        "kl_divergence",
+        "kl_divergence_and_grad",
+        "js_divergence",
+        "js_divergence_and_grad",
+        "linear_kl_divergence",
+        "linear_kl_divergence_and_grad",
+        "linear_js_divergence",
+        "linear_js_divergence_and_grad",
     }
     assert set(ref.__all__) == expected
     for name in expected:

@@ -35,6 +35,13 @@ from ._categorical import (
     int_target,
     target_index_error,
 )
+from ._divergence import (
+    DivergenceLayout,
+    DivergenceOptions,
+    divergence_layout,
+    divergence_options,
+    tokens,
+)
 from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, no_memory
 from ._softmax import INPUT_NAMES, SoftmaxCall, softmax_call
 
@@ -45,6 +52,8 @@ __all__ = [
     "BinaryOptions",
     "CategoricalLayout",
     "CategoricalOptions",
+    "DivergenceLayout",
+    "DivergenceOptions",
     "SoftmaxCall",
     "as_array",
     "as_float",
@@ -56,6 +65,8 @@ __all__ = [
     "check_int_target",
     "class_weight",
     "compute_dtype",
+    "divergence_layout",
+    "divergence_options",
     "fast_scale",
     "fast_threads",
     "flat_2d",
@@ -67,6 +78,7 @@ __all__ = [
     "softmax_call",
     "strided_view",
     "target_index_error",
+    "tokens",
     "unaliased",
     "upstream",
     "upstream_is_scalar",
