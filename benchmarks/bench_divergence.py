@@ -153,14 +153,33 @@ def memory(variant: str, spec: str) -> dict[str, float] | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--what", nargs="+", default=["time", "memory"], choices=["time", "memory"])
-    p.add_argument("--shapes", nargs="+", type=shape_arg, default=[(16384, 1000), (4096, 32000)])
-    p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--reference-max", type=int, default=20_000_000)
-    p.add_argument("--linear", default="4096,1024,32000")
-    p.add_argument("--json")
+    p.add_argument(
+        "--what",
+        nargs="+",
+        default=["time", "memory"],
+        choices=["time", "memory"],
+        help="what to measure: times, peak memory, or both (default)",
+    )
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        type=shape_arg,
+        default=[(16384, 1000), (4096, 32000)],
+        help="NxC shapes (default 16384x1000 4096x32000)",
+    )
+    p.add_argument("--dtypes", nargs="+", default=["float32", "float64"], help="dtypes (default both)")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts (default 1 2)")
+    p.add_argument("--repeat", type=int, default=5, help="timed repeats per case; medians are reported")
+    p.add_argument(
+        "--reference-max",
+        type=int,
+        default=20_000_000,
+        help="largest N*C at which the (slow) NumPy reference is timed",
+    )
+    p.add_argument(
+        "--linear", default="4096,1024,32000", help="N,D,C of the linear_kl_divergence memory case"
+    )
+    p.add_argument("--json", help="write the raw results as JSON to this file")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:

@@ -339,9 +339,13 @@ static double CE_FN(div_row_pair)(const CE_FN(div_ctx) * k, const CE_T *x, ptrdi
                                   const CE_FN(div_scratch) * s, const ce_prefetch *pf) {
     const int64_t C = k->C;
     const int mode = k->mode;
-    /* the rows the scans read: in place when contiguous and unscaled */
+    /* the rows the scans read: in place when contiguous and unscaled, but
+     * not when the forward KL's gradient overwrites x (g == x) before the
+     * refinement (div_refine) reads it again */
     const CE_T *a = x, *b = t;
-    if (k->scaled || sx != 1) {
+    const int reread = (const void *)g == (const void *)x && k->kind == CE_DIV_KL_FORWARD &&
+                       mode == CE_TEACHER_LOGITS;
+    if (k->scaled || sx != 1 || reread) {
         CE_FN(div_copy)(x, sx, C, k->inv_t, s->a);
         a = s->a;
     }
