@@ -46,4 +46,10 @@ const ce_kernel_table CE_CAT(ce_table_, CE_ISA) = {
     CE_CAT(ce_softmax_family_f64_, CE_ISA),
     CE_CAT(ce_vecmath_f32_, CE_ISA),
     CE_CAT(ce_vecmath_f64_, CE_ISA),
+    CE_CAT(ce_wlse_f32_, CE_ISA),
+    CE_CAT(ce_wlse_f64_, CE_ISA),
+    CE_CAT(ce_prob_f32_, CE_ISA),
+    CE_CAT(ce_prob_f64_, CE_ISA),
+    CE_CAT(ce_logloss_f32_, CE_ISA),
+    CE_CAT(ce_logloss_f64_, CE_ISA),
 };
