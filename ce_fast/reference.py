@@ -953,15 +953,16 @@ binary_cross_entropy_with_logits_and_grad.__doc__ = (
 )
 
 
-def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threads=None):
+def binary_cross_entropy(probs, target, *, weight=None, eps=None, reduction="mean", num_threads=None):
     """Binary cross-entropy on probabilities (``sklearn.metrics.log_loss``).
 
     ``probs`` are clipped (in the compute dtype) to ``[eps, 1 - eps]``, with
     ``eps`` defaulting to ``np.finfo(compute dtype).eps``; then
-    ``loss = -[t log p + (1 - t) log1p(-p)]`` elementwise, where a term whose
-    coefficient (``t`` or ``1 - t``) is 0 contributes exactly 0.
-    ``target`` is broadcast (one-directionally) to ``probs``' shape; bool and
-    integer targets are read as 0/1.  ``ValueError`` if any probability or
+    ``loss = -w [t log p + (1 - t) log1p(-p)]`` elementwise, where a term
+    whose coefficient (``t`` or ``1 - t``) is 0 contributes exactly 0, and
+    ``w`` is ``weight`` (default 1; PyTorch's elementwise rescaling, not
+    validated).  ``target`` and ``weight`` are broadcast (one-directionally)
+    to ``probs``' shape; bool and integer targets are read as 0/1.  ``ValueError`` if any probability or
     target is outside ``[0, 1]`` or NaN, or if ``eps`` is not in
     ``[0, 0.5]``.  ``"mean"`` averages over all elements (NaN if empty).
 
@@ -977,6 +978,7 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
     _check_reduction(reduction)
     p, dtype = _as_float(probs, "probs")
     t = _broadcast_to(_as_float64(target, "target"), p.shape, "target", "probs'")
+    w = 1.0 if weight is None else _broadcast_to(_as_float64(weight, "weight"), p.shape, "weight", "probs'")
     if eps is None:
         eps = float(np.finfo(dtype).eps)
     else:
@@ -992,7 +994,7 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = np.where(t != 0, t * np.log(pc), 0.0)
         neg = np.where(t != 1, (1.0 - t) * np.log1p(-pc), 0.0)
-    per = -(pos + neg)
+    per = w * -(pos + neg)
     return _reduce(per, np.sum(per), per.size, reduction, dtype)
 
 
@@ -1001,26 +1003,54 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
 # ---------------------------------------------------------------------------
 
 
-def _rows_along(x, axis, name):
-    """Validate and move ``axis`` last: ``(2-D rows, dtype, axis, shape)``."""
+def _rows_along(x, axis, name, empty_ok=False):
+    """Validate and move the class axes last, flattened into one:
+    ``(2-D rows, dtype, axes, shape with the class axes last)``.  ``axis``
+    is an int or a tuple of ints (distinct); ``empty_ok``: an empty class
+    axis is allowed."""
     a, dtype = _as_float(x, name)
     if a.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension")
-    ax = _normalize_axis(axis, a.ndim)
-    n_classes = a.shape[ax]
-    if n_classes == 0:
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if not axes:
+        raise ValueError("axis=() names no class axis")
+    axes = tuple(_normalize_axis(ax, a.ndim) for ax in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"duplicate value in 'axis': {axis!r}")
+    moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
+    n_classes = int(np.prod(moved.shape[a.ndim - len(axes) :]))
+    if n_classes == 0 and not empty_ok:
         raise ValueError(f"{name} has an empty axis {axis} (C == 0)")
-    moved = np.moveaxis(a, ax, -1)
-    return moved.reshape(-1, n_classes), dtype, ax, moved.shape
+    rows = moved.reshape(int(np.prod(moved.shape[: a.ndim - len(axes)])), n_classes)
+    return rows, dtype, axes, moved.shape
 
 
-def logsumexp(x, *, axis=-1, num_threads=None):
+def _restore(rows, axes, moved_shape):
+    """Undo :func:`_rows_along` for a row-wise result."""
+    k = len(axes)
+    nd = len(moved_shape)
+    return np.moveaxis(rows.reshape(moved_shape), tuple(range(nd - k, nd)), axes)
+
+
+def _reduced(values, axes, moved_shape, keepdims, dtype):
+    """A per-row result in the input's shape without ``axes`` (length-1 axes
+    with ``keepdims``); a NumPy scalar when 0-d."""
+    k = len(axes)
+    res = values.reshape(moved_shape[: len(moved_shape) - k])
+    if keepdims:
+        res = np.expand_dims(res, axes)
+    return np.asarray(res, dtype=dtype)[()]
+
+
+def logsumexp(x, *, axis=-1, keepdims=False, num_threads=None):
     """``log(sum(exp(x), axis))``, stably, as ``scipy.special.logsumexp``.
 
     Computed as ``m + log1p(s')`` (see the module docstring).  Edge rules as
     SciPy: a NaN in the row gives NaN; otherwise any ``+inf`` gives ``+inf``;
-    an all ``-inf`` row gives ``-inf``.  The result has ``x``'s shape without
-    ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` -> ``ValueError``.
+    an all ``-inf`` row gives ``-inf``, and so does an empty ``axis`` (the
+    log of an empty sum).  ``axis`` is an int or a tuple of ints (reduced as
+    one flattened axis); the result has ``x``'s shape without ``axis`` (its
+    axes kept with length 1 when ``keepdims``; a NumPy scalar when 0-d).
 
     Examples
     --------
@@ -1030,11 +1060,13 @@ def logsumexp(x, *, axis=-1, num_threads=None):
     array([0.69314718, 0.69314718])
     """
     _check_num_threads(num_threads)
-    x2, dtype, _, moved_shape = _rows_along(x, axis, "x")
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
+    if x2.shape[1] == 0:
+        return _reduced(np.full(x2.shape[0], -np.inf), axes, moved_shape, keepdims, dtype)
     m, _, _, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         lse = np.where(np.isinf(m), m, m + np.log1p(sp))
-    return np.asarray(lse.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(lse, axes, moved_shape, keepdims, dtype)
 
 
 def log_softmax(x, *, axis=-1, out=None, num_threads=None):
@@ -1044,8 +1076,9 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (SciPy gives
     NaN at ``+inf`` positions and ``-inf`` elsewhere for ``+inf`` rows; we
     make the whole row NaN, as for the losses).  ``-inf`` entries of a valid
-    row give ``-inf``.  ``out``: writable C-contiguous ndarray of ``x``'s
-    shape and compute dtype.  ``C == 0`` -> ``ValueError``.
+    row give ``-inf``.  ``axis``: an int or a tuple of ints (one flattened
+    axis).  ``out``: writable C-contiguous ndarray of ``x``'s shape and
+    compute dtype.  An empty ``axis`` gives an empty result.
 
     Examples
     --------
@@ -1055,22 +1088,24 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     array([-0.69314718, -0.69314718])
     """
     _check_num_threads(num_threads)
-    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
-    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
     if out is not None:
-        _check_out(out, full_shape, dtype)
+        _check_out(out, np.shape(x), dtype)
+    if x2.size == 0:
+        return _finish(_restore(x2, axes, moved_shape), dtype, out)
     m, _, _, sp = _row_stats(x2)
     res = -_neg_log_softmax(x2, m, sp)
     res[_bad_rows(x2)] = np.nan
-    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+    return _finish(_restore(res, axes, moved_shape), dtype, out)
 
 
 def softmax(x, *, axis=-1, out=None, num_threads=None):
     """``exp(x - logsumexp(x))`` along ``axis``, as ``scipy.special.softmax``.
 
     A row with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (as
-    SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``out`` as for
-    :func:`log_softmax`.  ``C == 0`` -> ``ValueError``.
+    SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``axis`` and
+    ``out`` as for :func:`log_softmax`; an empty ``axis`` gives an empty
+    result.
 
     Examples
     --------
@@ -1081,15 +1116,16 @@ def softmax(x, *, axis=-1, out=None, num_threads=None):
            [1.  , 0.  ]])
     """
     _check_num_threads(num_threads)
-    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
-    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
     if out is not None:
-        _check_out(out, full_shape, dtype)
+        _check_out(out, np.shape(x), dtype)
+    if x2.size == 0:
+        return _finish(_restore(x2, axes, moved_shape), dtype, out)
     _, _, e, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         res = _softmax_from_stats(e, sp)
     res[_bad_rows(x2)] = np.nan
-    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+    return _finish(_restore(res, axes, moved_shape), dtype, out)
 
 
 def entropy(probs, *, axis=-1, num_threads=None):
@@ -1098,8 +1134,8 @@ def entropy(probs, *, axis=-1, num_threads=None):
     Unlike ``scipy.stats.entropy`` the input is **not** renormalised (this is
     ``scipy.special.entr(p).sum(axis)``).  Negative probabilities ->
     ``ValueError``; NaN propagates to its row.  The result has the input's
-    shape without ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` ->
-    ``ValueError``.
+    shape without ``axis`` (an int or a tuple of ints; a NumPy scalar when
+    0-d).  ``C == 0`` -> ``ValueError``.
 
     Examples
     --------
@@ -1109,13 +1145,12 @@ def entropy(probs, *, axis=-1, num_threads=None):
     array([0.69314718, 0.        ])
     """
     _check_num_threads(num_threads)
-    p2, dtype, _, moved_shape = _rows_along(probs, axis, "probs")
+    p2, dtype, axes, moved_shape = _rows_along(probs, axis, "probs")
     if np.any(p2 < 0):
         raise ValueError("probs must be non-negative")
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = np.where(p2 == 0, 0.0, -p2 * np.log(p2))
-    h = terms.sum(axis=-1)
-    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(terms.sum(axis=-1), axes, moved_shape, False, dtype)
 
 
 def softmax_entropy(logits, *, axis=-1, num_threads=None):
@@ -1135,14 +1170,14 @@ def softmax_entropy(logits, *, axis=-1, num_threads=None):
     array([1.38629436])
     """
     _check_num_threads(num_threads)
-    x2, dtype, _, moved_shape = _rows_along(logits, axis, "logits")
+    x2, dtype, axes, moved_shape = _rows_along(logits, axis, "logits")
     m, _, e, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         p = _softmax_from_stats(e, sp)
         terms = np.where(p == 0, 0.0, p * (m[:, None] - x2))
         h = np.log1p(sp) + terms.sum(axis=-1)
     h[_bad_rows(x2)] = np.nan
-    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(h, axes, moved_shape, False, dtype)
 
 
 # Examples of the functions whose docstrings are assembled above.
