@@ -50,9 +50,7 @@ _DOC_DTYPES = """float32 and float64 are computed natively, float16 in
         float32, integer and bool in float64."""
 
 
-def _run(
-    op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None, keepdims: Any = False
-) -> Any:
+def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None, keepdims: Any = False) -> Any:
     rowwise = op in (ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX)
     nt = fast_threads(num_threads)
     if type(axis) is int and axis == -1 and nt >= 0 and keepdims is False:
@@ -108,13 +106,21 @@ def logsumexp(
 
 
 def log_softmax(
-    x: ArrayLike, *, axis: int | tuple[int, ...] = -1, out: np.ndarray | None = None, num_threads: int | None = None
+    x: ArrayLike,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
 ) -> np.ndarray:
     return cast(np.ndarray, _run(ce_sm_op.CE_SM_LOG_SOFTMAX, x, axis, num_threads, out))
 
 
 def softmax(
-    x: ArrayLike, *, axis: int | tuple[int, ...] = -1, out: np.ndarray | None = None, num_threads: int | None = None
+    x: ArrayLike,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
 ) -> np.ndarray:
     return cast(np.ndarray, _run(ce_sm_op.CE_SM_SOFTMAX, x, axis, num_threads, out))
 
@@ -123,7 +129,9 @@ def entropy(probs: ArrayLike, *, axis: int | tuple[int, ...] = -1, num_threads: 
     return _run(ce_sm_op.CE_SM_ENTROPY, probs, axis, num_threads)
 
 
-def softmax_entropy(logits: ArrayLike, *, axis: int | tuple[int, ...] = -1, num_threads: int | None = None) -> Any:
+def softmax_entropy(
+    logits: ArrayLike, *, axis: int | tuple[int, ...] = -1, num_threads: int | None = None
+) -> Any:
     return _run(ce_sm_op.CE_SM_SOFTMAX_ENTROPY, logits, axis, num_threads)
 
 

@@ -54,6 +54,9 @@ __all__ = [
     "linear_cross_entropy_and_grad",
     "log_softmax",
     "logsumexp",
+    "scipy_entropy",
+    "scipy_logsumexp",
+    "sklearn_log_loss",
     "softmax",
     "softmax_entropy",
 ]
@@ -1178,6 +1181,194 @@ def softmax_entropy(logits, *, axis=-1, num_threads=None):
         h = np.log1p(sp) + terms.sum(axis=-1)
     h[_bad_rows(x2)] = np.nan
     return _reduced(h, axes, moved_shape, False, dtype)
+
+
+# ---------------------------------------------------------------------------
+# The drop-ins' semantics (ce_fast.scipy, ce_fast.sklearn) on NumPy input
+# ---------------------------------------------------------------------------
+
+
+def _scipy_promote(arrays, force_floating):
+    """SciPy's xp_promote: the result dtype of the arguments (iterables as
+    arrays, scalars weak), a float with ``force_floating``."""
+    args = [np.asarray(v) if np.iterable(v) else v for v in arrays if v is not None]
+    return np.result_type(*args, *([1.0] if force_floating else []))
+
+
+def scipy_logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+    """``scipy.special.logsumexp`` (SciPy 1.17.1) on real NumPy input.
+
+    ``a`` and ``b`` broadcast with each other; the dtype is their promotion
+    with a Python float.  Per reduced slice: elements with ``b == 0`` are
+    left out (``a`` set to -inf); ``m = max a``; ``M`` = the sum of ``b``
+    over the maxima, ``s`` = the sum of ``b exp(a - m)`` over the rest,
+    ``s / M`` unless ``s == 0``; ``sign = sign(s + 1) sign(M)``;
+    ``out = log|1 + s| + log|M| + m``, NaN where ``sign < 0`` unless the sign
+    is returned.  Where that is not finite, the direct form
+    ``log(sum b exp(a))`` (in the dtype: an ``exp`` that overflows is inf)
+    and its sign.  An empty ``a`` gives -inf (sign -1).  Sums in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.scipy_logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    """
+    dtype = _scipy_promote([a, b], True)
+    arrs = [np.asarray(v, dtype=dtype) for v in (a, b) if v is not None]
+    shape = np.broadcast_shapes(*(v.shape for v in arrs))
+    arrs = [np.atleast_1d(np.broadcast_to(v, shape)) for v in arrs]
+    x = arrs[0]
+    w = arrs[1] if b is not None else np.ones_like(x)
+    axes = tuple(range(x.ndim)) if axis is None else axis
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    axes = tuple(sorted(ax % x.ndim for ax in axes))
+    rest = [k for k in range(x.ndim) if k not in axes]
+    out_shape = [x.shape[k] for k in rest]
+    if x.size == 0:
+        out = np.full(out_shape, -np.inf)
+        sgn = np.full(out_shape, -1.0)
+    else:
+        n_cls = int(np.prod([x.shape[k] for k in axes]))
+        xr = np.moveaxis(x, axes, tuple(range(-len(axes), 0))).reshape(int(np.prod(out_shape)), n_cls)
+        wr = np.moveaxis(w, axes, tuple(range(-len(axes), 0))).reshape(xr.shape)
+        out = np.empty(xr.shape[0])
+        sgn = np.empty(xr.shape[0])
+        with np.errstate(all="ignore"):
+            for i, (row, bw) in enumerate(zip(xr.astype(np.float64), wr.astype(np.float64))):
+                ap = np.where(bw != 0, row, -np.inf)
+                m = np.max(ap)
+                at = ap == m
+                M = np.sum(bw[at])
+                s = np.sum((bw * np.exp(ap - m))[~at])
+                s = s if s == 0 else s / M
+                sg = np.sign(s + 1) * np.sign(M)
+                o = np.log(np.abs(1 + s)) if s < -1 else np.log1p(s)
+                o = o + np.log(np.abs(M)) + m
+                if not return_sign and sg < 0:
+                    o = np.nan
+                if not np.isfinite(dtype.type(o)):
+                    direct = np.sum((wr[i] * np.exp(xr[i].astype(dtype))).astype(np.float64))
+                    sg = np.sign(direct)
+                    o = np.log(np.abs(direct)) if return_sign else np.log(direct)
+                out[i], sgn[i] = o, sg
+        out, sgn = out.reshape(out_shape), sgn.reshape(out_shape)
+    if keepdims:
+        out, sgn = np.expand_dims(out, axes), np.expand_dims(sgn, axes)
+    out, sgn = out.astype(dtype)[()], sgn.astype(dtype)[()]
+    return (out, sgn) if return_sign else out
+
+
+def scipy_entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", keepdims=False):
+    """``scipy.stats.entropy`` (SciPy 1.17.1) on real NumPy input.
+
+    ``pk`` and ``qk`` broadcast; along ``axis`` (an int, a tuple, or None for
+    all) each is normalised, ``u = pk / sum pk`` and ``v = qk / sum qk`` (in
+    the promoted dtype), and the result is ``sum entr(u)`` or
+    ``sum rel_entr(u, v)``: ``-u log u`` (0 at 0, -inf below), and
+    ``u log(u / v)`` for ``u, v > 0``, 0 for ``u == 0 <= v``, +inf
+    otherwise; NaN in gives NaN (for 1-d input, before the shapes and
+    ``base`` are checked, as SciPy's decorator does).  ``nan_policy="omit"``
+    drops the positions where ``pk`` or ``qk`` is NaN, ``"raise"`` refuses
+    NaN.  Divided by
+    ``log(base)``.  float32 (and float16) give float32, the rest float64.
+
+    Examples
+    --------
+    >>> from ce_fast import reference
+    >>> float(reference.scipy_entropy([0.5, 0.5], base=2))
+    1.0
+    """
+    if nan_policy not in ("propagate", "raise", "omit"):
+        raise ValueError("nan_policy must be one of {'propagate', 'raise', 'omit'}")
+    dtype = _scipy_promote([pk, qk], False)
+    cdt = np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize <= 4 else np.dtype(np.float64)
+    ss = [np.atleast_1d(np.asarray(v, dtype=dtype)) for v in (pk, qk) if v is not None]
+    if axis is None:
+        reduced = tuple(range(max(v.ndim for v in ss)))
+        ss = [v.ravel() for v in ss]
+        axes = tuple(range(1))
+    else:
+        reduced = axis if isinstance(axis, tuple) else (axis,)
+    if nan_policy == "propagate" and all(v.ndim == 1 for v in ss):
+        # SciPy's 1-d path: NaN in, NaN out, before the shapes or base are checked
+        if any(v.dtype.kind == "f" and np.isnan(v).any() for v in ss):
+            nan = np.result_type(*ss, 1.0).type(np.nan)
+            return np.expand_dims(nan, reduced) if keepdims else nan
+    shape = np.broadcast_shapes(*(v.shape for v in ss))
+    ss = [np.broadcast_to(v, shape) for v in ss]
+    if axis is not None:
+        axes = tuple(sorted(ax % len(shape) for ax in reduced))
+    if nan_policy == "raise" and any(np.isnan(v.astype(np.float64)).any() for v in ss):
+        raise ValueError("The input contains nan values")
+    if base is not None and base <= 0:
+        raise ValueError("`base` must be a positive number or `None`.")
+    rest = [k for k in range(len(shape)) if k not in axes]
+    out_shape = [shape[k] for k in rest]
+    n_cls = int(np.prod([shape[k] for k in axes]))
+    rows = [
+        np.moveaxis(v, axes, tuple(range(-len(axes), 0))).reshape(int(np.prod(out_shape)), n_cls) for v in ss
+    ]
+    res = np.empty(len(rows[0]))
+    with np.errstate(all="ignore"):
+        for i in range(len(res)):
+            p = rows[0][i].astype(cdt)
+            q = rows[1][i].astype(cdt) if len(rows) > 1 else None
+            keep = np.ones(p.shape, bool)
+            if nan_policy == "omit":
+                keep = ~np.isnan(p) & (np.ones_like(keep) if q is None else ~np.isnan(q))
+            p = p[keep]
+            u = (p / cdt.type(p.astype(np.float64).sum())).astype(np.float64)
+            if q is None:
+                t = np.where(u > 0, -u * np.log(u), np.where(u == 0, 0.0, -np.inf))
+                t = np.where(np.isnan(u), np.nan, t)
+            else:
+                q = q[keep]
+                v = (q / cdt.type(q.astype(np.float64).sum())).astype(np.float64)
+                t = np.where((u > 0) & (v > 0), u * np.log(u / v), np.where((u == 0) & (v >= 0), 0.0, np.inf))
+                t = np.where(np.isnan(u) | np.isnan(v), np.nan, t)
+            res[i] = t.sum()
+    S = res.reshape(out_shape).astype(cdt)[()]
+    if int(np.prod(out_shape)) == 0:  # SciPy's NaN-filled empty result, in its own dtype
+        S = np.full(out_shape, np.nan, np.result_type(dtype, 1.0))
+    if base is not None:
+        S = np.true_divide(S, float(np.log(base)))
+    return np.expand_dims(S, reduced) if keepdims else S
+
+
+def sklearn_log_loss(y_true, y_proba, *, normalize=True, sample_weight=None, labels=None):
+    """``sklearn.metrics.log_loss`` (scikit-learn 1.9.1) on valid input.
+
+    The classes are the sorted unique values of ``labels`` (else of
+    ``y_true``); a 1-d ``y_proba`` is the positive class of a binary problem
+    (columns ``1 - p, p``).  Row i's loss is ``-log(clip(p[i, y_i], eps,
+    1 - eps))`` with ``eps`` the machine epsilon of ``y_proba``'s dtype
+    (float32 or float64), clipped in that dtype; the result is the
+    (weighted) mean, or the (weighted) sum without ``normalize``, as a
+    Python float.  Probabilities are not renormalised.  (scikit-learn's
+    input checks, warnings and errors are not repeated here.)
+
+    Examples
+    --------
+    >>> from ce_fast import reference
+    >>> round(reference.sklearn_log_loss([1, 0], [[0.2, 0.8], [0.6, 0.4]]), 6)
+    0.366985
+    """
+    p = np.asarray(y_proba)
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    if p.ndim == 1 or p.shape[1] == 1:
+        p1 = p.reshape(-1)
+        p = np.stack([1 - p1, p1], axis=1)
+    classes = np.unique(np.asarray(y_true) if labels is None else np.asarray(labels))
+    idx = np.searchsorted(classes, np.asarray(y_true))
+    eps = np.finfo(p.dtype).eps
+    py = np.clip(p[np.arange(len(idx)), idx], eps, p.dtype.type(1) - eps)
+    loss = -np.log(py.astype(np.float64))
+    w = np.ones(len(loss)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    total = float(np.sum(w * loss))
+    return total / float(np.sum(w)) if normalize else total
 
 
 # Examples of the functions whose docstrings are assembled above.

@@ -131,8 +131,8 @@ def _axes(axis: Any, ndim: int, source: bool = False) -> tuple[int, ...]:
 
     if source:  # np.moveaxis(x, axis, ...) in SciPy's stats decorator
         return tuple(sorted(normalize_axis_tuple(axis, ndim, "source")))
-    axes = normalize_axis_tuple(axis, ndim)
-    if len(set(axes)) != len(axes):  # pragma: no cover - normalize_axis_tuple raises first
+    axes = normalize_axis_tuple(axis, ndim, allow_duplicate=True)
+    if len(set(axes)) != len(axes):  # NumPy's reductions' message
         raise ValueError("duplicate value in 'axis'")
     return tuple(sorted(axes))
 
@@ -164,7 +164,8 @@ def logsumexp(
     except ValueError as e:
         raise ValueError("Array shapes are incompatible for broadcasting.") from e
     arrays = [np.atleast_1d(np.broadcast_to(v, shape)) for v in arrays]
-    x, w = arrays[0], (arrays[1] if b is not None else None)
+    x = arrays[0]
+    w = arrays[1] if b is not None else None
     axes = _axes(tuple(range(x.ndim)) if axis is None else axis, x.ndim)
     call = softmax_call(ce_sm_op.CE_SM_LOGSUMEXP, x, axes, None, keepdims=bool(keepdims), multi_axis=True)
     if x.size == 0:  # SciPy: -inf with the sign of -inf
@@ -179,10 +180,10 @@ def logsumexp(
             sign = np.where(out == -np.inf, 0.0, 1.0).astype(out.dtype)
         sign[np.isnan(out)] = np.nan
         return _result(out, dtype), _result(sign, dtype)
-    out, sign = _weighted(call, xc, as_float(w, "b", call.dtype), return_sign)
-    if not return_sign:
-        return _result(out, dtype)
-    return _result(out, dtype), _result(sign, dtype)
+    wout, wsign = _weighted(call, xc, as_float(w, "b", call.dtype), return_sign)
+    if wsign is None:
+        return _result(wout, dtype)
+    return _result(wout, dtype), _result(wsign, dtype)
 
 
 def _weighted(
@@ -288,9 +289,7 @@ def entropy(
         if dtype.kind not in "biuf" or dtype.itemsize > 8 or dtype == np.float16:
             why = f"dtype {dtype}"
     if why is not None:
-        return _delegate(
-            "entropy", why, pk, qk, base, axis, nan_policy=nan_policy, keepdims=keepdims
-        )
+        return _delegate("entropy", why, pk, qk, base, axis, nan_policy=nan_policy, keepdims=keepdims)
     _count("entropy", "kernel")
     samples = [np.atleast_1d(np.asarray(v, dtype=dtype)) for v in (p1, q1) if v is not None]
     if axis is None:
@@ -299,9 +298,22 @@ def entropy(
         axes: tuple[int, ...] = (0,)
     else:
         reduced = axis if isinstance(axis, tuple) else (axis,)
+
+    def nan_first() -> Any:
+        """SciPy's 1-d path answers NaN for a NaN input before anything else
+        is checked (the shapes, base): its result then, else None."""
+        if nan_policy != "propagate" or any(v.ndim > 1 for v in samples):
+            return None
+        if not any(v.dtype.kind == "f" and v.size and np.isnan(np.max(v)) for v in samples):
+            return None
+        nan = np.result_type(*samples, 1.0).type(np.nan)
+        return np.expand_dims(nan, reduced) if keepdims else nan
+
     try:
         shape = np.broadcast_shapes(*(v.shape for v in samples))
     except ValueError as e:
+        if (res := nan_first()) is not None:
+            return res
         raise ValueError("Array shapes are incompatible for broadcasting.") from e
     samples = [np.broadcast_to(v, shape) for v in samples]
     if axis is not None:
@@ -310,13 +322,17 @@ def entropy(
     if nan_policy == "raise" and any(v.dtype.kind == "f" and np.isnan(np.max(v)) for v in samples if v.size):
         raise ValueError("The input contains nan values")
     if base is not None and base <= 0:
+        if (res := nan_first()) is not None:
+            return res
         raise ValueError("`base` must be a positive number or `None`.")
     p, q = samples[0], (samples[1] if len(samples) > 1 else None)
     call = prob_call(p, q, axes, nan_policy, None)
     if math.prod(call.result_shape) == 0:
         S: Any = np.full(call.result_shape, np.nan, np.result_type(dtype, 1.0))
     else:
-        S = _prob_kernel(call, as_float(p, "pk", call.dtype), None if q is None else as_float(q, "qk", call.dtype))
+        S = _prob_kernel(
+            call, as_float(p, "pk", call.dtype), None if q is None else as_float(q, "qk", call.dtype)
+        )
     S = S[()]
     if base is not None:
         S /= math.log(base)
@@ -451,14 +467,17 @@ log_softmax.__doc__ = """Compute the logarithm of the softmax function, as
     row with NaN, or all -inf, is all NaN; a row holding +inf is NaN at the
     +inf positions and -inf elsewhere (such rows are recomputed after the
     kernel, which makes them all NaN). An empty ``axis`` raises
-    ``ValueError``.
+    ``ValueError``. The one visible difference: where the result is exactly
+    0 (the maximum of a row whose other entries underflow), the kernel gives
+    -0.0 where SciPy gives +0.0 (equal as numbers).
 
     Examples
     --------
     >>> import numpy as np
     >>> from ce_fast.scipy import log_softmax
-    >>> log_softmax(np.array([1000.0, 1.0]))
-    array([   0., -999.])
+    >>> log_softmax(np.array([[1.0, 2.0, 3.0], [0.0, np.inf, 1.0]]), axis=1)
+    array([[-2.40760596, -1.40760596, -0.40760596],
+           [       -inf,         nan,        -inf]])
 """
 
 entropy.__doc__ = """Calculate the Shannon entropy or relative entropy of given

@@ -78,7 +78,7 @@ def _checked(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def _proba(y_proba: Any) -> np.ndarray:
     """y_proba as scikit-learn's check_array leaves it (float32 / float64,
     1-d or 2-d, at least one sample; finiteness is checked by the kernel)."""
-    p = y_proba
+    p: np.ndarray = y_proba
     fast = (
         type(p) is np.ndarray
         and p.dtype in (np.float32, np.float64)
@@ -90,7 +90,7 @@ def _proba(y_proba: Any) -> np.ndarray:
         from sklearn.utils._array_api import supported_float_dtypes
         from sklearn.utils.validation import check_array
 
-        p = _checked(check_array, y_proba, ensure_2d=False, dtype=supported_float_dtypes(np))
+        p = np.asarray(_checked(check_array, y_proba, ensure_2d=False, dtype=supported_float_dtypes(np)))
     if p.dtype not in (np.float32, np.float64) or p.ndim not in (1, 2):
         raise _Refused  # float16 (kept by check_array), a 2-d check_array of a 1-d pandas...
     if not p.flags.aligned or not p.dtype.isnative:
@@ -184,7 +184,7 @@ def _fast(y_true: Any, y_proba: Any, normalize: Any, sample_weight: Any, labels:
     # xpx.isclose(s, 1, rtol=sqrt(eps)): |s - 1| <= 1e-8 + rtol * 1, in p's dtype
     tol = float(p.dtype.type(1e-8) + p.dtype.type(math.sqrt(eps)) * p.dtype.type(1))
     status, loss, wsum, nonfinite, out_of_range, not_normalised, _ = _core.log_loss(
-        p=p, N=p.shape[0], C=C, ps=(p.strides[0] // p.itemsize, p.strides[-1] // p.itemsize if p.ndim == 2 else 1),
+        p=p, N=p.shape[0], C=C, ps=(p.strides[0] // p.itemsize, p.strides[-1] // p.itemsize),
         label=idx, w=w, eps=eps, sum_tol=tol,
     )  # fmt: skip
     if status == ce_status.CE_ERR_NOMEM:
