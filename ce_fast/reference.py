@@ -1267,8 +1267,9 @@ def scipy_entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", kee
     all) each is normalised, ``u = pk / sum pk`` and ``v = qk / sum qk`` (in
     the promoted dtype), and the result is ``sum entr(u)`` or
     ``sum rel_entr(u, v)``: ``-u log u`` (0 at 0, -inf below), and
-    ``u log(u / v)`` for ``u, v > 0``, 0 for ``u == 0 <= v``, +inf
-    otherwise; NaN in gives NaN (for 1-d input, before the shapes and
+    ``u log(u / v)`` for ``u, v > 0`` (as ``u log1p((u - v) / v)`` for
+    ``0.5 < u / v < 2``, ``u (log u - log v)`` where ``u / v`` overflows or
+    underflows), 0 for ``u == 0 <= v``, +inf otherwise; NaN in gives NaN (for 1-d input, before the shapes and
     ``base`` are checked, as SciPy's decorator does).  ``nan_policy="omit"``
     drops the positions where ``pk`` or ``qk`` is NaN, ``"raise"`` refuses
     NaN.  Divided by
@@ -1326,7 +1327,10 @@ def scipy_entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", kee
             else:
                 q = q[keep]
                 v = (q / cdt.type(q.astype(np.float64).sum())).astype(np.float64)
-                t = np.where((u > 0) & (v > 0), u * np.log(u / v), np.where((u == 0) & (v >= 0), 0.0, np.inf))
+                r = u / v  # SciPy's three forms of u log(u / v), by the ratio
+                lr = np.where((r > 0.5) & (r < 2), np.log1p((u - v) / v), np.log(r))
+                lr = np.where((r > np.finfo(float).tiny) & (r < np.inf), lr, np.log(u) - np.log(v))
+                t = np.where((u > 0) & (v > 0), u * lr, np.where((u == 0) & (v >= 0), 0.0, np.inf))
                 t = np.where(np.isnan(u) | np.isnan(v), np.nan, t)
             res[i] = t.sum()
     S = res.reshape(out_shape).astype(cdt)[()]

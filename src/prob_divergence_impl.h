@@ -11,8 +11,9 @@
  *           normalised vectors, so u == v exactly wherever SciPy's are), and
  *             entropy  sum entr(u),       entr(u) = -u log u, 0 at u = 0,
  *                                         -inf for u < 0;
- *             KL       sum rel_entr(u, v), u log(u / v) for u, v > 0, 0 for
- *                                         u = 0 <= v, +inf otherwise;
+ *             KL       sum rel_entr(u, v), u log(u / v) for u, v > 0 (in
+ *                                         SciPy's three forms, see pd_rel),
+ *                                         0 for u = 0 <= v, +inf otherwise;
  *           NaN in gives NaN, as SciPy's special functions. The terms are
  *           evaluated in double whatever CE_T is (SciPy's float32 loops do
  *           too: rel_entr(1, 1e-45) is 103.3 in float32, not inf), summed
@@ -30,21 +31,65 @@
  * does. The blocking depends on the shape only: results are bitwise
  * identical for every thread count. */
 
+/* SciPy's rel_entr for u, v > 0: u log1p((u - v) / v) when 0.5 < u / v < 2
+ * (the small terms of close distributions keep their relative accuracy),
+ * u log(u / v) otherwise, and u (log u - log v) where u / v over- or
+ * underflows. The first two are one log evaluation here (log1p(d) as
+ * log(1 + d) plus the rounding error of 1 + d over 1 + d, as ce_log1p_f64);
+ * *extreme gets whether the third case arose (the caller redoes those rows
+ * with pd_term_exact, which is rare: a ratio beyond 1e308). */
+CE_INLINE double CE_FN(pd_rel)(double du, double dv, int *extreme) {
+    const double ratio = du / dv;
+    const int near = (ratio > 0.5) & (ratio < 2.0);
+    const double d = (du - dv) / dv; /* in (-0.5, 1) where near */
+    const double a1 = near ? 1.0 + d : ratio;
+    const double c = near ? d - (a1 - 1.0) : 0.0;
+    *extreme = !((ratio > 2.2250738585072014e-308) & (ratio < INFINITY));
+    return du * ce_logc_f64(a1, c, 1);
+}
+
 /* entr(u), or rel_entr(u, v) when has_q (a constant after inlining). */
-CE_INLINE double CE_FN(pd_term)(CE_T u, CE_T v, const int has_q) {
+CE_INLINE double CE_FN(pd_term)(CE_T u, CE_T v, const int has_q, int *extreme) {
     const double du = (double)u;
     if (!has_q) {
         const double t = du > 0 ? -du * ce_log_f64(du) : (du == 0 ? 0.0 : -INFINITY);
+        *extreme = 0;
         return u != u ? NAN : t;
     }
     const double dv = (double)v;
-    const double t = (du > 0) & (dv > 0) ? du * ce_log_f64(du / dv) : ((du == 0) & (dv >= 0) ? 0.0 : INFINITY);
+    int ext = 0;
+    const double r = CE_FN(pd_rel)(du, dv, &ext);
+    const int pos = (du > 0) & (dv > 0);
+    *extreme = ext & pos;
+    const double t = pos ? r : ((du == 0) & (dv >= 0) ? 0.0 : INFINITY);
     return (u != u) | (v != v) ? NAN : t;
+}
+
+/* rel_entr(u, v) of one element by SciPy's three cases (the rare path). */
+static double CE_FN(pd_term_exact)(CE_T u, CE_T v) {
+    const double du = (double)u, dv = (double)v;
+    if (u != u || v != v) return NAN;
+    if (!(du > 0 && dv > 0)) return du == 0 && dv >= 0 ? 0.0 : INFINITY;
+    const double ratio = du / dv;
+    if (ratio > 0.5 && ratio < 2.0) return du * log1p((du - dv) / dv);
+    if (ratio > 2.2250738585072014e-308 && ratio < INFINITY) return du * log(ratio);
+    return du * (log(du) - log(dv));
 }
 
 /* Whether position (p, q) takes part: always, unless omit and a NaN. */
 CE_INLINE int CE_FN(pd_keep)(CE_T p, CE_T q, const int has_q, const int omit) {
     return !omit || ((p == p) & (!has_q || q == q));
+}
+
+/* The KL sum of a row holding an extreme ratio, element by element. */
+static double CE_FN(pd_row_exact)(const CE_T *p, ptrdiff_t sp, const CE_T *q, ptrdiff_t sq, int64_t C,
+                                  int omit, CE_T np_, CE_T nq) {
+    double h = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+        const CE_T pv = p[c * sp], qv = q[c * sq];
+        if (CE_FN(pd_keep)(pv, qv, 1, omit)) h += CE_FN(pd_term_exact)(pv / np_, qv / nq);
+    }
+    return h;
 }
 
 /* One row; sp, sq element strides (q ignored unless has_q). */
@@ -60,14 +105,17 @@ CE_INLINE double CE_FN(pd_row)(const CE_T *p, ptrdiff_t sp, const CE_T *q, ptrdi
     }
     const CE_T np_ = (CE_T)Sp, nq = (CE_T)Sq;
     double h = 0.0;
-#pragma omp simd reduction(+ : h)
+    int ext = 0;
+#pragma omp simd reduction(+ : h) reduction(| : ext)
     for (int64_t c = 0; c < C; ++c) {
         const CE_T pv = p[c * sp], qv = has_q ? q[c * sq] : (CE_T)1;
         const int k = CE_FN(pd_keep)(pv, qv, has_q, omit);
-        const double t = CE_FN(pd_term)(pv / np_, qv / nq, has_q);
+        int e;
+        const double t = CE_FN(pd_term)(pv / np_, qv / nq, has_q, &e);
         h += k ? t : 0.0;
+        ext |= k & e;
     }
-    return h;
+    return ext ? CE_FN(pd_row_exact)(p, sp, q, sq, C, omit, np_, nq) : h;
 }
 
 /* A tile of nb <= CE_PD_TILE neighbouring rows (unit inner stride), the
@@ -93,17 +141,22 @@ CE_INLINE void CE_FN(pd_tile)(const CE_T *p, ptrdiff_t sp, const CE_T *q, ptrdif
         np_[j] = (CE_T)Sp[j];
         nq[j] = (CE_T)Sq[j];
     }
+    int ext[CE_PD_TILE];
+    for (int64_t j = 0; j < CE_PD_TILE; ++j) ext[j] = 0;
     for (int64_t c = 0; c < C; ++c) {
         const CE_T *pc = p + c * sp, *qc = has_q ? q + c * sq : NULL;
 #pragma omp simd
         for (int64_t j = 0; j < nb; ++j) {
             const CE_T pv = pc[j], qv = has_q ? qc[j] : (CE_T)1;
             const int k = CE_FN(pd_keep)(pv, qv, has_q, omit);
-            const double t = CE_FN(pd_term)(pv / np_[j], qv / nq[j], has_q);
+            int e;
+            const double t = CE_FN(pd_term)(pv / np_[j], qv / nq[j], has_q, &e);
             h[j] += k ? t : 0.0;
+            ext[j] |= k & e;
         }
     }
-    for (int64_t j = 0; j < nb; ++j) res[j] = (CE_T)h[j];
+    for (int64_t j = 0; j < nb; ++j)
+        res[j] = (CE_T)(ext[j] ? CE_FN(pd_row_exact)(p + j, sp, q + j, sq, C, omit, np_[j], nq[j]) : h[j]);
 }
 
 /* has_q and omit as compile-time constants for the row and tile bodies. */
