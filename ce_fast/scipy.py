@@ -412,9 +412,7 @@ logsumexp.__doc__ = """Compute the log of the sum of exponentials of input eleme
     (np.float64(1.5413248546129181), np.float64(-1.0))
 """
 
-softmax.__doc__ = """Compute the softmax function, as ``scipy.special.softmax``
-    (SciPy 1.17.1): ``exp(x) / sum(exp(x))`` over ``axis``.
-
+_SM_PARAMS = """
     Parameters
     ----------
     x : array_like
@@ -427,7 +425,11 @@ softmax.__doc__ = """Compute the softmax function, as ``scipy.special.softmax``
     s : ndarray or NumPy scalar
         ``x``'s shape; float16, float32 and float64 keep their dtype (float16
         is computed in float32), integers give float64.
+"""
 
+softmax.__doc__ = f"""Compute the softmax function, as ``scipy.special.softmax``
+    (SciPy 1.17.1): ``exp(x) / sum(exp(x))`` over ``axis``.
+{_SM_PARAMS}
     Notes
     -----
     One read of ``x`` and one write of the result per row (ce_fast's
@@ -445,21 +447,9 @@ softmax.__doc__ = """Compute the softmax function, as ``scipy.special.softmax``
            [1. , 0. ]])
 """
 
-log_softmax.__doc__ = """Compute the logarithm of the softmax function, as
+log_softmax.__doc__ = f"""Compute the logarithm of the softmax function, as
     ``scipy.special.log_softmax`` (SciPy 1.17.1).
-
-    Parameters
-    ----------
-    x : array_like
-        Input array (a 0-d input gives a NumPy scalar).
-    axis : int or tuple of ints, optional
-        Axis or axes to compute along; the whole array by default.
-
-    Returns
-    -------
-    s : ndarray or NumPy scalar
-        ``x``'s shape, dtypes as :func:`softmax`.
-
+{_SM_PARAMS}
     Notes
     -----
     Computed as ``-((m - x) + log1p(s'))`` (ce_fast's kernel), as accurate as

@@ -134,7 +134,8 @@ def test_bce_weight(dtype, reduction, rng):
         torch.from_numpy(p.astype(np.float64)), torch.from_numpy(t.astype(np.float64)),
         weight=torch.from_numpy(w), reduction=reduction,
     )  # fmt: skip
-    assert_close(ce_fast.binary_cross_entropy(p, t, weight=w, reduction=reduction), tw.numpy().astype(dtype), dtype)
+    got = ce_fast.binary_cross_entropy(p, t, weight=w, reduction=reduction)
+    assert_close(got, tw.numpy().astype(dtype), dtype)
 
 
 def test_bce_weight_errors_and_threads(rng):
