@@ -1,6 +1,6 @@
 """Each drop-in against its original, side by side in one run.
 
-    python benchmarks/bench_dropins.py [--repeat 5] [--threads 1 2] [--quick] [--json out.json]
+    python benchmarks/bench_dropins.py [--repeat 5] [--threads 1 2] [--quick] [--only log_loss] [--json out.json]
 
 scipy.special.logsumexp / softmax / log_softmax (axis=-1) at 1M x 10 and
 4096 x 32000, scipy.stats.entropy(pk, qk, axis=1) at 4096 x 32000 (float64),
@@ -81,9 +81,11 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def run(repeat: int, threads: list[int], quick: bool) -> list[dict[str, Any]]:
+def run(repeat: int, threads: list[int], quick: bool, only: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for name, shape, dt, orig, new in cases(quick):
+        if only and not any(name.startswith(o) for o in only):
+            continue
         for nt in threads:
             with threadpool_limits(limits=nt):
                 a, b = float(np.asarray(orig()).ravel()[0]), float(np.asarray(new()).ravel()[0])  # warm up
@@ -112,10 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--quick", action="store_true", help="smaller shapes (a smoke run)")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--only", nargs="+", help="only the functions whose names start with these")
     args = ap.parse_args(argv)
     print(f"load average before: {os.getloadavg()}")
     print(f"{'function':16s} {'shape':>12s} {'dtype':8s} {'nt':>2s}  {'orig ms':>9s} {'ce ms':>9s}  speedup")
-    rows = run(args.repeat, args.threads, args.quick)
+    rows = run(args.repeat, args.threads, args.quick, args.only)
     print(f"load average after: {os.getloadavg()}")
     if args.json:
         with open(args.json, "w") as f:
