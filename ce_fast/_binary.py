@@ -232,6 +232,7 @@ def binary_cross_entropy(
     probs: ArrayLike,
     target: ArrayLike,
     *,
+    weight: ArrayLike | None = None,
     eps: float | None = None,
     reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
@@ -240,15 +241,18 @@ def binary_cross_entropy(
     p = as_float(probs, "probs")
     dt, shape = p.dtype, p.shape
     t = broadcast_operand(target, "target", shape, dt, "probs'")
+    w = None if weight is None else broadcast_operand(weight, "weight", shape, dt, "probs'")
     if not p.flags.aligned:
         p = p.copy()
     if p.size == 0:
         return _empty_result(opts.reduction, shape, dt)
-    rows, cols, (p, t), (ps, ts) = flat_2d(shape, [p, t])
+    rows, cols, ops, strides = flat_2d(shape, [p, t] if w is None else [p, t, w])
+    w, ws = (ops[2], strides[2]) if w is not None else (None, (0, 0))
     loss_out = np.empty(shape, dt) if opts.reduction == _NONE else None
     status, loss, arg, pos, val = _core.binary(
-        mode=ce_bin_mode.CE_BIN_PROBS, x=p, rows=rows, cols=cols, xs=ps, t=t, ts=ts,
-        eps=opts.clip(dt), reduction=opts.reduction, loss_out=loss_out, num_threads=opts.num_threads,
+        mode=ce_bin_mode.CE_BIN_PROBS, x=ops[0], rows=rows, cols=cols, xs=strides[0], t=ops[1],
+        ts=strides[1], w=w, ws=ws, eps=opts.clip(dt), reduction=opts.reduction, loss_out=loss_out,
+        num_threads=opts.num_threads,
     )  # fmt: skip
     if status == ce_status.CE_ERR_DOMAIN:
         name = "probs" if arg == 0 else "target"
@@ -305,6 +309,11 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
     target : array_like
         Targets in [0, 1] (hard or soft labels; bool and integer read as
         0/1), broadcastable to ``probs``' shape.
+    weight : array_like, optional
+        Elementwise weight ``w`` of the loss, broadcastable to ``probs``'
+        shape (as PyTorch's ``binary_cross_entropy(..., weight=)``: it
+        rescales each element's loss; "mean" still divides by the number of
+        elements). Not validated: any real values.
     eps : float in [0, 0.5], optional
         Probabilities are clipped (in the compute dtype) to
         ``[eps, 1 - eps]``; default ``np.finfo(compute dtype).eps``.
@@ -322,9 +331,10 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
 
     Notes
     -----
-    ``loss = -[t log p + (1 - t) log1p(-p)]`` on the clipped ``p``, a term
-    whose coefficient (``t`` or ``1 - t``) is exactly 0 contributing exactly
-    0. The range check runs inside the kernel, in the same pass as the loss
+    ``loss = -w [t log p + (1 - t) log1p(-p)]`` on the clipped ``p``, a
+    term whose coefficient (``t`` or ``1 - t``) is exactly 0 contributing
+    exactly 0. ``weight`` is never materialised at ``probs``' shape (the
+    kernel walks its broadcast strides). The range check runs inside the kernel, in the same pass as the loss
     (no extra pass over memory, no temporary).
 
     Raises
@@ -332,8 +342,8 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
     ValueError
         A probability or target outside [0, 1] or NaN (the message names the
         first offending flat position and its value; probabilities are
-        checked before targets), ``eps`` outside [0, 0.5], ``target`` not
-        broadcastable, unknown reduction.
+        checked before targets), ``eps`` outside [0, 0.5], ``target`` or
+        ``weight`` not broadcastable, unknown reduction.
     TypeError
         Complex, object or string input.
 
@@ -343,6 +353,9 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
     >>> p = np.array([0.9, 0.2, 0.5])
     >>> ce_fast.binary_cross_entropy(p, np.array([1, 0, 1]), reduction="none")
     array([0.10536052, 0.22314355, 0.69314718])
+    >>> ce_fast.binary_cross_entropy(p, np.array([1, 0, 1]), weight=np.array([2.0, 1.0, 0.0]),
+    ...                              reduction="none")
+    array([0.21072103, 0.22314355, 0.        ])
     >>> ce_fast.binary_cross_entropy(np.array([1.5]), np.array([1.0]))
     Traceback (most recent call last):
     ...

@@ -158,6 +158,44 @@ def divergence(
     grad: _Arr | None = None,
     num_threads: int = 0,
 ) -> tuple[ce_status, float]: ...
+def weighted_logsumexp(
+    *,
+    a: _Arr,
+    b: _Arr,
+    outer: int,
+    C: int,
+    inner: int,
+    as_: tuple[int, int, int],
+    bs: tuple[int, int, int],
+    out: _Arr,
+    sign: _Arr | None = None,
+    num_threads: int = 0,
+) -> ce_status: ...
+def prob_divergence(
+    *,
+    p: _Arr,
+    outer: int,
+    C: int,
+    inner: int,
+    ps: tuple[int, int, int],
+    q: _Arr | None = None,
+    qs: tuple[int, int, int] = (0, 0, 0),
+    omit_nan: bool = False,
+    out: _Arr,
+    num_threads: int = 0,
+) -> ce_status: ...
+def log_loss(
+    *,
+    p: _Arr,
+    N: int,
+    C: int,
+    ps: tuple[int, int],
+    label: _Arr,
+    w: _Arr | None = None,
+    eps: float,
+    sum_tol: float,
+    num_threads: int = 0,
+) -> tuple[ce_status, float, float, bool, bool, bool, int]: ...
 def vecmath(kind: ce_vm_kind | int, x: _Arr, y: _Arr, num_threads: int = 1) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str) -> bool: ...

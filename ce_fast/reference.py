@@ -62,6 +62,9 @@ __all__ = [
     "linear_kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
+    "scipy_entropy",
+    "scipy_logsumexp",
+    "sklearn_log_loss",
     "softmax",
     "softmax_entropy",
 ]
@@ -963,15 +966,16 @@ binary_cross_entropy_with_logits_and_grad.__doc__ = (
 )
 
 
-def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threads=None):
+def binary_cross_entropy(probs, target, *, weight=None, eps=None, reduction="mean", num_threads=None):
     """Binary cross-entropy on probabilities (``sklearn.metrics.log_loss``).
 
     ``probs`` are clipped (in the compute dtype) to ``[eps, 1 - eps]``, with
     ``eps`` defaulting to ``np.finfo(compute dtype).eps``; then
-    ``loss = -[t log p + (1 - t) log1p(-p)]`` elementwise, where a term whose
-    coefficient (``t`` or ``1 - t``) is 0 contributes exactly 0.
-    ``target`` is broadcast (one-directionally) to ``probs``' shape; bool and
-    integer targets are read as 0/1.  ``ValueError`` if any probability or
+    ``loss = -w [t log p + (1 - t) log1p(-p)]`` elementwise, where a term
+    whose coefficient (``t`` or ``1 - t``) is 0 contributes exactly 0, and
+    ``w`` is ``weight`` (default 1; PyTorch's elementwise rescaling, not
+    validated).  ``target`` and ``weight`` are broadcast (one-directionally)
+    to ``probs``' shape; bool and integer targets are read as 0/1.  ``ValueError`` if any probability or
     target is outside ``[0, 1]`` or NaN, or if ``eps`` is not in
     ``[0, 0.5]``.  ``"mean"`` averages over all elements (NaN if empty).
 
@@ -987,6 +991,7 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
     _check_reduction(reduction)
     p, dtype = _as_float(probs, "probs")
     t = _broadcast_to(_as_float64(target, "target"), p.shape, "target", "probs'")
+    w = 1.0 if weight is None else _broadcast_to(_as_float64(weight, "weight"), p.shape, "weight", "probs'")
     if eps is None:
         eps = float(np.finfo(dtype).eps)
     else:
@@ -1002,7 +1007,7 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = np.where(t != 0, t * np.log(pc), 0.0)
         neg = np.where(t != 1, (1.0 - t) * np.log1p(-pc), 0.0)
-    per = -(pos + neg)
+    per = w * -(pos + neg)
     return _reduce(per, np.sum(per), per.size, reduction, dtype)
 
 
@@ -1011,26 +1016,54 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
 # ---------------------------------------------------------------------------
 
 
-def _rows_along(x, axis, name):
-    """Validate and move ``axis`` last: ``(2-D rows, dtype, axis, shape)``."""
+def _rows_along(x, axis, name, empty_ok=False):
+    """Validate and move the class axes last, flattened into one:
+    ``(2-D rows, dtype, axes, shape with the class axes last)``.  ``axis``
+    is an int or a tuple of ints (distinct); ``empty_ok``: an empty class
+    axis is allowed."""
     a, dtype = _as_float(x, name)
     if a.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension")
-    ax = _normalize_axis(axis, a.ndim)
-    n_classes = a.shape[ax]
-    if n_classes == 0:
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if not axes:
+        raise ValueError("axis=() names no class axis")
+    axes = tuple(_normalize_axis(ax, a.ndim) for ax in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"duplicate value in 'axis': {axis!r}")
+    moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
+    n_classes = int(np.prod(moved.shape[a.ndim - len(axes) :]))
+    if n_classes == 0 and not empty_ok:
         raise ValueError(f"{name} has an empty axis {axis} (C == 0)")
-    moved = np.moveaxis(a, ax, -1)
-    return moved.reshape(-1, n_classes), dtype, ax, moved.shape
+    rows = moved.reshape(int(np.prod(moved.shape[: a.ndim - len(axes)])), n_classes)
+    return rows, dtype, axes, moved.shape
 
 
-def logsumexp(x, *, axis=-1, num_threads=None):
+def _restore(rows, axes, moved_shape):
+    """Undo :func:`_rows_along` for a row-wise result."""
+    k = len(axes)
+    nd = len(moved_shape)
+    return np.moveaxis(rows.reshape(moved_shape), tuple(range(nd - k, nd)), axes)
+
+
+def _reduced(values, axes, moved_shape, keepdims, dtype):
+    """A per-row result in the input's shape without ``axes`` (length-1 axes
+    with ``keepdims``); a NumPy scalar when 0-d."""
+    k = len(axes)
+    res = values.reshape(moved_shape[: len(moved_shape) - k])
+    if keepdims:
+        res = np.expand_dims(res, axes)
+    return np.asarray(res, dtype=dtype)[()]
+
+
+def logsumexp(x, *, axis=-1, keepdims=False, num_threads=None):
     """``log(sum(exp(x), axis))``, stably, as ``scipy.special.logsumexp``.
 
     Computed as ``m + log1p(s')`` (see the module docstring).  Edge rules as
     SciPy: a NaN in the row gives NaN; otherwise any ``+inf`` gives ``+inf``;
-    an all ``-inf`` row gives ``-inf``.  The result has ``x``'s shape without
-    ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` -> ``ValueError``.
+    an all ``-inf`` row gives ``-inf``, and so does an empty ``axis`` (the
+    log of an empty sum).  ``axis`` is an int or a tuple of ints (reduced as
+    one flattened axis); the result has ``x``'s shape without ``axis`` (its
+    axes kept with length 1 when ``keepdims``; a NumPy scalar when 0-d).
 
     Examples
     --------
@@ -1040,11 +1073,13 @@ def logsumexp(x, *, axis=-1, num_threads=None):
     array([0.69314718, 0.69314718])
     """
     _check_num_threads(num_threads)
-    x2, dtype, _, moved_shape = _rows_along(x, axis, "x")
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
+    if x2.shape[1] == 0:
+        return _reduced(np.full(x2.shape[0], -np.inf), axes, moved_shape, keepdims, dtype)
     m, _, _, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         lse = np.where(np.isinf(m), m, m + np.log1p(sp))
-    return np.asarray(lse.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(lse, axes, moved_shape, keepdims, dtype)
 
 
 def log_softmax(x, *, axis=-1, out=None, num_threads=None):
@@ -1054,8 +1089,9 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (SciPy gives
     NaN at ``+inf`` positions and ``-inf`` elsewhere for ``+inf`` rows; we
     make the whole row NaN, as for the losses).  ``-inf`` entries of a valid
-    row give ``-inf``.  ``out``: writable C-contiguous ndarray of ``x``'s
-    shape and compute dtype.  ``C == 0`` -> ``ValueError``.
+    row give ``-inf``.  ``axis``: an int or a tuple of ints (one flattened
+    axis).  ``out``: writable C-contiguous ndarray of ``x``'s shape and
+    compute dtype.  An empty ``axis`` gives an empty result.
 
     Examples
     --------
@@ -1065,22 +1101,24 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     array([-0.69314718, -0.69314718])
     """
     _check_num_threads(num_threads)
-    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
-    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
     if out is not None:
-        _check_out(out, full_shape, dtype)
+        _check_out(out, np.shape(x), dtype)
+    if x2.size == 0:
+        return _finish(_restore(x2, axes, moved_shape), dtype, out)
     m, _, _, sp = _row_stats(x2)
     res = -_neg_log_softmax(x2, m, sp)
     res[_bad_rows(x2)] = np.nan
-    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+    return _finish(_restore(res, axes, moved_shape), dtype, out)
 
 
 def softmax(x, *, axis=-1, out=None, num_threads=None):
     """``exp(x - logsumexp(x))`` along ``axis``, as ``scipy.special.softmax``.
 
     A row with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (as
-    SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``out`` as for
-    :func:`log_softmax`.  ``C == 0`` -> ``ValueError``.
+    SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``axis`` and
+    ``out`` as for :func:`log_softmax`; an empty ``axis`` gives an empty
+    result.
 
     Examples
     --------
@@ -1091,15 +1129,16 @@ def softmax(x, *, axis=-1, out=None, num_threads=None):
            [1.  , 0.  ]])
     """
     _check_num_threads(num_threads)
-    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
-    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
     if out is not None:
-        _check_out(out, full_shape, dtype)
+        _check_out(out, np.shape(x), dtype)
+    if x2.size == 0:
+        return _finish(_restore(x2, axes, moved_shape), dtype, out)
     _, _, e, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         res = _softmax_from_stats(e, sp)
     res[_bad_rows(x2)] = np.nan
-    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+    return _finish(_restore(res, axes, moved_shape), dtype, out)
 
 
 def entropy(probs, *, axis=-1, num_threads=None):
@@ -1108,8 +1147,8 @@ def entropy(probs, *, axis=-1, num_threads=None):
     Unlike ``scipy.stats.entropy`` the input is **not** renormalised (this is
     ``scipy.special.entr(p).sum(axis)``).  Negative probabilities ->
     ``ValueError``; NaN propagates to its row.  The result has the input's
-    shape without ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` ->
-    ``ValueError``.
+    shape without ``axis`` (an int or a tuple of ints; a NumPy scalar when
+    0-d).  ``C == 0`` -> ``ValueError``.
 
     Examples
     --------
@@ -1119,13 +1158,12 @@ def entropy(probs, *, axis=-1, num_threads=None):
     array([0.69314718, 0.        ])
     """
     _check_num_threads(num_threads)
-    p2, dtype, _, moved_shape = _rows_along(probs, axis, "probs")
+    p2, dtype, axes, moved_shape = _rows_along(probs, axis, "probs")
     if np.any(p2 < 0):
         raise ValueError("probs must be non-negative")
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = np.where(p2 == 0, 0.0, -p2 * np.log(p2))
-    h = terms.sum(axis=-1)
-    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(terms.sum(axis=-1), axes, moved_shape, False, dtype)
 
 
 def softmax_entropy(logits, *, axis=-1, num_threads=None):
@@ -1145,14 +1183,206 @@ def softmax_entropy(logits, *, axis=-1, num_threads=None):
     array([1.38629436])
     """
     _check_num_threads(num_threads)
-    x2, dtype, _, moved_shape = _rows_along(logits, axis, "logits")
+    x2, dtype, axes, moved_shape = _rows_along(logits, axis, "logits")
     m, _, e, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         p = _softmax_from_stats(e, sp)
         terms = np.where(p == 0, 0.0, p * (m[:, None] - x2))
         h = np.log1p(sp) + terms.sum(axis=-1)
     h[_bad_rows(x2)] = np.nan
-    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(h, axes, moved_shape, False, dtype)
+
+
+# ---------------------------------------------------------------------------
+# The drop-ins' semantics (ce_fast.scipy, ce_fast.sklearn) on NumPy input
+# ---------------------------------------------------------------------------
+
+
+def _scipy_promote(arrays, force_floating):
+    """SciPy's xp_promote: the result dtype of the arguments (iterables as
+    arrays, scalars weak), a float with ``force_floating``."""
+    args = [np.asarray(v) if np.iterable(v) else v for v in arrays if v is not None]
+    return np.result_type(*args, *([1.0] if force_floating else []))
+
+
+def scipy_logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+    """``scipy.special.logsumexp`` (SciPy 1.17.1) on real NumPy input.
+
+    ``a`` and ``b`` broadcast with each other; the dtype is their promotion
+    with a Python float.  Per reduced slice: elements with ``b == 0`` are
+    left out (``a`` set to -inf); ``m = max a``; ``M`` = the sum of ``b``
+    over the maxima, ``s`` = the sum of ``b exp(a - m)`` over the rest,
+    ``s / M`` unless ``s == 0``; ``sign = sign(s + 1) sign(M)``;
+    ``out = log|1 + s| + log|M| + m``, NaN where ``sign < 0`` unless the sign
+    is returned.  Where that is not finite, the direct form
+    ``log(sum b exp(a))`` (in the dtype: an ``exp`` that overflows is inf)
+    and its sign.  An empty ``a`` gives -inf (sign -1).  Sums in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.scipy_logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    """
+    dtype = _scipy_promote([a, b], True)
+    arrs = [np.asarray(v, dtype=dtype) for v in (a, b) if v is not None]
+    shape = np.broadcast_shapes(*(v.shape for v in arrs))
+    arrs = [np.atleast_1d(np.broadcast_to(v, shape)) for v in arrs]
+    x = arrs[0]
+    w = arrs[1] if b is not None else np.ones_like(x)
+    axes = tuple(range(x.ndim)) if axis is None else axis
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    axes = tuple(sorted(ax % x.ndim for ax in axes))
+    rest = [k for k in range(x.ndim) if k not in axes]
+    out_shape = [x.shape[k] for k in rest]
+    if x.size == 0:
+        out = np.full(out_shape, -np.inf)
+        sgn = np.full(out_shape, -1.0)
+    else:
+        n_cls = int(np.prod([x.shape[k] for k in axes]))
+        xr = np.moveaxis(x, axes, tuple(range(-len(axes), 0))).reshape(int(np.prod(out_shape)), n_cls)
+        wr = np.moveaxis(w, axes, tuple(range(-len(axes), 0))).reshape(xr.shape)
+        out = np.empty(xr.shape[0])
+        sgn = np.empty(xr.shape[0])
+        with np.errstate(all="ignore"):
+            for i, (row, bw) in enumerate(zip(xr.astype(np.float64), wr.astype(np.float64))):
+                ap = np.where(bw != 0, row, -np.inf)
+                m = np.max(ap)
+                at = ap == m
+                M = np.sum(bw[at])
+                s = np.sum((bw * np.exp(ap - m))[~at])
+                s = s if s == 0 else s / M
+                sg = np.sign(s + 1) * np.sign(M)
+                o = np.log(np.abs(1 + s)) if s < -1 else np.log1p(s)
+                o = o + np.log(np.abs(M)) + m
+                if not return_sign and sg < 0:
+                    o = np.nan
+                if not np.isfinite(dtype.type(o)):
+                    direct = np.sum((wr[i] * np.exp(xr[i].astype(dtype))).astype(np.float64))
+                    sg = np.sign(direct)
+                    o = np.log(np.abs(direct)) if return_sign else np.log(direct)
+                out[i], sgn[i] = o, sg
+        out, sgn = out.reshape(out_shape), sgn.reshape(out_shape)
+    if keepdims:
+        out, sgn = np.expand_dims(out, axes), np.expand_dims(sgn, axes)
+    out, sgn = out.astype(dtype)[()], sgn.astype(dtype)[()]
+    return (out, sgn) if return_sign else out
+
+
+def scipy_entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", keepdims=False):
+    """``scipy.stats.entropy`` (SciPy 1.17.1) on real NumPy input.
+
+    ``pk`` and ``qk`` broadcast; along ``axis`` (an int, a tuple, or None for
+    all) each is normalised, ``u = pk / sum pk`` and ``v = qk / sum qk`` (in
+    the promoted dtype), and the result is ``sum entr(u)`` or
+    ``sum rel_entr(u, v)``: ``-u log u`` (0 at 0, -inf below), and
+    ``u log(u / v)`` for ``u, v > 0`` (as ``u log1p((u - v) / v)`` for
+    ``0.5 < u / v < 2``, ``u (log u - log v)`` where ``u / v`` overflows or
+    underflows), 0 for ``u == 0 <= v``, +inf otherwise; NaN in gives NaN (for 1-d input, before the shapes and
+    ``base`` are checked, as SciPy's decorator does).  ``nan_policy="omit"``
+    drops the positions where ``pk`` or ``qk`` is NaN, ``"raise"`` refuses
+    NaN.  Divided by
+    ``log(base)``.  float32 (and float16) give float32, the rest float64.
+
+    Examples
+    --------
+    >>> from ce_fast import reference
+    >>> float(reference.scipy_entropy([0.5, 0.5], base=2))
+    1.0
+    """
+    if nan_policy not in ("propagate", "raise", "omit"):
+        raise ValueError("nan_policy must be one of {'propagate', 'raise', 'omit'}")
+    dtype = _scipy_promote([pk, qk], False)
+    cdt = np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize <= 4 else np.dtype(np.float64)
+    ss = [np.atleast_1d(np.asarray(v, dtype=dtype)) for v in (pk, qk) if v is not None]
+    if axis is None:
+        reduced = tuple(range(max(v.ndim for v in ss)))
+        ss = [v.ravel() for v in ss]
+        axes = tuple(range(1))
+    else:
+        reduced = axis if isinstance(axis, tuple) else (axis,)
+    if nan_policy == "propagate" and all(v.ndim == 1 for v in ss):
+        # SciPy's 1-d path: NaN in, NaN out, before the shapes or base are checked
+        if any(v.dtype.kind == "f" and np.isnan(v).any() for v in ss):
+            nan = np.result_type(*ss, 1.0).type(np.nan)
+            return np.expand_dims(nan, reduced) if keepdims else nan
+    shape = np.broadcast_shapes(*(v.shape for v in ss))
+    ss = [np.broadcast_to(v, shape) for v in ss]
+    if axis is not None:
+        axes = tuple(sorted(ax % len(shape) for ax in reduced))
+    if nan_policy == "raise" and any(np.isnan(v.astype(np.float64)).any() for v in ss):
+        raise ValueError("The input contains nan values")
+    if base is not None and base <= 0:
+        raise ValueError("`base` must be a positive number or `None`.")
+    rest = [k for k in range(len(shape)) if k not in axes]
+    out_shape = [shape[k] for k in rest]
+    n_cls = int(np.prod([shape[k] for k in axes]))
+    rows = [
+        np.moveaxis(v, axes, tuple(range(-len(axes), 0))).reshape(int(np.prod(out_shape)), n_cls) for v in ss
+    ]
+    res = np.empty(len(rows[0]))
+    with np.errstate(all="ignore"):
+        for i in range(len(res)):
+            p = rows[0][i].astype(cdt)
+            q = rows[1][i].astype(cdt) if len(rows) > 1 else None
+            keep = np.ones(p.shape, bool)
+            if nan_policy == "omit":
+                keep = ~np.isnan(p) & (np.ones_like(keep) if q is None else ~np.isnan(q))
+            p = p[keep]
+            u = (p / cdt.type(p.astype(np.float64).sum())).astype(np.float64)
+            if q is None:
+                t = np.where(u > 0, -u * np.log(u), np.where(u == 0, 0.0, -np.inf))
+                t = np.where(np.isnan(u), np.nan, t)
+            else:
+                q = q[keep]
+                v = (q / cdt.type(q.astype(np.float64).sum())).astype(np.float64)
+                r = u / v  # SciPy's three forms of u log(u / v), by the ratio
+                lr = np.where((r > 0.5) & (r < 2), np.log1p((u - v) / v), np.log(r))
+                lr = np.where((r > np.finfo(float).tiny) & (r < np.inf), lr, np.log(u) - np.log(v))
+                t = np.where((u > 0) & (v > 0), u * lr, np.where((u == 0) & (v >= 0), 0.0, np.inf))
+                t = np.where(np.isnan(u) | np.isnan(v), np.nan, t)
+            res[i] = t.sum()
+    S = res.reshape(out_shape).astype(cdt)[()]
+    if int(np.prod(out_shape)) == 0:  # SciPy's NaN-filled empty result, in its own dtype
+        S = np.full(out_shape, np.nan, np.result_type(dtype, 1.0))
+    if base is not None:
+        S = np.true_divide(S, float(np.log(base)))
+    return np.expand_dims(S, reduced) if keepdims else S
+
+
+def sklearn_log_loss(y_true, y_proba, *, normalize=True, sample_weight=None, labels=None):
+    """``sklearn.metrics.log_loss`` (scikit-learn 1.9.1) on valid input.
+
+    The classes are the sorted unique values of ``labels`` (else of
+    ``y_true``); a 1-d ``y_proba`` is the positive class of a binary problem
+    (columns ``1 - p, p``).  Row i's loss is ``-log(clip(p[i, y_i], eps,
+    1 - eps))`` with ``eps`` the machine epsilon of ``y_proba``'s dtype
+    (float32 or float64), clipped in that dtype; the result is the
+    (weighted) mean, or the (weighted) sum without ``normalize``, as a
+    Python float.  Probabilities are not renormalised.  (scikit-learn's
+    input checks, warnings and errors are not repeated here.)
+
+    Examples
+    --------
+    >>> from ce_fast import reference
+    >>> round(reference.sklearn_log_loss([1, 0], [[0.2, 0.8], [0.6, 0.4]]), 6)
+    0.366985
+    """
+    p = np.asarray(y_proba)
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    if p.ndim == 1 or p.shape[1] == 1:
+        p1 = p.reshape(-1)
+        p = np.stack([1 - p1, p1], axis=1)
+    classes = np.unique(np.asarray(y_true) if labels is None else np.asarray(labels))
+    idx = np.searchsorted(classes, np.asarray(y_true))
+    eps = np.finfo(p.dtype).eps
+    py = np.clip(p[np.arange(len(idx)), idx], eps, p.dtype.type(1) - eps)
+    loss = -np.log(py.astype(np.float64))
+    w = np.ones(len(loss)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    total = float(np.sum(w * loss))
+    return total / float(np.sum(w)) if normalize else total
 
 
 # Examples of the functions whose docstrings are assembled above.

@@ -117,8 +117,43 @@ cdef extern from "ce_kernels.h" nogil:
         void *grad
         int num_threads
         double loss
+    ctypedef struct ce_wlse_args:
+        const void *a
+        int64_t outer, C, inner
+        int64_t as_o, as_c, as_i
+        const void *b
+        int64_t bs_o, bs_c, bs_i
+        void *out
+        void *sign
+        int num_threads
+
+    ctypedef struct ce_prob_args:
+        const void *p
+        int64_t outer, C, inner
+        int64_t ps_o, ps_c, ps_i
+        const void *q
+        int64_t qs_o, qs_c, qs_i
+        int omit_nan
+        void *out
+        int num_threads
+
+    ctypedef struct ce_logloss_args:
+        const void *p
+        int64_t N, C
+        int64_t ps_r, ps_c
+        const int64_t *label
+        const double *w
+        double eps
+        double sum_tol
+        int num_threads
+        double loss_sum, weight_sum
+        int nonfinite, out_of_range, not_normalised
+        int64_t err_pos
 
     int ce_categorical(int is_double, ce_cat_args *a)
+    int ce_wlse(int is_double, ce_wlse_args *a)
+    int ce_prob(int is_double, ce_prob_args *a)
+    int ce_logloss(int is_double, ce_logloss_args *a)
     int ce_binary(int is_double, ce_bin_args *a)
     int ce_softmax_family(int is_double, ce_sm_args *a)
     int ce_divergence(int is_double, ce_div_args *a)

@@ -358,6 +358,69 @@ def divergence(*, ce_div_kind kind, ce_teacher_kind teacher_is, x, Py_ssize_t ou
     with nogil:
         rc = ce_divergence(is_double, &a)
     return ce_status(rc), a.loss
+def weighted_logsumexp(*, a, b, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple as_,
+                       tuple bs, out, sign=None, int num_threads=0):
+    """Run the b-weighted log-sum-exp kernel (sign: the sign output, or
+    None). Returns the status."""
+    cdef ce_wlse_args w
+    memset(&w, 0, sizeof(w))
+    cdef int is_double = (<cnp.ndarray>a).descr.type_num == cnp.NPY_DOUBLE
+    w.a = _ptr(a)
+    w.outer, w.C, w.inner = outer, C, inner
+    w.as_o, w.as_c, w.as_i = as_
+    w.b = _ptr(b)
+    w.bs_o, w.bs_c, w.bs_i = bs
+    w.out = <void *>_ptr(out)
+    w.sign = <void *>_ptr(sign)
+    w.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_wlse(is_double, &w)
+    return ce_status(rc)
+
+
+def prob_divergence(*, p, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple ps, q=None,
+                    tuple qs=(0, 0, 0), bint omit_nan=False, out, int num_threads=0):
+    """Run the entropy (q None) / KL kernel of normalised probability
+    vectors. Returns the status."""
+    cdef ce_prob_args a
+    memset(&a, 0, sizeof(a))
+    cdef int is_double = (<cnp.ndarray>p).descr.type_num == cnp.NPY_DOUBLE
+    a.p = _ptr(p)
+    a.outer, a.C, a.inner = outer, C, inner
+    a.ps_o, a.ps_c, a.ps_i = ps
+    a.q = _ptr(q)
+    a.qs_o, a.qs_c, a.qs_i = qs
+    a.omit_nan = omit_nan
+    a.out = <void *>_ptr(out)
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_prob(is_double, &a)
+    return ce_status(rc)
+
+
+def log_loss(*, p, Py_ssize_t N, Py_ssize_t C, tuple ps, label, w=None, double eps,
+             double sum_tol, int num_threads=0):
+    """Run the log-loss kernel (label: int64 class indices, w: float64
+    sample weights or None). Returns (status, loss_sum, weight_sum,
+    nonfinite, out_of_range, not_normalised, err_pos)."""
+    cdef ce_logloss_args a
+    memset(&a, 0, sizeof(a))
+    cdef int is_double = (<cnp.ndarray>p).descr.type_num == cnp.NPY_DOUBLE
+    a.p = _ptr(p)
+    a.N, a.C = N, C
+    a.ps_r, a.ps_c = ps
+    a.label = <const int64_t *>_ptr(label)
+    a.w = <const double *>_ptr(w)
+    a.eps = eps
+    a.sum_tol = sum_tol
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_logloss(is_double, &a)
+    return (ce_status(rc), a.loss_sum, a.weight_sum, bool(a.nonfinite), bool(a.out_of_range),
+            bool(a.not_normalised), a.err_pos)
 
 
 def vecmath(kind, x, y, num_threads=1):

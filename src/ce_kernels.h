@@ -162,6 +162,68 @@ typedef struct {
 } ce_div_args;
 
 typedef int (*ce_div_fn)(ce_div_args *a);
+/* SciPy's b-weighted log-sum-exp with its sign (scipy.special.logsumexp with
+ * b=): per row r = o*inner + i of the (outer, C, inner) layout of a (strides
+ * in elements), S = sum_c b_c exp(a_c) with b laid out in the same index
+ * space with its own strides (zero strides broadcast); out[r] = log|S| and
+ * sign[r] = sign(S) (sign NULL: out[r] = NaN where S < 0). out and sign are
+ * contiguous in r. */
+typedef struct {
+    const void *a;
+    int64_t outer, C, inner;
+    int64_t as_o, as_c, as_i;
+    const void *b;
+    int64_t bs_o, bs_c, bs_i;
+    void *out;
+    void *sign;
+    int num_threads;
+} ce_wlse_args;
+
+typedef int (*ce_wlse_fn)(ce_wlse_args *a);
+
+/* Shannon entropy and Kullback-Leibler divergence of probability vectors
+ * that are normalised per row first (scipy.stats.entropy): per row of the
+ * (outer, C, inner) layout, u = p / sum p and (q not NULL) v = q / sum q,
+ * out[r] = -sum u log u, or sum u log(u / v), with 0 log 0 = 0 and an
+ * infinite term where v = 0 < u. omit_nan leaves out every position where
+ * p (or q) is NaN (nan_policy="omit"); an empty row gives 0. */
+typedef struct {
+    const void *p;
+    int64_t outer, C, inner;
+    int64_t ps_o, ps_c, ps_i;
+    const void *q; /* or NULL: entropy of p */
+    int64_t qs_o, qs_c, qs_i;
+    int omit_nan;
+    void *out;
+    int num_threads;
+} ce_prob_args;
+
+typedef int (*ce_prob_fn)(ce_prob_args *a);
+
+/* sklearn.metrics.log_loss on class indices: probabilities p laid out as
+ * (N, C) with element strides (C == 1: the positive class of a binary
+ * problem, whose other column is 1 - p), label[i] in [0, max(C, 2)); loss_i =
+ * -log(clip(p[i, label[i]], eps, 1 - eps)); results: sum_i w_i loss_i and
+ * sum_i w_i (w NULL: all 1), and the checks made in the same pass. */
+typedef struct {
+    const void *p;
+    int64_t N, C;
+    int64_t ps_r, ps_c;
+    const int64_t *label;
+    const double *w; /* sample weights [N], or NULL */
+    double eps;      /* clip bound */
+    double sum_tol;  /* a row "sums to one" when |sum - 1| <= sum_tol */
+    int num_threads;
+
+    /* results */
+    double loss_sum, weight_sum;
+    int nonfinite;      /* a NaN or an infinity in p */
+    int out_of_range;   /* a finite p > 1 or < 0 */
+    int not_normalised; /* a row whose sum is not within sum_tol of 1 */
+    int64_t err_pos;    /* CE_ERR_TARGET_INDEX: first row with a bad label */
+} ce_logloss_args;
+
+typedef int (*ce_logloss_fn)(ce_logloss_args *a);
 
 /* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (CE_VM_LOG),
  * log1p(x[i]) (CE_VM_LOG1P) or exp(x[i]) for x[i] <= 0 (CE_VM_EXP), n contiguous
@@ -182,6 +244,12 @@ typedef struct {
     ce_div_fn divergence_f64;
     ce_vecmath_fn vecmath_f32;
     ce_vecmath_fn vecmath_f64;
+    ce_wlse_fn wlse_f32;
+    ce_wlse_fn wlse_f64;
+    ce_prob_fn prob_f32;
+    ce_prob_fn prob_f64;
+    ce_logloss_fn logloss_f32;
+    ce_logloss_fn logloss_f64;
 } ce_kernel_table;
 
 /* Entry points used by the binding (dispatch.c). */
@@ -189,6 +257,9 @@ int ce_categorical(int is_double, ce_cat_args *a);
 int ce_binary(int is_double, ce_bin_args *a);
 int ce_softmax_family(int is_double, ce_sm_args *a);
 int ce_divergence(int is_double, ce_div_args *a);
+int ce_wlse(int is_double, ce_wlse_args *a);
+int ce_prob(int is_double, ce_prob_args *a);
+int ce_logloss(int is_double, ce_logloss_args *a);
 void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads);
 
 /* The ISA level in use: "baseline", "avx2" or "avx512". */

@@ -127,7 +127,7 @@ def test_family_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, na
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     if name == "entropy":
         x = np.abs(x)
-    if shape[-1] == 0:  # an empty class axis is an error for every op
+    if shape[-1] == 0 and name in ("entropy", "softmax_entropy"):  # no distribution: an error
         with pytest.raises(ValueError):
             getattr(ce_fast, name)(x)
         return

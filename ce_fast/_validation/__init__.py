@@ -16,6 +16,8 @@ from ._arrays import (
     check_broadcast,
     compute_dtype,
     flat_2d,
+    merge_axes,
+    normalize_axes,
     normalize_axis,
     output,
     per_sample,
@@ -43,10 +45,12 @@ from ._divergence import (
     tokens,
 )
 from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, no_memory
+from ._prob import NAN_POLICIES, ProbCall, nan_policy, prob_call
 from ._softmax import INPUT_NAMES, SoftmaxCall, softmax_call
 
 __all__ = [
     "INPUT_NAMES",
+    "NAN_POLICIES",
     "REDUCTIONS",
     "REDUCTION_NAMES",
     "BinaryOptions",
@@ -54,6 +58,7 @@ __all__ = [
     "CategoricalOptions",
     "DivergenceLayout",
     "DivergenceOptions",
+    "ProbCall",
     "SoftmaxCall",
     "as_array",
     "as_float",
@@ -70,11 +75,15 @@ __all__ = [
     "fast_scale",
     "fast_threads",
     "flat_2d",
+    "merge_axes",
     "int_target",
+    "nan_policy",
     "no_memory",
+    "normalize_axes",
     "normalize_axis",
     "output",
     "per_sample",
+    "prob_call",
     "softmax_call",
     "strided_view",
     "target_index_error",

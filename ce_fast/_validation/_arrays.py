@@ -118,6 +118,36 @@ def normalize_axis(axis: Any, ndim: int, name: str) -> int:
     return ax % ndim
 
 
+def normalize_axes(axis: Any, ndim: int, name: str) -> tuple[int, ...]:
+    """An int or a non-empty tuple of ints as sorted, distinct, non-negative
+    axes (each checked as normalize_axis does)."""
+    if not isinstance(axis, tuple):
+        return (normalize_axis(axis, ndim, name),)
+    if not axis:
+        raise ValueError(f"{name}: axis=() names no class axis")
+    axes = tuple(normalize_axis(a, ndim, name) for a in axis)
+    if len(set(axes)) != len(axes):
+        raise ValueError("duplicate value in 'axis'")
+    return tuple(sorted(axes))
+
+
+def merge_axes(a: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """``a`` with the (sorted) ``axes`` as one axis, in C order of their
+    elements: (array, its axis). A view when the axes are consecutive and
+    their strides allow it; otherwise the other axes keep their order and the
+    merged axis comes last, in a copy."""
+    if len(axes) == 1:
+        return a, axes[0]
+    shape = a.shape
+    size = math.prod(shape[k] for k in axes)
+    k0, k1 = axes[0], axes[-1] + 1
+    if axes == tuple(range(k0, k1)):
+        return a.reshape(shape[:k0] + (size,) + shape[k1:]), k0
+    rest = [k for k in range(a.ndim) if k not in axes]
+    moved = a.transpose(rest + list(axes))
+    return moved.reshape(moved.shape[: len(rest)] + (size,)), len(rest)
+
+
 def strided_view(a: np.ndarray, axis: int) -> tuple[np.ndarray, int, int, int, tuple[int, int, int]]:
     """Describe ``a`` as (outer, C, inner) with element strides.
 
