@@ -39,6 +39,8 @@ MARKERS = {
     "train_b": "W1, b1 = ",
     "linear": "ce_fast.linear_cross_entropy_and_grad(",
     "dask": "import ce_fast.dask as cfd",
+    "dropins": "from ce_fast.scipy import",
+    "distill": "ce_fast.kl_divergence_and_grad(",
 }
 
 SHRINK = {
@@ -51,6 +53,8 @@ SHRINK = {
         ("chunks=(1024, C // 4)", "chunks=(32, C // 4)"),
         ("chunks=1024)", "chunks=32)"),
     ],
+    "dropins": [("rng.standard_normal((100_000, 10))", "rng.standard_normal((500, 10))")],
+    "distill": [("(512, 1000)", "(40, 30)")],
 }
 
 Check = Callable[[dict, dict, str], None]  # (namespace after, namespace before, printed text)
@@ -271,3 +275,38 @@ def test_full_size_dask_claims():
     assert f"{math.log(C) + math.log(math.e - 1) - 0.5:.2f}" == "11.80"
     assert f"{0.81 / N:.1e}" == "1.2e-05"
     assert "≈ 11.80, 1.2e-05, 12.30 (= log C + log(e - 1))" in block("dask")
+
+
+# ---------------------------------------------------------------------------
+# Drop-ins and distillation
+# ---------------------------------------------------------------------------
+
+
+def test_dropins():
+    special = pytest.importorskip("scipy.special")
+    stats = pytest.importorskip("scipy.stats")
+    metrics = pytest.importorskip("sklearn.metrics")
+
+    def lse(ns, before, out):
+        np.testing.assert_allclose(ns["lse"], special.logsumexp(ns["x"], axis=1, b=0.5), rtol=1e-12)
+
+    def kl(ns, before, out):
+        np.testing.assert_allclose(ns["kl"], stats.entropy(ns["p"], ns["q"], axis=1), rtol=1e-10)
+
+    def loss(ns, before, out):
+        want = metrics.log_loss(ns["y"], ns["p"])
+        assert math.isclose(float(out), want, rel_tol=1e-6) and abs(want - 2.8) < 0.3
+
+    run(block("dropins"), {"lse = logsumexp(": lse, "kl = entropy(": kl, "print(log_loss(": loss})
+
+
+def test_distillation():
+    def kl(ns, before, out):
+        want = ref.kl_divergence_and_grad(ns["student"], ns["teacher"], temperature=2.0)
+        assert_close(ns["loss"], want[0], np.float32)
+        assert_close(ns["grad"], want[1], np.float32)
+
+    def js(ns, before, out):
+        assert_close(ns["jsd"], ref.js_divergence(ns["student"], ns["teacher"], beta=0.5), np.float32)
+
+    run(block("distill"), {"ce_fast.kl_divergence_and_grad(": kl, "ce_fast.js_divergence(": js})
