@@ -3,6 +3,7 @@ handling. The arithmetic is in src/categorical_impl.h."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -12,6 +13,7 @@ from . import _core
 from ._core import ce_reduction, ce_status
 from ._validation import (
     REDUCTIONS,
+    CategoricalLayout,
     CategoricalOptions,
     as_array,
     as_float,
@@ -20,10 +22,12 @@ from ._validation import (
     class_weight,
     fast_scale,
     fast_threads,
+    flag,
     int_target,
     no_memory,
     output,
     per_sample,
+    saved_lse,
     strided_view,
     target_index_error,
     unaliased,
@@ -196,11 +200,97 @@ def _run(
     want_grad: bool,
     grad_output: Any = None,
     out: Any = None,
+    return_lse: Any = False,
+    lse: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
-    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
+    plain = return_lse is False and lse is None
+    if plain and _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
         fast = _fast(logits, target, reduction, num_threads, want_grad, grad_output, out)
         if fast is not None:
             return fast  # type: ignore[no-any-return]
+    call = prepare(
+        logits, target, axis=axis, weight=weight, sample_weight=sample_weight, ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        num_threads=num_threads,
+    )  # fmt: skip
+    lay = call.layout
+    if not want_grad:
+        lse_out = np.empty(lay.sample_shape, np.float64) if flag(return_lse, "return_lse") else None
+        loss = call.forward(lse_out=lse_out)
+        return (loss if lse_out is None else (loss, lse_out)), None
+    saved = None if lse is None else saved_lse(lse, lay)
+    grad = output(out, lay.shape, lay.dtype)
+    loss = call.backward(grad, grad_output, lse=saved)
+    return loss, grad
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A categorical call with validated options and converted operands,
+    ready for the kernel (the NumPy functions, and front ends that bring
+    their own output buffers)."""
+
+    x: np.ndarray
+    layout: CategoricalLayout
+    opts: CategoricalOptions
+    target: np.ndarray | None
+    q: np.ndarray | None
+    weight: np.ndarray | None
+    sample_weight: np.ndarray | None
+
+    def forward(self, *, loss_out: np.ndarray | None = None, lse_out: np.ndarray | None = None) -> Any:
+        """The loss (``loss_out``, allocated here unless given, for "none";
+        else a NumPy scalar), and the per-sample log-sum-exp into ``lse_out``
+        (float64, the per-sample shape) when given."""
+        lay = self.layout
+        if self.opts.reduction == _NONE and loss_out is None:
+            loss_out = np.empty(lay.sample_shape, lay.dtype)
+        loss = self._kernel(self.x, loss_out=loss_out, lse_out=lse_out)
+        return loss_out if self.opts.reduction == _NONE else lay.dtype.type(loss)
+
+    def backward(self, grad: np.ndarray, grad_output: Any, *, lse: np.ndarray | None = None) -> Any:
+        """The gradient into ``grad`` (a checked output buffer) and, without
+        ``lse``, the loss of the fused pass (as :meth:`forward`); with a
+        saved ``lse`` (float64, checked) the gradient alone, from it."""
+        lay, dt = self.layout, self.layout.dtype
+        go_arr, go = upstream(grad_output, self.opts.reduction != _NONE, lay.sample_shape, dt, "per-sample")
+        go_arr = None if go_arr is None else np.ascontiguousarray(go_arr)
+        x = unaliased(grad, self.x, in_place=True)
+        tgt, q, w, sw, go_arr, lse = (
+            unaliased(grad, a) for a in (self.target, self.q, self.weight, self.sample_weight, go_arr, lse)
+        )
+        ops = dict(target=tgt, q=q, weight=w, sample_weight=sw)
+        loss_out = np.empty(lay.sample_shape, dt) if self.opts.reduction == _NONE and lse is None else None
+        loss = self._kernel(
+            x, grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out, lse=lse, **ops
+        )
+        if lse is not None:
+            return None
+        return loss_out if loss_out is not None else dt.type(loss)
+
+    def _kernel(self, x: np.ndarray, **kw: Any) -> float:
+        kw.setdefault("target", self.target)
+        kw.setdefault("q", self.q)
+        kw.setdefault("weight", self.weight)
+        kw.setdefault("sample_weight", self.sample_weight)
+        return kernel(x, self.layout.axis, self.layout.C, self.opts, **kw)
+
+
+def prepare(
+    logits: Any,
+    target: Any,
+    *,
+    axis: Any,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    num_threads: Any,
+) -> Prepared:
+    """Check a categorical call and convert its operands (the general path)."""
     opts = categorical_options(
         reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap, num_threads=num_threads,
@@ -213,20 +303,7 @@ def _run(
     q = as_float(t, "target", dt) if lay.probs else None
     w = class_weight(weight, lay.C, dt)
     sw = None if sample_weight is None else per_sample(sample_weight, lay.sample_shape, dt, "sample_weight")
-    go_arr, go = None, 1.0
-    grad = None
-    if want_grad:
-        go_arr, go = upstream(grad_output, opts.reduction != _NONE, lay.sample_shape, dt, "per-sample")
-        go_arr = None if go_arr is None else np.ascontiguousarray(go_arr)
-        grad = output(out, lay.shape, dt)
-        x = unaliased(grad, x, in_place=True)
-        tgt, q, w, sw, go_arr = (unaliased(grad, a) for a in (tgt, q, w, sw, go_arr))
-    loss_out = np.empty(lay.sample_shape, dt) if opts.reduction == _NONE else None
-    loss = kernel(
-        x, lay.axis, lay.C, opts, target=tgt, q=q, weight=w, sample_weight=sw,
-        grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out,
-    )  # fmt: skip
-    return (loss_out if loss_out is not None else dt.type(loss)), grad
+    return Prepared(x, lay, opts, tgt, q, w, sw)
 
 
 def kernel(
@@ -243,10 +320,18 @@ def kernel(
     grad_output_scalar: float = 1.0,
     grad: np.ndarray | None = None,
     loss_out: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
 ) -> float:
     """The categorical kernel on validated, converted and unaliased operands
     (also linear_cross_entropy's per-chunk call). Returns the reduced loss
-    (0 for "none", whose losses go to loss_out)."""
+    (0 for "none", whose losses go to loss_out). ``lse_out``: the per-sample
+    log-sum-exp is stored there (float64, contiguous). ``lse`` (with
+    ``grad``): the gradient alone, from this saved log-sum-exp."""
+    if lse_out is not None or lse is not None:  # STOPGAP until the kernel has them
+        if lse_out is not None:
+            _stopgap_lse(x, axis, opts, target, lse_out)
+        lse = None
     x, outer, _, inner, xs = strided_view(x, axis)
     qs = (0, 0, 0)
     if q is not None:
@@ -265,6 +350,21 @@ def kernel(
     return float(loss)
 
 
+def _stopgap_lse(x: np.ndarray, axis: int, opts: CategoricalOptions, target: Any, out: np.ndarray) -> None:
+    z = np.moveaxis(x, axis, -1).astype(np.float64)
+    if opts.softcap > 0:
+        z = opts.softcap * np.tanh(z / opts.softcap)
+    with np.errstate(all="ignore"):
+        m = z.max(axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        v = (m[..., 0] + np.log(np.exp(z - m).sum(-1)))
+        bad = np.isnan(z).any(-1) | np.isposinf(z).any(-1) | np.isneginf(z).all(-1)
+        v[bad] = np.nan
+    if target is not None:
+        v[np.asarray(target).reshape(v.shape) == opts.ignore_index] = np.nan
+    out[...] = v.reshape(out.shape)
+
+
 def cross_entropy(
     logits: ArrayLike,
     target: ArrayLike,
@@ -278,6 +378,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
+    return_lse: bool = False,
 ) -> Any:
     return _run(**locals(), want_grad=False)[0]
 
@@ -297,6 +398,7 @@ def cross_entropy_grad(
     num_threads: int | None = None,
     grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
+    lse: ArrayLike | None = None,
 ) -> np.ndarray:
     grad = _run(**locals(), want_grad=True)[1]
     assert grad is not None

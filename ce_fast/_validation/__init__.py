@@ -33,9 +33,10 @@ from ._categorical import (
     check_int_target,
     class_weight,
     int_target,
+    saved_lse,
     target_index_error,
 )
-from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, no_memory
+from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, flag, no_memory
 from ._softmax import INPUT_NAMES, SoftmaxCall, softmax_call
 
 __all__ = [
@@ -58,12 +59,14 @@ __all__ = [
     "compute_dtype",
     "fast_scale",
     "fast_threads",
+    "flag",
     "flat_2d",
     "int_target",
     "no_memory",
     "normalize_axis",
     "output",
     "per_sample",
+    "saved_lse",
     "softmax_call",
     "strided_view",
     "target_index_error",
