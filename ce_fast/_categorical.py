@@ -357,7 +357,7 @@ def _stopgap_lse(x: np.ndarray, axis: int, opts: CategoricalOptions, target: Any
     with np.errstate(all="ignore"):
         m = z.max(axis=-1, keepdims=True)
         m = np.where(np.isfinite(m), m, 0)
-        v = (m[..., 0] + np.log(np.exp(z - m).sum(-1)))
+        v = m[..., 0] + np.log(np.exp(z - m).sum(-1))
         bad = np.isnan(z).any(-1) | np.isposinf(z).any(-1) | np.isneginf(z).all(-1)
         v[bad] = np.nan
     if target is not None:

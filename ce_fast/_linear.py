@@ -148,39 +148,70 @@ def _run(
 ) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     grad_output = options.pop("grad_output", None)
     p = _Problem(hidden, weight, target, options)
-    go_rows, go_scalar = _grad_output(grad_output, p) if want_grad else (None, 1.0)
+    wanted = (want_grad, want_grad, want_grad and p.b is not None)
+    loss, d_hidden, d_weight, d_bias = run(p, grads=wanted, grad_output=grad_output)
+    return loss, None if d_hidden is None else d_hidden.reshape(p.sample_shape + (p.D,)), d_weight, d_bias
+
+
+def run(
+    p: _Problem,
+    *,
+    grads: tuple[bool, bool, bool] = (False, False, False),
+    grad_output: Any = None,
+    d_hidden: np.ndarray | None = None,
+    d_weight: np.ndarray | None = None,
+    d_bias: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
+) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The chunk loop. ``grads``: which of (d_hidden, d_weight, d_bias) to
+    compute, into the given buffers ((N, D), (C, D), (C,) of the compute
+    dtype, C-contiguous) or new ones. ``lse_out``: the per-row log-sum-exp
+    is stored there ((N,) float64). ``lse``: the gradients alone, from this
+    saved log-sum-exp (no loss: None is returned for it)."""
     dt, N, C, D = p.dt, p.N, p.C, p.D
+    want_dh, want_dw, want_db = grads
+    want_grad = any(grads)
+    go_rows, go_scalar = _grad_output(grad_output, p) if want_grad else (None, 1.0)
     buf = np.empty((min(p.chunk, N), C), dt)
-    per = np.empty(N, dt) if p.opts.reduction == _NONE else None
-    chunk_red = _NONE if per is not None else ce_reduction.CE_RED_SUM
-    d_hidden = d_weight = d_bias = acc = None
-    if want_grad:
+    per = np.empty(N, dt) if p.opts.reduction == _NONE and lse is None else None
+    chunk_red = _NONE if p.opts.reduction == _NONE else ce_reduction.CE_RED_SUM
+    acc = db64 = None
+    if want_dh and d_hidden is None:
         d_hidden = np.empty((N, D), dt)
-        d_weight = np.zeros((C, D), dt)
-        d_bias = None if p.b is None else np.zeros(C, np.float64)
+    if want_dw:
+        d_weight = np.empty((C, D), dt) if d_weight is None else d_weight
         acc = np.empty((max(1, min(C, _ACCUMULATE_BYTES // max(1, D * dt.itemsize))), D), dt)
+        if N == 0:
+            d_weight[...] = 0
+    if want_db:
+        db64 = np.zeros(C, np.float64)
     total = 0.0
     for r0, r1 in p.chunks():
         z = p.logits(buf, r0, r1)
-        loss_out = None if per is None else per[r0:r1]
+        rows = {
+            "loss_out": None if per is None else per[r0:r1],
+            "lse_out": None if lse_out is None else lse_out[r0:r1],
+            "lse": None if lse is None else lse[r0:r1],
+        }
         if not want_grad:
-            total += p.kernel(z, r0, r1, chunk_red, loss_out=loss_out)
-        else:
-            assert d_hidden is not None and d_weight is not None and acc is not None
-            go = None if go_rows is None else go_rows[r0:r1]
-            total += p.kernel(
-                z, r0, r1, chunk_red, loss_out=loss_out, grad=z, grad_output=go, grad_output_scalar=go_scalar
-            )
+            total += p.kernel(z, r0, r1, chunk_red, **rows)
+            continue
+        go = None if go_rows is None else go_rows[r0:r1]
+        total += p.kernel(z, r0, r1, chunk_red, grad=z, grad_output=go, grad_output_scalar=go_scalar, **rows)
+        if d_hidden is not None:
             np.matmul(z, p.w, out=d_hidden[r0:r1])
+        if d_weight is not None and acc is not None:
             _accumulate_weight_grad(d_weight, z, p.h[r0:r1], acc, first=r0 == 0)
-            if d_bias is not None:
-                d_bias += z.sum(axis=0, dtype=np.float64)
-    return (
-        p.finish(total, per),
-        None if d_hidden is None else d_hidden.reshape(p.sample_shape + (D,)),
-        d_weight,
-        None if d_bias is None else d_bias.astype(dt),
-    )
+        if db64 is not None:
+            db64 += z.sum(axis=0, dtype=np.float64)
+    if db64 is not None:
+        if d_bias is None:
+            d_bias = db64.astype(dt)
+        else:
+            d_bias[...] = db64
+    loss = None if lse is not None else p.finish(total, per)
+    return loss, d_hidden, d_weight, d_bias
 
 
 def linear_cross_entropy(

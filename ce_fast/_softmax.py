@@ -49,7 +49,7 @@ _DOC_DTYPES = """float32 and float64 are computed natively, float16 in
 def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None) -> Any:
     rowwise = op in (ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX)
     nt = fast_threads(num_threads)
-    if type(axis) is int and axis == -1 and nt >= 0:
+    if type(axis) is int and axis == -1 and nt >= 0 and (rowwise or out is None):
         # the common call, checked and run in C (None: take the general path)
         res = _core.softmax_family_fast(op, x, nt, out if rowwise else None)
         if res is not None:
@@ -60,8 +60,12 @@ def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None) -> 
     if call.rowwise:
         res = output(out, call.shape, call.dtype)
         a = unaliased(res, a, in_place=True)
-    else:
-        res = np.empty(call.result_shape, call.dtype)
+    else:  # out: the reduced result's buffer (front ends that allocate their own)
+        res = (
+            np.empty(call.result_shape, call.dtype)
+            if out is None
+            else output(out, call.result_shape, call.dtype)
+        )
     if a.size == 0:
         return res if call.rowwise else res[()]
     a, outer, C, inner, xs = strided_view(a, call.axis)

@@ -53,8 +53,12 @@ def threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def view(t: torch.Tensor | None, name: str) -> np.ndarray | None:
+def view(t: torch.Tensor, name: str) -> np.ndarray:
     """A CPU tensor's memory as an ndarray (shared, whatever its strides)."""
+    return as_array(t, name)
+
+
+def maybe_view(t: torch.Tensor | None, name: str) -> np.ndarray | None:
     return None if t is None else as_array(t, name)
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from .. import _categorical
 from .._core import ce_reduction
 from . import _composite
-from ._bridge import TORCH, empty, plain_cpu, ready, scalar, threads, view
+from ._bridge import TORCH, empty, maybe_view, plain_cpu, ready, scalar, threads, view
 
 _NONE = ce_reduction.CE_RED_NONE
 
@@ -33,7 +33,7 @@ def _prepare(
     ce_fast's call."""
     return _categorical.prepare(
         view(input, "input"), view(target, "target"), axis=1 if input.dim() > 1 else 0,
-        weight=view(weight, "weight"), sample_weight=view(sample_weight, "sample_weight"),
+        weight=maybe_view(weight, "weight"), sample_weight=maybe_view(sample_weight, "sample_weight"),
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
         softcap=softcap or None, num_threads=threads(),
     )  # fmt: skip
