@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _binary
-from ._bridge import TORCH, empty, maybe_view, plain_cpu, ready, scalar, threads, view
+from ._bridge import TORCH, empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
 
 
 def _operands(
@@ -127,6 +127,7 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     legacy = size_average is not None or reduce is not None
     if legacy or not _takes(input, target, weight, pos_weight):
+        fell_through("binary_cross_entropy_with_logits")
         return TORCH["binary_cross_entropy_with_logits"](  # type: ignore[no-any-return]
             input, target, weight, size_average, reduce, reduction, pos_weight
         )
@@ -141,3 +142,22 @@ def _takes(input: Tensor, target: Tensor, weight: Tensor | None, pos_weight: Ten
     if target.shape != input.shape or input.numel() == 0:
         return False
     return not any(w is not None and w.requires_grad for w in (weight, pos_weight))
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """torch's own binary_cross_entropy, always: its semantics (each log
+    clamped at -100, so probabilities of exactly 0 or 1 give finite losses,
+    and the gradient (p - t) / max(p (1 - p), 1e-12)) are not what ce_fast's
+    probability kernel computes (probabilities clipped to [eps, 1 - eps],
+    no gradient), so there is nothing faster to offer here yet."""
+    fell_through("binary_cross_entropy")
+    return TORCH["binary_cross_entropy"](  # type: ignore[no-any-return]
+        input, target, weight, size_average, reduce, reduction
+    )

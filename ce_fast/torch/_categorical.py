@@ -13,7 +13,7 @@ from torch import Tensor
 from .. import _categorical
 from .._core import ce_reduction
 from . import _composite
-from ._bridge import TORCH, empty, maybe_view, plain_cpu, ready, scalar, threads, view
+from ._bridge import TORCH, empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
 
 _NONE = ce_reduction.CE_RED_NONE
 
@@ -190,6 +190,7 @@ def cross_entropy(
     softcap: float | None = None,
 ) -> Tensor:
     if size_average is not None or reduce is not None:
+        fell_through("cross_entropy")
         # the deprecated pair: torch's own, which has no extras
         if sample_weight is not None or z_loss or softcap is not None:
             raise TypeError("sample_weight, z_loss and softcap cannot be combined with size_average/reduce")
@@ -199,6 +200,7 @@ def cross_entropy(
     cap = 0.0 if softcap is None else softcap
     args = (weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss, cap)
     if not _takes(input, target, weight, sample_weight):
+        fell_through("cross_entropy")
         return _composite.cross_entropy(input, target, *args)
     return _forward(input, target, *args)[0]  # type: ignore[no-any-return]
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import _linear
 from . import _categorical, _composite
-from ._bridge import TORCH, empty, maybe_view, plain_cpu, ready, scalar, threads, view
+from ._bridge import TORCH, empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
 
 _NO_GRAD = (False, False, False)
 
@@ -256,17 +256,20 @@ def linear_cross_entropy(
 ) -> Tensor:
     extras = sample_weight is not None or bool(z_loss) or softcap is not None
     if not _takes(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index):
-        if not extras:
-            return TORCH["linear_cross_entropy"](  # type: ignore[no-any-return]
-                input, linear_weight, target, linear_bias=linear_bias, weight=weight, reduction=reduction,
-                ignore_index=ignore_index, label_smoothing=label_smoothing, options=options,
+        if _k_dim(input, linear_weight, target, linear_bias, ignore_index) or extras:
+            # torch's reference composition: the logits, then cross_entropy
+            # (ce_fast's, which takes them or hands them to torch in turn)
+            logits = TORCH["linear"](input, linear_weight.flatten(0, -2), _flat(linear_bias))
+            logits = logits.reshape(*input.shape[:-1], *linear_weight.shape[:-1])
+            return _categorical.cross_entropy(
+                logits, target, weight, ignore_index=-100 if ignore_index is None else ignore_index,
+                reduction=reduction, label_smoothing=label_smoothing, sample_weight=sample_weight,
+                z_loss=z_loss, softcap=softcap,
             )  # fmt: skip
-        logits = TORCH["linear"](input, linear_weight.flatten(0, -2), _flat(linear_bias))
-        logits = logits.reshape(*input.shape[:-1], *linear_weight.shape[:-1])
-        return _categorical.cross_entropy(
-            logits, target, weight, ignore_index=-100 if ignore_index is None else ignore_index,
-            reduction=reduction, label_smoothing=label_smoothing, sample_weight=sample_weight, z_loss=z_loss,
-            softcap=softcap,
+        fell_through("linear_cross_entropy")
+        return TORCH["linear_cross_entropy"](  # type: ignore[no-any-return]
+            input, linear_weight, target, linear_bias=linear_bias, weight=weight, reduction=reduction,
+            ignore_index=ignore_index, label_smoothing=label_smoothing, options=options,
         )  # fmt: skip
     grad_on = torch.is_grad_enabled() and reduction != "none"
     wanted = (
@@ -281,6 +284,19 @@ def linear_cross_entropy(
         0.0 if softcap is None else softcap, chunk, *wanted,
     )[0]  # fmt: skip
     return loss
+
+
+def _k_dim(
+    input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None, ignore_index: int | None
+) -> bool:
+    """K-dimensional linear weights (C, d_1, ..., d_K, D) on an (N, D) input,
+    which torch's checks accept: logits (N, C, d_1, ..., d_K)."""
+    if linear_weight.dim() < 3 or input.dim() != 2 or input.shape[-1] != linear_weight.shape[-1]:
+        return False
+    if linear_bias is not None and linear_bias.shape != linear_weight.shape[:-1]:
+        return False
+    probs = tuple(target.shape) == (input.shape[0], *linear_weight.shape[:-1])
+    return not (probs and ignore_index is not None)
 
 
 def _flat(bias: Tensor | None) -> Tensor | None:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _softmax
 from .._core import ce_sm_op
-from ._bridge import TORCH, TORCH_LOGSUMEXP, empty, ready, threads, view
+from ._bridge import TORCH, TORCH_LOGSUMEXP, empty, fell_through, ready, threads, view
 
 _LOG_SOFTMAX, _SOFTMAX, _LSE = ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX, ce_sm_op.CE_SM_LOGSUMEXP
 
@@ -130,6 +130,7 @@ def log_softmax(
 ) -> Tensor:
     x = input if dtype is None else input.to(dtype)
     if not _takes(x, (dim,)):
+        fell_through("log_softmax")
         return TORCH["log_softmax"](input, dim, _stacklevel, dtype)  # type: ignore[no-any-return]
     return _log_softmax(x, _dim(dim, x.dim()))  # type: ignore[no-any-return, arg-type]
 
@@ -139,6 +140,7 @@ def softmax(
 ) -> Tensor:
     x = input if dtype is None else input.to(dtype)
     if not _takes(x, (dim,)):
+        fell_through("softmax")
         return TORCH["softmax"](input, dim, _stacklevel, dtype)  # type: ignore[no-any-return]
     return _softmax_op(x, _dim(dim, x.dim()))  # type: ignore[no-any-return, arg-type]
 
@@ -146,6 +148,7 @@ def softmax(
 def logsumexp(input: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Tensor:
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     if not _takes(input, dims):
+        fell_through("logsumexp")
         return TORCH_LOGSUMEXP(input, dim, keepdim)  # type: ignore[arg-type]
     nd = input.dim()
     axes = sorted(_dim(d, nd) for d in dims)
