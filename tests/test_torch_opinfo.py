@@ -105,9 +105,11 @@ def _check_sample(op: Any, fn: Any, sample: Any, dtype: Any, fast: bool) -> str 
             except AssertionError as exc:
                 return f"backward (leaf {i}): {exc}"
         if dtype == torch.float64:
-            ok = torch.autograd.gradcheck(
-                lambda *vs: _call(fn, sample, leaves, vs), tuple(leaves), raise_exception=False, fast_mode=fast
-            )
+
+            def call(*vs: Any) -> Any:
+                return _call(fn, sample, leaves, vs)
+
+            ok = torch.autograd.gradcheck(call, tuple(leaves), raise_exception=False, fast_mode=fast)
             if not ok:
                 return "gradcheck"
     return None
@@ -130,8 +132,10 @@ def _run_samples(key: tuple[str, str], dtype: Any, fast: bool, capsys: Any) -> N
         if problem:
             failures.append(f"sample {i} {sample}: {problem}")
     with capsys.disabled():
-        print(f"\n  {'.'.join(p for p in key if p)} {dtype}: {len(samples)} samples, "
-              f"{len(samples) - len(failures)} passed, {kernel} through ce_fast's kernels, {fell} to torch")  # fmt: skip
+        name = ".".join(p for p in key if p)
+        passed = len(samples) - len(failures)
+        print(f"\n  {name} {dtype}: {len(samples)} samples, {passed} passed, "
+              f"{kernel} through ce_fast's kernels, {fell} to torch")  # fmt: skip
     assert not failures, "\n".join(failures[:5])
 
 
