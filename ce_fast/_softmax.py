@@ -34,8 +34,10 @@ _DOC_AXIS = """
         (non-native) or unaligned memory.
     num_threads : int, optional
         Threads for this call; default: the OpenMP default (honours
-        ``OMP_NUM_THREADS`` and threadpoolctl). Results are bitwise
-        identical for every thread count."""
+        ``OMP_NUM_THREADS`` and threadpoolctl). A request above
+        max(default, processors) or ``OMP_THREAD_LIMIT`` is clamped (see
+        :func:`ce_fast.build_info`). Results are bitwise identical for every
+        thread count."""
 
 _DOC_OUT = """
     out : ndarray, optional

@@ -1,8 +1,9 @@
 """Dask arrays in, lazy dask results out: ce_fast's losses and softmax family
 on arrays that are chunked any way, larger than one machine's memory included.
 
-Needs dask (``pip install "ce_fast[dask]"``); ``dask.distributed`` is optional
-(any dask scheduler works). Functions:
+Needs dask with dask.array (``pip install "dask[array]"``, or
+``pip install ".[dask]"`` in a clone of ce_fast: the package is not on PyPI);
+``dask.distributed`` is optional (any dask scheduler works). Functions:
 
 * :func:`cross_entropy`, :func:`cross_entropy_grad`, :func:`cross_entropy_and_grad`
 * :func:`logsumexp`, :func:`log_softmax`, :func:`softmax`
@@ -115,8 +116,8 @@ try:
     import dask.array as _dask_array
 except ImportError as exc:  # pragma: no cover - exercised only without dask
     raise ImportError(
-        'ce_fast.dask needs dask with dask.array; install it with: pip install "ce_fast[dask]"'
-        ' (or pip install "dask[array]")'
+        'ce_fast.dask needs dask with dask.array; install it with: pip install "dask[array]"'
+        ' (or, in a clone of ce_fast, pip install ".[dask]")'
     ) from exc
 
 from . import _dask_blocks as B

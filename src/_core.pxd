@@ -98,3 +98,11 @@ cdef extern from "ce_kernels.h" nogil:
     const char *ce_compiler()
     int ce_openmp_version()
     int ce_default_threads()
+
+cdef extern from "ce_util.h" nogil:
+    int ce_threads_for(int requested, int64_t blocks, int64_t elements)
+
+cdef extern from "ce_fork.h" nogil:
+    void ce_fork_init()
+    int ce_fork_serial()
+    int ce_fork_runtime_safe()

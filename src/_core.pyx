@@ -16,6 +16,8 @@ cdef extern from "numpy/arrayobject.h":
     # (commented out in NumPy's pxd) a NumPy scalar of the dtype from C data
     object PyArray_Scalar(void *data, void *descr, object base)
 
+# after fork(), a stale OpenMP pool is never waited on (ce_fork.c)
+ce_fork_init()
 
 
 cdef inline const void *_ptr(object a):
@@ -361,11 +363,24 @@ def set_isa(str name):
     return ce_set_isa(name.encode()) == 0
 
 
+def threads_for(int requested, int64_t blocks, int64_t elements):
+    """The thread count a kernel call with these many work blocks and
+    elements would use on this thread (the rule of ce_util.h)."""
+    return ce_threads_for(requested, blocks, elements)
+
+
+def serial_after_fork():
+    """True on a thread whose OpenMP pool a fork left stale: its calls run on
+    that thread alone (ce_fork.c)."""
+    return ce_fork_serial() != 0
+
+
 def build_facts():
     return {
         "compiler": ce_compiler().decode(),
         "openmp": ce_openmp_version(),
         "default_threads": ce_default_threads(),
+        "fork_safe_runtime": ce_fork_runtime_safe() != 0,
         "isa": ce_isa().decode(),
         "isa_compiled": ce_isa_compiled().decode().split(","),
         "isa_supported": ce_isa_supported().decode().split(","),

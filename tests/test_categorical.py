@@ -374,6 +374,7 @@ BIG_SHAPES = [
 ]
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis"), BIG_SHAPES, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
@@ -420,6 +421,7 @@ def test_threads_bitwise_identical(dtype, shape, axis, kind, option):
         assert_close(loss1, rloss, dtype, err_msg=f"loss {red}")
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
@@ -458,6 +460,7 @@ SPLIT_CASES = [
 ]
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis", "kind", "option"), SPLIT_CASES, ids=str)
 def test_split_rows_match_reference_and_are_deterministic(
@@ -550,6 +553,7 @@ def test_split_rows_special_values(dtype, opts):
     )
 
 
+@pytest.mark.usefixtures("oversubscribed")
 def test_threads_bitwise_with_special_rows():
     """NaN rows, masked classes and ignored rows scattered over the blocks."""
     rng = np.random.default_rng(7)
@@ -1467,6 +1471,7 @@ ISA_CASES = [
 ]
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis", "kind", "option"), ISA_CASES, ids=str)
 def test_every_isa_matches_reference(isa, dtype, shape, axis, kind, option):

@@ -643,7 +643,9 @@ def test_import_error_without_dask():
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert 'pip install "ce_fast[dask]"' in out.stdout, out.stdout + out.stderr
+    assert 'pip install "dask[array]"' in out.stdout, out.stdout + out.stderr
+    assert 'pip install ".[dask]"' in out.stdout, out.stdout + out.stderr
+    assert "ce_fast[" not in out.stdout  # not on PyPI: no install command may name it
 
 
 # ---------------------------------------------------------------------------

@@ -208,6 +208,7 @@ def test_entropy_special_values(isa, dtype):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("func", FUNCS)
 @pytest.mark.parametrize("case", [((3000, 100), -1), ((100, 3000), 0), ((20, 150, 40), 1)], ids=str)
@@ -321,6 +322,7 @@ def test_errors(func):
         call(func, np.array([["a", "b"]]))
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_entropy_negative_probabilities(dtype):
     p = np.full((5000, 100), 0.01, dtype)  # 8 blocks of 655 rows
