@@ -330,10 +330,6 @@ def kernel(
     (0 for "none", whose losses go to loss_out). ``lse_out``: the per-sample
     log-sum-exp is stored there (float64, contiguous). ``lse`` (with
     ``grad``): the gradient alone, from this saved log-sum-exp."""
-    if lse_out is not None or lse is not None:  # STOPGAP until the kernel has them
-        if lse_out is not None:
-            _stopgap_lse(x, axis, opts, target, lse_out)
-        lse = None
     x, outer, _, inner, xs = strided_view(x, axis)
     qs = (0, 0, 0)
     if q is not None:
@@ -343,28 +339,13 @@ def kernel(
         sample_weight=sample_weight, grad_output=grad_output, grad_output_scalar=grad_output_scalar,
         ignore_index=opts.ignore_index, label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
         softcap=opts.softcap, reduction=opts.reduction, loss_out=loss_out, grad=grad,
-        num_threads=opts.num_threads,
+        num_threads=opts.num_threads, lse_out=lse_out, lse=lse,
     )  # fmt: skip
     if status == ce_status.CE_ERR_TARGET_INDEX:
         raise target_index_error(val, pos, C, opts.ignore_index)
     if status == ce_status.CE_ERR_NOMEM:
         raise no_memory()
     return float(loss)
-
-
-def _stopgap_lse(x: np.ndarray, axis: int, opts: CategoricalOptions, target: Any, out: np.ndarray) -> None:
-    z = np.moveaxis(x, axis, -1).astype(np.float64)
-    if opts.softcap > 0:
-        z = opts.softcap * np.tanh(z / opts.softcap)
-    with np.errstate(all="ignore"):
-        m = z.max(axis=-1, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0)
-        v = m[..., 0] + np.log(np.exp(z - m).sum(-1))
-        bad = np.isnan(z).any(-1) | np.isposinf(z).any(-1) | np.isneginf(z).all(-1)
-        v[bad] = np.nan
-    if target is not None:
-        v[np.asarray(target).reshape(v.shape) == opts.ignore_index] = np.nan
-    out[...] = v.reshape(out.shape)
 
 
 def cross_entropy(
