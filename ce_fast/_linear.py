@@ -163,12 +163,16 @@ def run(
     d_bias: np.ndarray | None = None,
     lse_out: np.ndarray | None = None,
     lse: np.ndarray | None = None,
+    via_lse: bool = False,
 ) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """The chunk loop. ``grads``: which of (d_hidden, d_weight, d_bias) to
     compute, into the given buffers ((N, D), (C, D), (C,) of the compute
     dtype, C-contiguous) or new ones. ``lse_out``: the per-row log-sum-exp
     is stored there ((N,) float64). ``lse``: the gradients alone, from this
-    saved log-sum-exp (no loss: None is returned for it)."""
+    saved log-sum-exp (no loss: None is returned for it). ``via_lse``: loss
+    and gradients with each chunk's gradient taken from its lse (a second
+    pass over the chunk's logits, in cache), so that they are bitwise those
+    that a later call with ``lse`` recomputes (autograd's retained graphs)."""
     dt, N, C, D = p.dt, p.N, p.C, p.D
     want_dh, want_dw, want_db = grads
     want_grad = any(grads)
@@ -187,6 +191,8 @@ def run(
     if want_db:
         db64 = np.zeros(C, np.float64)
     total = 0.0
+    if via_lse and want_grad and lse is None and lse_out is None:
+        lse_out = np.empty(N, np.float64)
     for r0, r1 in p.chunks():
         z = p.logits(buf, r0, r1)
         rows = {
@@ -194,9 +200,11 @@ def run(
             "lse_out": None if lse_out is None else lse_out[r0:r1],
             "lse": None if lse is None else lse[r0:r1],
         }
-        if not want_grad:
+        if not want_grad or via_lse:
             total += p.kernel(z, r0, r1, chunk_red, **rows)
-            continue
+            if not want_grad:
+                continue
+            rows = {"lse": rows["lse_out"]}
         go = None if go_rows is None else go_rows[r0:r1]
         total += p.kernel(z, r0, r1, chunk_red, grad=z, grad_output=go, grad_output_scalar=go_scalar, **rows)
         if d_hidden is not None:

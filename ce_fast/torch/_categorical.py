@@ -152,6 +152,7 @@ def _target_grad(call: _categorical.Prepared, grad_output: Any, lse: Any) -> np.
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
     input, target, weight, sample_weight = inputs[:4]
+    ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(input, target, weight, sample_weight, output[1])
     ctx.options = inputs[4:]
 

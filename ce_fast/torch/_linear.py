@@ -91,7 +91,7 @@ def _forward(
     wanted = (want_input, want_weight, want_bias and linear_bias is not None)
     lse, lse_np = empty(p.sample_shape, torch.float64)
     grads, arrays = _grad_buffers(input, linear_weight, wanted)
-    loss, *_ = _linear.run(p, grads=wanted, lse_out=lse_np.reshape(-1), **arrays)
+    loss, *_ = _linear.run(p, grads=wanted, lse_out=lse_np.reshape(-1), via_lse=True, **arrays)
     loss_t = torch.from_numpy(loss) if reduction == "none" else scalar(loss, input.dtype)
     d_input = grads[0].reshape(input.shape) if want_input else grads[0]
     return loss_t, lse, d_input, grads[1], grads[2]
@@ -132,14 +132,17 @@ def _backward_op(
     want_weight: bool,
     want_bias: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The gradients recomputed chunk by chunk from the saved lse, times
-    the upstream gradient."""
+    """The gradients recomputed chunk by chunk from the saved lse: with
+    reduction "none" times the upstream gradient (per row); with a reduced
+    loss of the loss itself (the caller scales them, as it scales the
+    forward's, so that both are bitwise the same)."""
     p = _problem(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index, reduction,
                  label_smoothing, z_loss, softcap, chunk_size)  # fmt: skip
     wanted = (want_input, want_weight, want_bias and linear_bias is not None)
     grads, arrays = _grad_buffers(input, linear_weight, wanted)
     lse_np = view(lse, "lse").reshape(-1)
-    _linear.run(p, grads=wanted, grad_output=view(grad, "grad_output"), lse=lse_np, **arrays)
+    go = view(grad, "grad_output") if reduction == "none" else None
+    _linear.run(p, grads=wanted, grad_output=go, lse=lse_np, **arrays)
     return grads[0].reshape(input.shape) if want_input else grads[0], grads[1], grads[2]
 
 
@@ -188,6 +191,7 @@ def _(grad: Tensor, input: Tensor, linear_weight: Tensor, *_: Any) -> Tensor:
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    ctx.mark_non_differentiable(*output[1:])  # lse and the gradients: not results to differentiate
     ctx.save_for_backward(*inputs[:6], *output[1:])
     ctx.options = inputs[6:12]
     ctx.precomputed = inputs[12:15]
@@ -213,10 +217,10 @@ def _backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         if not compiling:
             ctx.handed = True
         grads = (di, dw, db)
-        if compiling or grad.numel() != 1 or float(grad) != 1.0:
-            grads = tuple(g * grad if need else g for g, need in zip(grads, needed))
     else:
         grads = _backward_op(*args, *needed)
+    if ctx.options[1] != "none" and (compiling or float(grad) != 1.0):
+        grads = tuple(g * grad if need else g for g, need in zip(grads, needed))
     gi, gw, gb = (g if need else None for g, need in zip(grads, needed))
     return (gi, gw, gt, gb, *rest[:-2])
 
