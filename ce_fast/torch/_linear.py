@@ -209,17 +209,17 @@ def _backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
     needed = (need_input, need_weight, need_bias and bias is not None)
     if not any(needed):
         return (None, None, gt, *rest[:-2])
-    compiling = torch.compiler.is_compiling()
+    # eager (a plain tensor, not traced): the upstream value can be read
+    eager = type(grad) is torch.Tensor and not torch.compiler.is_compiling()
     if all(have or not need for have, need in zip(ctx.precomputed, needed)) and not ctx.handed:
         # the forward's gradients; the first backward may hand them over as
         # they are (autograd then adopts them as .grad), so a later one
         # (retain_graph) must not use them again
-        if not compiling:
-            ctx.handed = True
+        ctx.handed = eager
         grads = (di, dw, db)
     else:
         grads = _backward_op(*args, *needed)
-    if ctx.options[1] != "none" and (compiling or float(grad) != 1.0):
+    if ctx.options[1] != "none" and not (eager and float(grad) == 1.0):
         grads = tuple(g * grad if need else g for g, need in zip(grads, needed))
     gi, gw, gb = (g if need else None for g, need in zip(grads, needed))
     return (gi, gw, gt, gb, *rest[:-2])
