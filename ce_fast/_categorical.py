@@ -341,10 +341,41 @@ def kernel(
         softcap=opts.softcap, reduction=opts.reduction, loss_out=loss_out, grad=grad,
         num_threads=opts.num_threads, lse_out=lse_out, lse=lse,
     )  # fmt: skip
+    _check(status, pos, val, C, opts.ignore_index)
+    return float(loss)
+
+
+def _check(status: ce_status, pos: int, val: int, C: int, ignore_index: int) -> None:
     if status == ce_status.CE_ERR_TARGET_INDEX:
-        raise target_index_error(val, pos, C, opts.ignore_index)
+        raise target_index_error(val, pos, C, ignore_index)
     if status == ce_status.CE_ERR_NOMEM:
         raise no_memory()
+
+
+def plain_kernel(
+    x: np.ndarray,
+    target: np.ndarray,
+    reduction: ce_reduction,
+    num_threads: int,
+    *,
+    loss_out: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    grad: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
+    grad_output: np.ndarray | None = None,
+    grad_output_scalar: float = 1.0,
+) -> float:
+    """The kernel on the common call -- C-contiguous (N, C) float32/float64
+    logits, contiguous int64 labels, no options, a valid reduction and
+    thread count -- which the caller has established (a front end's small
+    calls, with its own output buffers); the kernel checks the labels."""
+    N, C = x.shape
+    status, loss, pos, val = _core.categorical(
+        x=x, outer=N, C=C, inner=1, xs=(C, 1, 1), target=target, reduction=reduction, loss_out=loss_out,
+        grad=grad, lse_out=lse_out, lse=lse, grad_output=grad_output, grad_output_scalar=grad_output_scalar,
+        num_threads=num_threads,
+    )  # fmt: skip
+    _check(status, pos, val, C, -100)
     return float(loss)
 
 

@@ -324,10 +324,9 @@ def test_patch_and_unpatch() -> None:
             assert all(_patch.patched().values())
             assert torch.nn.CrossEntropyLoss is ct.CrossEntropyLoss
             assert F.cross_entropy is ct.cross_entropy
-            hits = torch.ops.ce_fast.cross_entropy.default
-            with torch.autograd.profiler.profile() as prof:
-                before(x, y)  # torch's module calls F.cross_entropy at run time: ce_fast's
-            assert any(hits.name() in e.name for e in prof.function_events)
+            # torch's module calls F.cross_entropy at run time: ce_fast's
+            out = before(x.requires_grad_(), y)
+            assert type(out.grad_fn).__name__ == "_EagerBackward"
             ct.patch()  # idempotent
         assert not any(_patch.patched().values())
     finally:

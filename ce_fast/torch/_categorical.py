@@ -11,7 +11,9 @@ import torch
 from torch import Tensor
 
 from .. import _categorical
+from .._categorical import plain_kernel
 from .._core import ce_reduction
+from .._validation import REDUCTIONS
 from . import _composite
 from ._bridge import TORCH, empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
 
@@ -43,8 +45,30 @@ def _sample_shape(input: Tensor) -> tuple[int, ...]:
     return (input.shape[0], *input.shape[2:]) if input.dim() > 1 else ()
 
 
-@torch.library.custom_op("ce_fast::cross_entropy", mutates_args=())
-def _forward(
+def _plain(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    sample_weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> ce_reduction | None:
+    """The common call (a contiguous (N, C) input, contiguous int64 labels,
+    no options) as its reduction code, for the kernel without the parsers;
+    None otherwise (and for a bad reduction, which the parser reports)."""
+    if weight is not None or sample_weight is not None or label_smoothing or z_loss or softcap:
+        return None
+    if ignore_index != -100 or input.dim() != 2 or target.dim() != 1 or target.dtype != torch.int64:
+        return None
+    if not (input.is_contiguous() and target.is_contiguous()) or input.is_neg():
+        return None
+    return REDUCTIONS.get(reduction)
+
+
+def _forward_impl(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None,
@@ -56,6 +80,17 @@ def _forward(
     softcap: float,
 ) -> tuple[Tensor, Tensor]:
     """(loss, lse): the loss and the per-sample log-sum-exp (float64)."""
+    red = _plain(
+        input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    )
+    if red is not None:
+        x, y, nt = input.detach().numpy(), target.numpy(), threads()
+        lse, lse_np = empty(input.shape[:1], torch.float64)
+        if red != _NONE:
+            return scalar(plain_kernel(x, y, red, nt, lse_out=lse_np), input.dtype), lse
+        loss, loss_np = empty(input.shape[:1], input.dtype)
+        plain_kernel(x, y, red, nt, loss_out=loss_np, lse_out=lse_np)
+        return loss, lse
     call = _prepare(input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
                     softcap)  # fmt: skip
     lse, lse_np = empty(call.layout.sample_shape, torch.float64)
@@ -66,6 +101,9 @@ def _forward(
     return scalar(call.forward(lse_out=lse_np), input.dtype), lse
 
 
+_forward = torch.library.custom_op("ce_fast::cross_entropy", _forward_impl, mutates_args=())
+
+
 @_forward.register_fake
 def _(input: Tensor, target: Tensor, weight: Any, sample_weight: Any, ignore_index: int, reduction: str,
       *_: Any) -> tuple[Tensor, Tensor]:  # fmt: skip
@@ -74,8 +112,7 @@ def _(input: Tensor, target: Tensor, weight: Any, sample_weight: Any, ignore_ind
     return loss, input.new_empty(shape, dtype=torch.float64)
 
 
-@torch.library.custom_op("ce_fast::cross_entropy_backward", mutates_args=())
-def _backward_input(
+def _backward_input_impl(
     grad: Tensor,
     input: Tensor,
     target: Tensor,
@@ -89,11 +126,28 @@ def _backward_input(
     softcap: float,
 ) -> Tensor:
     """The gradient with respect to the logits, from the saved lse."""
+    g, g_np = empty(input.shape, input.dtype)
+    red = _plain(
+        input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    )
+    if red is not None:
+        go = grad.detach().numpy()
+        x, y, nt, lse_np = input.detach().numpy(), target.numpy(), threads(), lse.numpy()
+        if red == _NONE:
+            go = np.ascontiguousarray(go)  # autograd's upstream of a sum is a stride-0 view
+            plain_kernel(x, y, red, nt, grad=g_np, lse=lse_np, grad_output=go)
+        else:
+            plain_kernel(x, y, red, nt, grad=g_np, lse=lse_np, grad_output_scalar=float(go))
+        return g
     call = _prepare(input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
                     softcap)  # fmt: skip
-    g, g_np = empty(input.shape, input.dtype)
     call.backward(g_np, view(grad, "grad_output"), lse=view(lse, "lse"))
     return g
+
+
+_backward_input = torch.library.custom_op(
+    "ce_fast::cross_entropy_backward", _backward_input_impl, mutates_args=()
+)
 
 
 @_backward_input.register_fake
@@ -168,12 +222,33 @@ def _backward(ctx: Any, grad: Tensor, _grad_lse: Any) -> tuple[Tensor | None, ..
         got = iter(torch.autograd.grad(loss, wanted, grad, create_graph=True))
         return (*(next(got) if need else None for need in ctx.needs_input_grad[:2]), *nones)
     args = (grad, input, target, weight, sample_weight, lse, *ctx.options)
-    gi = _backward_input(*args) if ctx.needs_input_grad[0] else None
+    # eager: the kernel's function itself (the operator adds a dispatch)
+    eager = type(grad) is torch.Tensor and not torch.compiler.is_compiling()
+    backward_input = _backward_input_impl if eager else _backward_input
+    gi = backward_input(*args) if ctx.needs_input_grad[0] else None
     gt = _backward_target(*args) if ctx.needs_input_grad[1] else None
     return (gi, gt, *nones)
 
 
 _forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """The same forward, backward and context as the operator, without the
+    operator's dispatch (a few microseconds a call: small calls are
+    dominated by it). Eager calls take this; torch.compile traces the
+    operator. (forward takes ctx: with a separate setup_context, apply()
+    binds the arguments through inspect.signature on every call.)"""
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor]:
+        out = _forward_impl(*args)
+        _setup_context(ctx, args, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
+        return _backward(ctx, *grads)
 
 
 def cross_entropy(
@@ -203,7 +278,9 @@ def cross_entropy(
     if not _takes(input, target, weight, sample_weight):
         fell_through("cross_entropy")
         return _composite.cross_entropy(input, target, *args)
-    return _forward(input, target, *args)[0]  # type: ignore[no-any-return]
+    if torch.compiler.is_compiling():
+        return _forward(input, target, *args)[0]  # type: ignore[no-any-return]
+    return _Eager.apply(input, target, *args)[0]  # type: ignore[no-any-return, no-untyped-call]
 
 
 def _takes(input: Tensor, target: Tensor, weight: Tensor | None, sample_weight: Tensor | None) -> bool:
