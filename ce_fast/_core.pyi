@@ -33,6 +33,16 @@ class ce_sm_op(IntEnum):
     CE_SM_ENTROPY = 3
     CE_SM_SOFTMAX_ENTROPY = 4
 
+class ce_div_kind(IntEnum):
+    CE_DIV_KL_FORWARD = 0
+    CE_DIV_KL_REVERSE = 1
+    CE_DIV_JS = 2
+
+class ce_teacher_kind(IntEnum):
+    CE_TEACHER_LOGITS = 0
+    CE_TEACHER_LOG_PROBS = 1
+    CE_TEACHER_PROBS = 2
+
 class ce_vm_kind(IntEnum):
     CE_VM_LOG = 0
     CE_VM_LOG1P = 1
@@ -127,6 +137,29 @@ def softmax_family(
     out: _Arr | None,
     num_threads: int = 0,
 ) -> tuple[ce_status, int, float]: ...
+def divergence(
+    *,
+    kind: ce_div_kind,
+    teacher_is: ce_teacher_kind,
+    x: _Arr,
+    outer: int,
+    C: int,
+    inner: int,
+    xs: tuple[int, int, int],
+    t: _Arr,
+    ts: tuple[int, int, int],
+    inv_temperature: float = 1.0,
+    beta: float = 0.5,
+    target: _Arr | None = None,
+    ignore_index: int = 0,
+    sample_weight: _Arr | None = None,
+    grad_output: _Arr | None = None,
+    grad_output_scalar: float = 1.0,
+    reduction: ce_reduction = ...,
+    loss_out: _Arr | None = None,
+    grad: _Arr | None = None,
+    num_threads: int = 0,
+) -> tuple[ce_status, float]: ...
 def vecmath(kind: ce_vm_kind | int, x: _Arr, y: _Arr, num_threads: int = 1) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str) -> bool: ...

@@ -28,11 +28,16 @@ Class-chunked rows are handled in three steps:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
 
 import ce_fast
+
+from ._core import ce_reduction
+from ._divergence import kernel as div_kernel
+from ._validation import tokens
 
 _F64 = np.dtype(np.float64)
 _LOG2 = math.log(2.0)
@@ -628,3 +633,52 @@ def bce_block(
         loss = ce_fast.binary_cross_entropy_with_logits(x, t, reduction=kred, **kw)
     loss = np.asarray(loss) if red == "none" else np.full(partial_shape(np.ndim(x)), float(loss))
     return (loss, grad) if want_grad else loss
+
+
+# ---------------------------------------------------------------------------
+# divergences: blocks of whole rows
+# ---------------------------------------------------------------------------
+
+
+def div_rows(
+    x: Any,
+    t: Any,
+    y: Any,
+    sw: Any,
+    go: Any,
+    scale: Any,
+    *,
+    opts: Any,
+    dt: np.dtype,
+    red: str,
+    want_grad: bool,
+) -> Any:
+    """One block of whole rows (class axis last) through the divergence
+    kernel, always with reduction "none": the per-row divergences are
+    returned (``red == "none"``, with a trailing axis of length 1) or summed
+    in float64 into this block's partial (an array of ones in every
+    dimension). The gradient's scale is ``grad_output`` per row ("none") or
+    the scalar ``scale`` (grad_output, divided by the whole array's "mean"
+    denominator for "mean") -- the kernel's own scale for "sum"/"mean"."""
+    x, t = _as(x, dt), _as(t, dt)
+    loss = np.empty(x.shape[:-1], dt)
+    grad = np.empty(x.shape, dt) if want_grad else None
+    per_row = red == "none" and np.ndim(go) > 0  # else the scalar scale (grad_output itself for "none")
+    div_kernel(
+        x, t, x.ndim - 1, x.shape[-1], replace(opts, reduction=ce_reduction.CE_RED_NONE),
+        target=None if y is None else tokens(np.asarray(y), opts).reshape(-1),
+        sample_weight=None if sw is None else np.ascontiguousarray(_as(sw, dt)).reshape(-1),
+        grad_output=np.ascontiguousarray(_as(go, dt)).reshape(-1) if per_row else None,
+        grad_output_scalar=1.0 if per_row else scalar(scale), grad=grad, loss_out=loss,
+    )  # fmt: skip
+    out = (
+        loss[..., None] if red == "none" else np.full(partial_shape(loss.ndim + 1), np.sum(loss, dtype=_F64))
+    )
+    return (out, grad) if want_grad else out
+
+
+def denom_div(y: Any, sw: Any, *, opts: Any) -> np.ndarray:
+    """This block's part of the divergences' "mean" denominator."""
+    shape = np.shape(y) if y is not None else np.shape(sw)
+    d = opts.mean_denominator(int(np.prod(shape)), tokens=y, sample_weight=sw)
+    return np.full(partial_shape(len(shape)), d)

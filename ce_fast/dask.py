@@ -8,6 +8,8 @@ Needs dask with dask.array (``pip install "dask[array]"``, or
 * :func:`cross_entropy`, :func:`cross_entropy_grad`, :func:`cross_entropy_and_grad`
 * :func:`logsumexp`, :func:`log_softmax`, :func:`softmax`
 * :func:`binary_cross_entropy_with_logits` (and ``_grad``, ``_and_grad``)
+* :func:`kl_divergence`, :func:`js_divergence` (and ``_and_grad``): rows
+  chunked any way, the class axis rechunked into one chunk
 
 Each takes the keywords of the NumPy function of the same name in
 :mod:`ce_fast` (except ``out=``: dask arrays are immutable) and has its
@@ -132,6 +134,8 @@ from ._validation import (
     check_broadcast,
     class_weight,
     compute_dtype,
+    divergence_layout,
+    divergence_options,
     softmax_call,
     upstream_is_scalar,
 )
@@ -147,6 +151,10 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_and_grad",
     "cross_entropy_grad",
+    "js_divergence",
+    "js_divergence_and_grad",
+    "kl_divergence",
+    "kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
     "softmax",
@@ -557,6 +565,248 @@ cross_entropy_and_grad.__doc__ = (
     >>> grad[0]
     array([ 0.25, -0.75,  0.25,  0.25])
 """
+)
+
+
+# ---------------------------------------------------------------------------
+# divergences (knowledge distillation)
+# ---------------------------------------------------------------------------
+
+
+def _divergence(
+    student: Any,
+    teacher: Any,
+    options: dict[str, Any],
+    want_loss: bool,
+    want_grad: bool,
+    grad_output: Any = None,
+) -> tuple[Any, Any]:
+    opts = divergence_options(**options)
+    x = _input(student, "student")
+    t = _input(teacher, "teacher")
+    y = options["target"]
+    if y is not None:
+        y = y if _is_dask(y) else as_array(y, "target")
+    lay = divergence_layout(x, t, y, options["axis"], opts)
+    dt, ax, sample_shape = lay.dtype, lay.axis, lay.sample_shape
+    red = REDUCTION_NAMES[opts.reduction]
+    t = t.astype(dt)
+    sw = options["sample_weight"]
+    if sw is not None:
+        sw = _broadcast_arg(sw, "sample_weight", sample_shape, dt, "per-sample")
+    go_arr, go_s = None, 1.0
+    if want_grad:
+        go_arr, go_s = _upstream(grad_output, red != "none", sample_shape, dt, "per-sample")
+
+    # -- layout: class axis last and in one chunk, at least one row axis ------
+    moved = ax != x.ndim - 1
+    if moved:
+        x, t = da.moveaxis(x, ax, -1), da.moveaxis(t, ax, -1)
+    promoted = x.ndim == 1
+    if promoted:
+        x, t = x[None], t[None]
+        y, sw, go_arr = (None if a is None else a[None] for a in (y, sw, go_arr))
+    x = x.rechunk({x.ndim - 1: -1})
+    t = t.rechunk(x.chunks)
+    S = tuple(int(n) for n in x.shape[:-1])
+    k = len(S)
+    s = _sample_letters(k)
+    rchunks = x.chunks[:-1]
+    y_pair = [None, None] if y is None else [_chunked(y, rchunks), s]
+    sw_pair = [None, None] if sw is None else [_chunked(sw, rchunks), s]
+    go_pair = _const_or_dask(go_s) if go_arr is None else [_chunked(go_arr, rchunks), s]
+
+    denom: Any = None
+    if red == "mean":
+        if y is None and sw is None:
+            denom = opts.mean_denominator(math.prod(S))
+        else:
+            denom = da.blockwise(
+                B.denom_div, s, *y_pair, *sw_pair,
+                adjust_chunks={c: 1 for c in s}, dtype=_F64, meta=_meta(k, _F64), opts=opts,
+            ).sum()  # fmt: skip
+    scale: Any = go_s
+    if want_grad and red == "mean":
+        scale = da.blockwise(
+            B.mean_scale,
+            "",
+            *_const_or_dask(denom),
+            *_const_or_dask(go_s),
+            dtype=_F64,
+            meta=np.empty((), _F64),
+        )
+
+    args = [x, s + _CLS, t, s + _CLS, *y_pair, *sw_pair, *go_pair, *_const_or_dask(scale)]
+    kw = dict(opts=opts, dt=dt, red=red, want_grad=want_grad)
+    red_adjust = {_CLS: 1} if red == "none" else {_CLS: 1, **{c: 1 for c in s}}
+    red_dt = dt if red == "none" else _F64
+    grad = None
+    if want_grad:
+        fused = da.blockwise(B.div_rows, s + _CLS, *args, dtype=object, meta=_meta(k + 1, object), **kw)
+        grad = da.blockwise(B.pick, s + _CLS, fused, s + _CLS, 1, None, dtype=dt, meta=_meta(k + 1, dt))
+        loss_blocks = da.blockwise(
+            B.pick, s + _CLS, fused, s + _CLS, 0, None,
+            adjust_chunks=red_adjust, dtype=red_dt, meta=_meta(k + 1, red_dt),
+        )  # fmt: skip
+    else:
+        loss_blocks = da.blockwise(
+            B.div_rows,
+            s + _CLS,
+            *args,
+            adjust_chunks=red_adjust,
+            dtype=red_dt,
+            meta=_meta(k + 1, red_dt),
+            **kw,
+        )
+    loss = None
+    if want_loss:
+        if red == "none":
+            loss = loss_blocks[..., 0]
+            loss = loss.reshape(()) if promoted else loss
+        else:
+            loss = da.blockwise(
+                B.finish, "", loss_blocks.sum(), "", *_const_or_dask(denom),
+                mean=red == "mean", out_dtype=dt, dtype=dt, meta=np.empty((), dt),
+            )  # fmt: skip
+    if grad is not None:
+        if promoted:
+            grad = grad[0]
+        elif moved:
+            grad = da.moveaxis(grad, -1, ax)
+    return loss, grad
+
+
+def kl_divergence(
+    student: Any,
+    teacher: Any,
+    *,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    direction: str = "forward",
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> Any:
+    options = locals().copy()
+    del options["student"], options["teacher"]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=False)[0]
+
+
+def kl_divergence_and_grad(
+    student: Any,
+    teacher: Any,
+    *,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    direction: str = "forward",
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+    grad_output: Any = None,
+) -> tuple[Any, Any]:
+    options = locals().copy()
+    for name in ("student", "teacher", "grad_output"):
+        del options[name]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=True, grad_output=grad_output)
+
+
+def js_divergence(
+    student: Any,
+    teacher: Any,
+    *,
+    beta: float = 0.5,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> Any:
+    options = locals().copy()
+    del options["student"], options["teacher"]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=False)[0]
+
+
+def js_divergence_and_grad(
+    student: Any,
+    teacher: Any,
+    *,
+    beta: float = 0.5,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+    grad_output: Any = None,
+) -> tuple[Any, Any]:
+    options = locals().copy()
+    for name in ("student", "teacher", "grad_output"):
+        del options[name]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=True, grad_output=grad_output)
+
+
+_DIV_DOC = """
+    Parameters
+    ----------
+    student, teacher : dask.array.Array or array_like
+        The student's logits and the teacher (as ``teacher_is`` says), of one
+        shape; rows may be chunked any way. The class axis is rechunked into
+        one chunk first (``rechunk``: a vocabulary-sharded array is gathered
+        row block by row block; the class-chunked merge of
+        :func:`cross_entropy` is not implemented for divergences).
+    target : array_like or dask.array.Array, optional
+        Tokens of the per-row shape, with ``ignore_index``, as the NumPy
+        function; ``sample_weight`` and a per-row ``grad_output`` may be NumPy
+        or dask.
+    teacher_is, temperature, axis, sample_weight, ignore_index, reduction, num_threads
+        As the NumPy function (see its docstring for the formulas). One fused
+        kernel call per block; "sum"/"mean" are float64 trees of block sums,
+        bitwise reproducible for a fixed chunking."""
+
+kl_divergence.__doc__ = (
+    """Lazy :func:`ce_fast.kl_divergence` of dask arrays (a 0-d dask array for
+    "mean"/"sum", the per-row divergences for "none").
+
+    ``direction`` as the NumPy function.
+"""
+    + _DIV_DOC
+    + """
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, ce_fast, ce_fast.dask as cfd
+    >>> x = np.random.default_rng(0).standard_normal((6, 5))
+    >>> d = cfd.kl_divergence(da.from_array(x, chunks=(2, 5)), x[::-1])
+    >>> bool(np.isclose(d.compute(scheduler="sync"), ce_fast.kl_divergence(x, x[::-1])))
+    True
+"""
+)
+kl_divergence_and_grad.__doc__ = (
+    """Lazy ``(loss, grad)`` of :func:`ce_fast.kl_divergence_and_grad`; compute
+    both together (``dask.compute``) so that the fused kernel runs once per block.
+"""
+    + _DIV_DOC
+)
+js_divergence.__doc__ = (
+    """Lazy :func:`ce_fast.js_divergence` of dask arrays (``beta`` as there).
+"""
+    + _DIV_DOC
+)
+js_divergence_and_grad.__doc__ = (
+    """Lazy ``(loss, grad)`` of :func:`ce_fast.js_divergence_and_grad`.
+"""
+    + _DIV_DOC
 )
 
 

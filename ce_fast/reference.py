@@ -50,8 +50,16 @@ __all__ = [
     "cross_entropy_and_grad",
     "cross_entropy_grad",
     "entropy",
+    "js_divergence",
+    "js_divergence_and_grad",
+    "kl_divergence",
+    "kl_divergence_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
+    "linear_js_divergence",
+    "linear_js_divergence_and_grad",
+    "linear_kl_divergence",
+    "linear_kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
     "softmax",
@@ -105,6 +113,8 @@ def _to_array(x, name):
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and other non-arrays
             raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc})") from exc
+    if arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (kind "V"): exactly representable in float32
+        arr = arr.astype(np.float32)
     if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and arr.itemsize > 8):
         raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected float16/32/64, integer or bool)")
     return arr
@@ -1305,3 +1315,472 @@ _add_examples(
            [ 0.5,  0. ]]), None)
 """,
 )
+
+
+# ---------------------------------------------------------------------------
+# Divergences between a teacher and the student's softmax (distillation)
+# ---------------------------------------------------------------------------
+
+_TEACHER_KINDS = ("logits", "log_probs", "probs")
+
+
+def _log_softmax_rows(z):
+    """``(log softmax, softmax)`` of the rows of a 2-D float64 array (rows
+    with NaN, +inf or all -inf give garbage the caller masks)."""
+    m, _, e, sp = _row_stats(z)
+    with np.errstate(invalid="ignore"):
+        return _neg_log_softmax(z, m, sp) * -1.0, _softmax_from_stats(e, sp)
+
+
+def _divergence(
+    student,
+    teacher,
+    *,
+    beta,
+    direction,
+    teacher_is,
+    temperature,
+    axis,
+    sample_weight,
+    ignore_index,
+    target,
+    reduction,
+    num_threads,
+    want_grad,
+    grad_output=None,
+    out=None,
+):
+    """Shared implementation of ``kl_divergence*`` (``beta`` None) and
+    ``js_divergence*``."""
+    # -- options --------------------------------------------------------------
+    _check_num_threads(num_threads)
+    _check_reduction(reduction)
+    if not isinstance(teacher_is, str) or teacher_is not in _TEACHER_KINDS:
+        raise ValueError(f"teacher_is must be one of {_TEACHER_KINDS}, got {teacher_is!r}")
+    if beta is None:
+        if direction not in ("forward", "reverse"):
+            raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+        kind = direction
+    else:
+        beta = _real_scalar(beta, "beta")
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+        kind = "forward" if beta == 0.0 else "reverse" if beta == 1.0 else "js"
+    T = _real_scalar(temperature, "temperature")
+    if not 0.0 < T < np.inf:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    if (target is None) != (ignore_index is None):
+        raise ValueError("target and ignore_index go together")
+
+    # -- arrays ---------------------------------------------------------------
+    x, dtype = _as_float(student, "student")
+    t = _as_float64(teacher, "teacher")
+    if x.ndim == 0:
+        raise ValueError("student must have at least one dimension (the class axis)")
+    if t.shape != x.shape:
+        raise ValueError(f"teacher must have the student's shape {x.shape}, got {t.shape}")
+    ax = _normalize_axis(axis, x.ndim)
+    C = x.shape[ax]
+    if C == 0:
+        raise ValueError("student has an empty class axis (C == 0)")
+    sample_shape = x.shape[:ax] + x.shape[ax + 1 :]
+    moved_shape = sample_shape + (C,)
+    a = np.moveaxis(x, ax, -1).reshape(-1, C) / T
+    b = np.moveaxis(t, ax, -1).reshape(-1, C)
+    n_rows = a.shape[0]
+    keep = np.ones(n_rows, dtype=bool)
+    if target is not None:
+        y = _to_array(target, "target")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"target: expected integer tokens, got dtype {y.dtype}")
+        if y.shape != sample_shape:
+            raise ValueError(f"target must hold integer tokens of shape {sample_shape}, got {y.shape}")
+        keep = y.reshape(-1) != ignore_index
+    sw = np.ones(n_rows)
+    if sample_weight is not None:
+        sw = _broadcast_to(_as_float64(sample_weight, "sample_weight"), sample_shape, "sample_weight",
+                           "per-sample loss").reshape(-1)  # fmt: skip
+    if want_grad:
+        go = _grad_output(grad_output, reduction, sample_shape)
+        if reduction == "none":
+            go = go.reshape(-1)
+        if out is not None:
+            _check_out(out, x.shape, dtype)
+
+    # -- the two distributions --------------------------------------------------
+    log_q, q = _log_softmax_rows(a)
+    bad = _bad_rows(a) | np.isnan(b).any(axis=-1) | np.isposinf(b).any(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if teacher_is == "logits":
+            b = b / T
+            log_p, p = _log_softmax_rows(b)
+            bad |= np.isneginf(b).all(axis=-1)
+            z = np.ones(n_rows)
+        elif teacher_is == "log_probs":
+            log_p, p = b, np.exp(b)
+            z = p.sum(axis=-1)
+        else:
+            bad |= (b < 0).any(axis=-1)
+            log_p, p = np.log(b), b
+            z = p.sum(axis=-1)
+
+        # -- the divergence per row: zero weights contribute exactly 0 -------------
+        r = log_p - log_q
+        if kind == "forward":
+            d = np.where(p > 0, p * r, 0.0).sum(axis=-1)
+            lower = np.where(z > 0, z * np.log(z), 0.0)  # Gibbs: >= Z log Z
+        elif kind == "reverse":
+            d = np.where(q > 0, -q * r, 0.0).sum(axis=-1)
+            lower = -np.log(z)  # >= -log Z
+        else:
+            log_m = np.log(beta * p + (1.0 - beta) * q)
+            rho_q = log_q - log_m
+            tq = np.where(q > 0, q * rho_q, 0.0)
+            d = (np.where(p > 0, beta * p * (log_p - log_m), 0.0) + (1.0 - beta) * tq).sum(axis=-1)
+            lower = np.zeros(n_rows)
+        if teacher_is == "logits":
+            lower = np.zeros(n_rows)
+        d = np.maximum(d, lower)  # below the bound only by rounding
+        d[bad] = np.nan
+        loss_rows = np.where(keep, sw * d, 0.0)
+
+    loss = _reduce(loss_rows.reshape(sample_shape), np.sum(loss_rows), np.sum(sw[keep]), reduction, dtype)
+    if not want_grad:
+        return loss
+
+    # -- the gradient with respect to a = student / T, then x ----------------------
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "forward":
+            g = q * z[:, None] - p
+        elif kind == "reverse":
+            g = np.where(q > 0, q * (-r - d[:, None]), 0.0)
+            g[np.isposinf(d)] = np.nan  # no derivative
+        else:
+            g = (1.0 - beta) * np.where(q > 0, q * (rho_q - tq.sum(axis=-1)[:, None]), 0.0)
+        if reduction == "none":
+            scale = go
+        elif reduction == "sum":
+            scale = np.full(n_rows, float(go))
+        else:
+            denominator = np.sum(sw[keep])
+            scale = np.full(n_rows, float(go) / denominator if denominator != 0 else np.nan)
+        g = g * (sw * scale / T)[:, None]
+        g[bad] = np.nan
+        g[~keep] = 0.0
+    grad = np.moveaxis(g.reshape(moved_shape), -1, ax)
+    return loss, _finish(grad, dtype, out)
+
+
+def kl_divergence(
+    student,
+    teacher,
+    *,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+):
+    """KL(P || Q) (``direction="forward"``) or KL(Q || P) per row, with
+    Q = softmax(student / T) and P = softmax(teacher / T) (``teacher_is=
+    "logits"``), exp(teacher) ("log_probs") or teacher ("probs", never
+    renormalised, as ``torch.nn.functional.kl_div``); no T**2 factor.
+
+    Per row: ``sum_{P > 0} P (log P - log Q)`` (forward) or
+    ``sum_{Q > 0} Q (log Q - log P)`` (reverse), clamped below at the bound
+    Gibbs' inequality gives (0; ``Z log Z`` resp. ``-log Z`` for a given
+    teacher whose probabilities sum to Z). ``"mean"``: the sum of
+    ``s_i D_i`` over rows whose ``target`` is not ``ignore_index``, divided
+    by their ``sum s_i`` (torch's "batchmean"). NaN rows: NaN, +inf or all
+    -inf student; NaN or +inf teacher; all -inf teacher logits; negative
+    teacher probabilities.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> s = np.array([[0.0, 0.0]]); p = np.array([[0.75, 0.25]])
+    >>> bool(np.isclose(reference.kl_divergence(s, p, teacher_is="probs"),
+    ...                 0.75 * np.log(1.5) + 0.25 * np.log(0.5)))
+    True
+    """
+    return _divergence(
+        student, teacher, beta=None, direction=direction, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=False,
+    )  # fmt: skip
+
+
+def kl_divergence_and_grad(
+    student,
+    teacher,
+    *,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    """``(kl_divergence(...), d/d student)``: per row ``(Z Q - P) / T``
+    (forward) or ``Q (log Q - log P - KL) / T`` (reverse; NaN where the KL is
+    infinite), times ``s_i``, ``grad_output`` and 1/denominator for "mean".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> s = np.zeros((1, 2)); p = np.array([[0.75, 0.25]])
+    >>> reference.kl_divergence_and_grad(s, p, teacher_is="probs")[1]
+    array([[-0.25,  0.25]])
+    """
+    return _divergence(
+        student, teacher, beta=None, direction=direction, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=True,
+        grad_output=grad_output, out=out,
+    )  # fmt: skip
+
+
+def js_divergence(
+    student,
+    teacher,
+    *,
+    beta=0.5,
+    teacher_is="logits",
+    temperature=1.0,
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+):
+    """The generalised JSD ``beta KL(P || M) + (1 - beta) KL(Q || M)`` with
+    ``M = beta P + (1 - beta) Q``, P and Q as :func:`kl_divergence`; beta = 0
+    is defined as the forward KL(P || Q) and beta = 1 as the reverse
+    KL(Q || P) (TRL's GKD, Liger-Kernel's JSD). Clamped below at 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> s = np.array([[0.0, 0.0]]); t = np.array([[0.0, -np.inf]])
+    >>> bool(np.isclose(reference.js_divergence(s, t), 0.75 * np.log(4 / 3)))
+    True
+    """
+    return _divergence(
+        student, teacher, beta=beta, direction=None, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=False,
+    )  # fmt: skip
+
+
+def js_divergence_and_grad(
+    student,
+    teacher,
+    *,
+    beta=0.5,
+    teacher_is="logits",
+    temperature=1.0,
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    """``(js_divergence(...), d/d student)``: per row
+    ``(1 - beta) Q (rho - sum Q rho) / T`` with ``rho = log(Q / M)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> x = np.array([[1.0, 2.0, 3.0]])
+    >>> bool(np.abs(reference.js_divergence_and_grad(x, x)[1]).max() < 1e-15)
+    True
+    """
+    return _divergence(
+        student, teacher, beta=beta, direction=None, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=True,
+        grad_output=grad_output, out=out,
+    )  # fmt: skip
+
+
+def _linear_divergence(fn, opts):
+    """``fn(hidden @ weight.T + bias, teacher logits, **keywords)`` for the
+    linear function whose ``locals()`` are ``opts``, the teacher given as an
+    array or as ``teacher_hidden @ teacher_weight.T + teacher_bias``; a
+    gradient (when ``fn`` gives one) pushed back through the student's layer:
+    ``(loss, d_hidden, d_weight, d_bias)``."""
+    layer = ("hidden", "weight", "teacher", "bias", "teacher_hidden", "teacher_weight", "teacher_bias")
+    kw = {k: v for k, v in opts.items() if k not in layer and k != "chunk_size"}
+    z, h, w, dtype = _linear_logits(opts["hidden"], opts["weight"], opts["bias"])
+    teacher = opts["teacher"]
+    if (teacher is None) == (opts["teacher_hidden"] is None and opts["teacher_weight"] is None):
+        raise ValueError("give the teacher either as an array (teacher) or as teacher_hidden, teacher_weight")
+    if teacher is None:
+        if kw["teacher_is"] != "logits":
+            raise ValueError("a teacher given as a layer (teacher_hidden, teacher_weight) gives logits")
+        teacher, *_ = _linear_logits(opts["teacher_hidden"], opts["teacher_weight"], opts["teacher_bias"])
+    res = fn(z, teacher, **kw)
+    if not isinstance(res, tuple):
+        return res.astype(dtype) if isinstance(res, np.ndarray) else dtype.type(res)
+    loss, g = res
+    n = int(np.prod(h.shape[:-1]))
+    g2, h2 = g.reshape(n, w.shape[0]), h.reshape(n, w.shape[1])
+    loss = loss.astype(dtype) if isinstance(loss, np.ndarray) else dtype.type(loss)
+    d_bias = None if opts["bias"] is None else g2.sum(axis=0).astype(dtype)
+    return loss, (g @ w).astype(dtype), (g2.T @ h2).astype(dtype), d_bias
+
+
+def linear_kl_divergence(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    chunk_size=None,
+):
+    """``kl_divergence(hidden @ weight.T + bias, teacher, ...)``, the teacher's
+    logits being ``teacher_hidden @ teacher_weight.T + teacher_bias`` when it
+    is given as a layer; the logits are materialised here (the specification),
+    ``chunk_size`` is accepted and ignored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> float(reference.linear_kl_divergence(h, W, teacher_hidden=h, teacher_weight=W))
+    0.0
+    """
+    return _linear_divergence(kl_divergence, locals())
+
+
+def linear_kl_divergence_and_grad(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    chunk_size=None,
+):
+    """``(loss, d_hidden, d_weight, d_bias)`` of :func:`linear_kl_divergence`
+    by the chain rule through the materialised logits (G their gradient):
+    ``G @ weight``, ``G.T @ hidden``, ``G.sum(rows)`` (None without ``bias``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> reference.linear_kl_divergence_and_grad(h, W, np.zeros((2, 4)))[2]
+    array([[0., 0., 0.],
+           [0., 0., 0.],
+           [0., 0., 0.],
+           [0., 0., 0.]])
+    """
+    return _linear_divergence(kl_divergence_and_grad, locals())
+
+
+def linear_js_divergence(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    beta=0.5,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    chunk_size=None,
+):
+    """``js_divergence(hidden @ weight.T + bias, teacher, ...)``, as
+    :func:`linear_kl_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> float(reference.linear_js_divergence(h, W, np.zeros((2, 4)), beta=0.2))
+    0.0
+    """
+    return _linear_divergence(js_divergence, locals())
+
+
+def linear_js_divergence_and_grad(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    beta=0.5,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    chunk_size=None,
+):
+    """``(loss, d_hidden, d_weight, d_bias)`` of :func:`linear_js_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> reference.linear_js_divergence_and_grad(h, W, np.zeros((2, 4)), bias=np.zeros(4))[3]
+    array([0., 0., 0., 0.])
+    """
+    return _linear_divergence(js_divergence_and_grad, locals())

@@ -28,6 +28,16 @@ cdef extern from "ce_kernels.h" nogil:
         CE_SM_ENTROPY
         CE_SM_SOFTMAX_ENTROPY
 
+    cpdef enum ce_div_kind:
+        CE_DIV_KL_FORWARD
+        CE_DIV_KL_REVERSE
+        CE_DIV_JS
+
+    cpdef enum ce_teacher_kind:
+        CE_TEACHER_LOGITS
+        CE_TEACHER_LOG_PROBS
+        CE_TEACHER_PROBS
+
     cpdef enum ce_vm_kind:
         CE_VM_LOG
         CE_VM_LOG1P
@@ -89,9 +99,31 @@ cdef extern from "ce_kernels.h" nogil:
         int64_t err_pos
         double err_fval
 
+    ctypedef struct ce_div_args:
+        int kind
+        int teacher_is
+        const void *x
+        int64_t outer, C, inner
+        int64_t xs_o, xs_c, xs_i
+        const void *t
+        int64_t ts_o, ts_c, ts_i
+        double inv_temperature
+        double beta
+        const int64_t *target
+        int64_t ignore_index
+        const void *sample_weight
+        const void *grad_output
+        double grad_output_scalar
+        int reduction
+        void *loss_out
+        void *grad
+        int num_threads
+        double loss
+
     int ce_categorical(int is_double, ce_cat_args *a)
     int ce_binary(int is_double, ce_bin_args *a)
     int ce_softmax_family(int is_double, ce_sm_args *a)
+    int ce_divergence(int is_double, ce_div_args *a)
     void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads)
     const char *ce_isa()
     const char *ce_isa_compiled()

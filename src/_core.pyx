@@ -330,6 +330,39 @@ def softmax_family(*, ce_sm_op op, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t
     return ce_status(rc), a.err_pos, a.err_fval
 
 
+def divergence(*, ce_div_kind kind, ce_teacher_kind teacher_is, x, Py_ssize_t outer, Py_ssize_t C,
+               Py_ssize_t inner, tuple xs, t, tuple ts, double inv_temperature=1.0, double beta=0.5,
+               target=None, int64_t ignore_index=0, sample_weight=None, grad_output=None,
+               double grad_output_scalar=1.0, ce_reduction reduction=CE_RED_MEAN, loss_out=None,
+               grad=None, int num_threads=0):
+    """Run the divergence kernel. Returns (status, loss)."""
+    cdef ce_div_args a
+    memset(&a, 0, sizeof(a))
+    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    a.kind = kind
+    a.teacher_is = teacher_is
+    a.x = _ptr(x)
+    a.outer, a.C, a.inner = outer, C, inner
+    a.xs_o, a.xs_c, a.xs_i = xs
+    a.t = _ptr(t)
+    a.ts_o, a.ts_c, a.ts_i = ts
+    a.inv_temperature = inv_temperature
+    a.beta = beta
+    a.target = <const int64_t *>_ptr(target)
+    a.ignore_index = ignore_index
+    a.sample_weight = _ptr(sample_weight)
+    a.grad_output = _ptr(grad_output)
+    a.grad_output_scalar = grad_output_scalar
+    a.reduction = reduction
+    a.loss_out = <void *>_ptr(loss_out)
+    a.grad = <void *>_ptr(grad)
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_divergence(is_double, &a)
+    return ce_status(rc), a.loss
+
+
 def vecmath(kind, x, y, num_threads=1):
     """Test hook (and the benchmark's exp floor): y = log(x), log1p(x) or
     exp(x) for x <= 0 (kind: a ce_vm_kind) with the vector code of the

@@ -126,6 +126,50 @@ typedef struct {
 
 typedef int (*ce_sm_fn)(ce_sm_args *a);
 
+/* Divergences between a teacher distribution P and the student's
+ * Q = softmax(x / T), per row, with the gradient with respect to the student's
+ * logits x. Student and teacher are laid out as ce_cat_args' logits, each with
+ * its own strides; samples r = o*inner + i; per-sample arrays (target,
+ * sample_weight, grad_output, loss_out) are contiguous in r; the gradient is
+ * contiguous (outer, C, inner) and may alias x exactly (out=student). */
+typedef enum ce_div_kind {
+    CE_DIV_KL_FORWARD = 0, /* KL(P || Q) */
+    CE_DIV_KL_REVERSE = 1, /* KL(Q || P) */
+    CE_DIV_JS = 2          /* beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q */
+} ce_div_kind;
+typedef enum ce_teacher_kind {
+    CE_TEACHER_LOGITS = 0,    /* P = softmax(t / T) */
+    CE_TEACHER_LOG_PROBS = 1, /* P = exp(t) */
+    CE_TEACHER_PROBS = 2      /* P = t */
+} ce_teacher_kind;
+typedef struct {
+    int kind;       /* CE_DIV_* */
+    int teacher_is; /* CE_TEACHER_* */
+    const void *x;  /* the student's logits */
+    int64_t outer, C, inner;
+    int64_t xs_o, xs_c, xs_i;
+    const void *t; /* the teacher (same dtype as x) */
+    int64_t ts_o, ts_c, ts_i;
+    double inv_temperature; /* 1 / T > 0 */
+    double beta;            /* CE_DIV_JS: in (0, 1) */
+
+    const int64_t *target; /* per-sample tokens, or NULL: rows equal to ignore_index are skipped */
+    int64_t ignore_index;
+    const void *sample_weight; /* [N] or NULL (all 1) */
+    const void *grad_output;   /* [N] ("none") or NULL */
+    double grad_output_scalar; /* used when grad_output is NULL */
+    int reduction;             /* CE_RED_* */
+
+    void *loss_out; /* per-sample divergences [N] for "none", else NULL */
+    void *grad;     /* gradient (outer, C, inner) contiguous, or NULL */
+    int num_threads;
+
+    /* results */
+    double loss; /* the reduced divergence for "sum" / "mean" */
+} ce_div_args;
+
+typedef int (*ce_div_fn)(ce_div_args *a);
+
 /* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (CE_VM_LOG),
  * log1p(x[i]) (CE_VM_LOG1P) or exp(x[i]) for x[i] <= 0 (CE_VM_EXP), n contiguous
  * elements (ce_vecmath also splits them over threads, for the benchmark). */
@@ -141,6 +185,8 @@ typedef struct {
     ce_bin_fn binary_f64;
     ce_sm_fn softmax_family_f32;
     ce_sm_fn softmax_family_f64;
+    ce_div_fn divergence_f32;
+    ce_div_fn divergence_f64;
     ce_vecmath_fn vecmath_f32;
     ce_vecmath_fn vecmath_f64;
 } ce_kernel_table;
@@ -149,6 +195,7 @@ typedef struct {
 int ce_categorical(int is_double, ce_cat_args *a);
 int ce_binary(int is_double, ce_bin_args *a);
 int ce_softmax_family(int is_double, ce_sm_args *a);
+int ce_divergence(int is_double, ce_div_args *a);
 void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads);
 
 /* The ISA level in use: "baseline", "avx2" or "avx512". */

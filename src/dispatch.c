@@ -108,6 +108,11 @@ int ce_softmax_family(int is_double, ce_sm_args *a) {
     return is_double ? t->softmax_family_f64(a) : t->softmax_family_f32(a);
 }
 
+int ce_divergence(int is_double, ce_div_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->divergence_f64(a) : t->divergence_f32(a);
+}
+
 void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads) {
     const ce_kernel_table *t = table();
     const ce_vecmath_fn f = is_double ? t->vecmath_f64 : t->vecmath_f32;

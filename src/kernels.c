@@ -44,6 +44,8 @@ const ce_kernel_table CE_CAT(ce_table_, CE_ISA) = {
     CE_CAT(ce_binary_f64_, CE_ISA),
     CE_CAT(ce_softmax_family_f32_, CE_ISA),
     CE_CAT(ce_softmax_family_f64_, CE_ISA),
+    CE_CAT(ce_divergence_f32_, CE_ISA),
+    CE_CAT(ce_divergence_f64_, CE_ISA),
     CE_CAT(ce_vecmath_f32_, CE_ISA),
     CE_CAT(ce_vecmath_f64_, CE_ISA),
 };

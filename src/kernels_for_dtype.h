@@ -15,6 +15,7 @@
 #include "categorical_impl.h"
 #include "binary_impl.h"
 #include "softmax_impl.h"
+#include "divergence_impl.h"
 
 /* Test hook: the vector math of this ISA level, elementwise over n
  * contiguous elements (tests/test_vecmath.py): kind 0 log, 1 log1p,

@@ -236,8 +236,10 @@ def test_shapes_match_reference(dtype, shape, axis, kind, reduction):
 @pytest.mark.parametrize(
     ("shape", "axis"), [((13, 7), -1), ((9, 7, 41), 1), ((5, 3, 4, 6), 2)], ids=str
 )
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("option", OPTION_NAMES)
+@pytest.mark.parametrize(
+    ("kind", "option"),
+    [(k, o) for k in KINDS for o in OPTION_NAMES if not (k == "prob" and o.startswith("ignore"))],
+)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_options_match_reference(dtype, shape, axis, kind, option, reduction):
     rng = np.random.default_rng(seed_for(dtype, shape, axis, kind, option, reduction))

@@ -69,24 +69,24 @@ def test_memory_outlives_the_producer():
     assert a[-1] == 9999.0
 
 
-@pytest.mark.parametrize(
-    "dtype",
-    ["float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool",
-     "complex64", "complex128"],
-)  # fmt: skip
-def test_torch_dtypes_and_strides(dtype):
+DL_DTYPES = ["float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool",
+             "complex64", "complex128"]  # fmt: skip
+
+
+def test_torch_dtypes_and_strides():
     torch = pytest.importorskip("torch")
-    t = (torch.arange(60).reshape(3, 4, 5) % 7).to(getattr(torch, dtype))
-    t = t.permute(2, 0, 1)[1:, :, ::2]  # offset, permuted and strided
-    a = as_array(t, "x")
-    ref = t.to(torch.complex128 if t.is_complex() else torch.float64).numpy()
-    if dtype == "bfloat16":
-        assert is_bfloat16(a.dtype)
-    else:
-        assert a.dtype == np.dtype(dtype)
-    widened = a.astype(np.float32) if is_bfloat16(a.dtype) else a
-    np.testing.assert_array_equal(widened.astype(ref.dtype), ref)
-    assert a.__array_interface__["data"][0] == t.data_ptr()
+    for dtype in DL_DTYPES:
+        t = (torch.arange(60).reshape(3, 4, 5) % 7).to(getattr(torch, dtype))
+        t = t.permute(2, 0, 1)[1:, :, ::2]  # offset, permuted and strided
+        a = as_array(t, "x")
+        ref = t.to(torch.complex128 if t.is_complex() else torch.float64).numpy()
+        if dtype == "bfloat16":
+            assert is_bfloat16(a.dtype)
+        else:
+            assert a.dtype == np.dtype(dtype), dtype
+        widened = a.astype(np.float32) if is_bfloat16(a.dtype) else a
+        np.testing.assert_array_equal(widened.astype(ref.dtype), ref, err_msg=dtype)
+        assert a.__array_interface__["data"][0] == t.data_ptr(), dtype
 
 
 def test_jax_bfloat16_is_read_in_place():

@@ -21,6 +21,7 @@ MODULES = [
     "ce_fast._binary",
     "ce_fast._softmax",
     "ce_fast._linear",
+    "ce_fast._divergence",
     "ce_fast._config",
     "ce_fast.reference",
 ]

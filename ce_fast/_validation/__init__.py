@@ -36,6 +36,13 @@ from ._categorical import (
     saved_lse,
     target_index_error,
 )
+from ._divergence import (
+    DivergenceLayout,
+    DivergenceOptions,
+    divergence_layout,
+    divergence_options,
+    tokens,
+)
 from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, flag, no_memory
 from ._softmax import INPUT_NAMES, SoftmaxCall, softmax_call
 
@@ -46,6 +53,8 @@ __all__ = [
     "BinaryOptions",
     "CategoricalLayout",
     "CategoricalOptions",
+    "DivergenceLayout",
+    "DivergenceOptions",
     "SoftmaxCall",
     "as_array",
     "as_float",
@@ -57,6 +66,8 @@ __all__ = [
     "check_int_target",
     "class_weight",
     "compute_dtype",
+    "divergence_layout",
+    "divergence_options",
     "fast_scale",
     "fast_threads",
     "flag",
@@ -70,6 +81,7 @@ __all__ = [
     "softmax_call",
     "strided_view",
     "target_index_error",
+    "tokens",
     "unaliased",
     "upstream",
     "upstream_is_scalar",
