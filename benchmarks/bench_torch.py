@@ -116,7 +116,7 @@ def _lce_call(variant: str, N: int, D: int, C: int) -> Any:
         h.grad = w.grad = None
         loss = fn(h, w, y, options=opts)
         loss.backward()  # the gradients are allocated in the call
-        return float(loss)
+        return float(loss.detach())
 
     return call
 
@@ -229,8 +229,10 @@ def main() -> None:
             train_child(rest[0], rest[1] == "1", int(rest[2]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to run (default: all)"
+    )
+    ap.add_argument("--repeat", type=int, default=5, help="repeats of each timing (minimum or median taken)")
     ap.add_argument("--steps", type=int, default=30, help="MLP training steps (the LM head: 3)")
     args = ap.parse_args()
     with open("/proc/loadavg") as f:
