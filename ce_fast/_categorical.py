@@ -472,3 +472,25 @@ cross_entropy_and_grad.__doc__ = _doc(
     "    >>> grad is x, grad.dtype, bool(abs(grad.sum()) < 1e-6)\n"
     "    (True, dtype('float32'), True)\n",
 )
+
+# the saved-lse pair (an autograd's forward and backward: ce_fast.torch's)
+cross_entropy.__doc__ += """
+    return_lse : bool, default False
+        Return ``(loss, lse)``: ``lse`` is each sample's log-sum-exp of its
+        (capped) logits, float64 of the per-sample shape whatever the
+        logits' dtype (rounded to float32 it would lose what a confident
+        row's gradient needs); NaN for ignored samples (never read) and for
+        rows whose loss is NaN. Storing it costs one write per sample.
+"""
+cross_entropy_grad.__doc__ += """
+    lse : array_like, optional
+        The ``lse`` that ``cross_entropy(..., return_lse=True)`` returned for
+        these logits and options (read as float64; its values at ignored
+        samples are not read). The gradient is then computed from it in one
+        pass over the logits, ``p = exp(x - lse)``, without the row maximum
+        and sum passes; where ``p > 1/2`` it takes ``A expm1(x - lse) +
+        (A - b)`` so that confident rows keep their gradient (as accurate as
+        ``x - lse``: an absolute error of about ``2**-53 |lse|``). No loss is
+        computed. A ``lse`` of another shape is a ValueError; one that does
+        not belong to the logits gives a wrong gradient (it is not checked).
+"""
