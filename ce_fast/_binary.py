@@ -131,8 +131,11 @@ def _logits_run(
     want_grad: bool,
     grad_output: Any = None,
     out: Any = None,
+    loss_out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray | None]:
-    if weight is None and pos_weight is None and type(reduction) is str:
+    """``loss_out``: a buffer of the logits' shape and compute dtype for the
+    "none" losses (front ends that allocate their own outputs)."""
+    if weight is None and pos_weight is None and type(reduction) is str and loss_out is None:
         # the common call, checked and run in C (None: take the general path)
         red, nt, go1 = REDUCTIONS.get(reduction), fast_threads(num_threads), fast_scale(grad_output)
         if red is not None and nt >= 0 and go1 is not None:
@@ -163,7 +166,10 @@ def _logits_run(
     (w, ws) = next(it) if w is not None else (None, (0, 0))
     (pw, pws) = next(it) if pw is not None else (None, (0, 0))
     (go, gos) = next(it) if go is not None else (None, (0, 0))
-    loss_out = np.empty(shape, dt) if (want_loss and opts.reduction == _NONE) else None
+    if want_loss and opts.reduction == _NONE:
+        loss_out = output(loss_out, shape, dt, "loss_out")
+    else:
+        loss_out = None
     kernel_red = opts.reduction
     if not want_loss:
         # gradient only: tell the kernel "none" without a loss buffer (so it

@@ -3,6 +3,7 @@ handling. The arithmetic is in src/categorical_impl.h."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -12,6 +13,7 @@ from . import _core
 from ._core import ce_reduction, ce_status
 from ._validation import (
     REDUCTIONS,
+    CategoricalLayout,
     CategoricalOptions,
     as_array,
     as_float,
@@ -20,10 +22,12 @@ from ._validation import (
     class_weight,
     fast_scale,
     fast_threads,
+    flag,
     int_target,
     no_memory,
     output,
     per_sample,
+    saved_lse,
     strided_view,
     target_index_error,
     unaliased,
@@ -198,11 +202,97 @@ def _run(
     want_grad: bool,
     grad_output: Any = None,
     out: Any = None,
+    return_lse: Any = False,
+    lse: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
-    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
+    plain = return_lse is False and lse is None
+    if plain and _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
         fast = _fast(logits, target, reduction, num_threads, want_grad, grad_output, out)
         if fast is not None:
             return fast  # type: ignore[no-any-return]
+    call = prepare(
+        logits, target, axis=axis, weight=weight, sample_weight=sample_weight, ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        num_threads=num_threads,
+    )  # fmt: skip
+    lay = call.layout
+    if not want_grad:
+        lse_out = np.empty(lay.sample_shape, np.float64) if flag(return_lse, "return_lse") else None
+        loss = call.forward(lse_out=lse_out)
+        return (loss if lse_out is None else (loss, lse_out)), None
+    saved = None if lse is None else saved_lse(lse, lay)
+    grad = output(out, lay.shape, lay.dtype)
+    loss = call.backward(grad, grad_output, lse=saved)
+    return loss, grad
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A categorical call with validated options and converted operands,
+    ready for the kernel (the NumPy functions, and front ends that bring
+    their own output buffers)."""
+
+    x: np.ndarray
+    layout: CategoricalLayout
+    opts: CategoricalOptions
+    target: np.ndarray | None
+    q: np.ndarray | None
+    weight: np.ndarray | None
+    sample_weight: np.ndarray | None
+
+    def forward(self, *, loss_out: np.ndarray | None = None, lse_out: np.ndarray | None = None) -> Any:
+        """The loss (``loss_out``, allocated here unless given, for "none";
+        else a NumPy scalar), and the per-sample log-sum-exp into ``lse_out``
+        (float64, the per-sample shape) when given."""
+        lay = self.layout
+        if self.opts.reduction == _NONE and loss_out is None:
+            loss_out = np.empty(lay.sample_shape, lay.dtype)
+        loss = self._kernel(self.x, loss_out=loss_out, lse_out=lse_out)
+        return loss_out if self.opts.reduction == _NONE else lay.dtype.type(loss)
+
+    def backward(self, grad: np.ndarray, grad_output: Any, *, lse: np.ndarray | None = None) -> Any:
+        """The gradient into ``grad`` (a checked output buffer) and, without
+        ``lse``, the loss of the fused pass (as :meth:`forward`); with a
+        saved ``lse`` (float64, checked) the gradient alone, from it."""
+        lay, dt = self.layout, self.layout.dtype
+        go_arr, go = upstream(grad_output, self.opts.reduction != _NONE, lay.sample_shape, dt, "per-sample")
+        go_arr = None if go_arr is None else np.ascontiguousarray(go_arr)
+        x = unaliased(grad, self.x, in_place=True)
+        tgt, q, w, sw, go_arr, lse = (
+            unaliased(grad, a) for a in (self.target, self.q, self.weight, self.sample_weight, go_arr, lse)
+        )
+        ops = dict(target=tgt, q=q, weight=w, sample_weight=sw)
+        loss_out = np.empty(lay.sample_shape, dt) if self.opts.reduction == _NONE and lse is None else None
+        loss = self._kernel(
+            x, grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out, lse=lse, **ops
+        )
+        if lse is not None:
+            return None
+        return loss_out if loss_out is not None else dt.type(loss)
+
+    def _kernel(self, x: np.ndarray, **kw: Any) -> float:
+        kw.setdefault("target", self.target)
+        kw.setdefault("q", self.q)
+        kw.setdefault("weight", self.weight)
+        kw.setdefault("sample_weight", self.sample_weight)
+        return kernel(x, self.layout.axis, self.layout.C, self.opts, **kw)
+
+
+def prepare(
+    logits: Any,
+    target: Any,
+    *,
+    axis: Any,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    num_threads: Any,
+) -> Prepared:
+    """Check a categorical call and convert its operands (the general path)."""
     opts = categorical_options(
         reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap, num_threads=num_threads,
@@ -215,20 +305,7 @@ def _run(
     q = as_float(t, "target", dt) if lay.probs else None
     w = class_weight(weight, lay.C, dt)
     sw = None if sample_weight is None else per_sample(sample_weight, lay.sample_shape, dt, "sample_weight")
-    go_arr, go = None, 1.0
-    grad = None
-    if want_grad:
-        go_arr, go = upstream(grad_output, opts.reduction != _NONE, lay.sample_shape, dt, "per-sample")
-        go_arr = None if go_arr is None else np.ascontiguousarray(go_arr)
-        grad = output(out, lay.shape, dt)
-        x = unaliased(grad, x, in_place=True)
-        tgt, q, w, sw, go_arr = (unaliased(grad, a) for a in (tgt, q, w, sw, go_arr))
-    loss_out = np.empty(lay.sample_shape, dt) if opts.reduction == _NONE else None
-    loss = kernel(
-        x, lay.axis, lay.C, opts, target=tgt, q=q, weight=w, sample_weight=sw,
-        grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out,
-    )  # fmt: skip
-    return (loss_out if loss_out is not None else dt.type(loss)), grad
+    return Prepared(x, lay, opts, tgt, q, w, sw)
 
 
 def kernel(
@@ -245,10 +322,14 @@ def kernel(
     grad_output_scalar: float = 1.0,
     grad: np.ndarray | None = None,
     loss_out: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
 ) -> float:
     """The categorical kernel on validated, converted and unaliased operands
     (also linear_cross_entropy's per-chunk call). Returns the reduced loss
-    (0 for "none", whose losses go to loss_out)."""
+    (0 for "none", whose losses go to loss_out). ``lse_out``: the per-sample
+    log-sum-exp is stored there (float64, contiguous). ``lse`` (with
+    ``grad``): the gradient alone, from this saved log-sum-exp."""
     x, outer, _, inner, xs = strided_view(x, axis)
     qs = (0, 0, 0)
     if q is not None:
@@ -258,12 +339,43 @@ def kernel(
         sample_weight=sample_weight, grad_output=grad_output, grad_output_scalar=grad_output_scalar,
         ignore_index=opts.ignore_index, label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
         softcap=opts.softcap, reduction=opts.reduction, loss_out=loss_out, grad=grad,
-        num_threads=opts.num_threads,
+        num_threads=opts.num_threads, lse_out=lse_out, lse=lse,
     )  # fmt: skip
+    _check(status, pos, val, C, opts.ignore_index)
+    return float(loss)
+
+
+def _check(status: ce_status, pos: int, val: int, C: int, ignore_index: int) -> None:
     if status == ce_status.CE_ERR_TARGET_INDEX:
-        raise target_index_error(val, pos, C, opts.ignore_index)
+        raise target_index_error(val, pos, C, ignore_index)
     if status == ce_status.CE_ERR_NOMEM:
         raise no_memory()
+
+
+def plain_kernel(
+    x: np.ndarray,
+    target: np.ndarray,
+    reduction: ce_reduction,
+    num_threads: int,
+    *,
+    loss_out: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    grad: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
+    grad_output: np.ndarray | None = None,
+    grad_output_scalar: float = 1.0,
+) -> float:
+    """The kernel on the common call -- C-contiguous (N, C) float32/float64
+    logits, contiguous int64 labels, no options, a valid reduction and
+    thread count -- which the caller has established (a front end's small
+    calls, with its own output buffers); the kernel checks the labels."""
+    N, C = x.shape
+    status, loss, pos, val = _core.categorical(
+        x=x, outer=N, C=C, inner=1, xs=(C, 1, 1), target=target, reduction=reduction, loss_out=loss_out,
+        grad=grad, lse_out=lse_out, lse=lse, grad_output=grad_output, grad_output_scalar=grad_output_scalar,
+        num_threads=num_threads,
+    )  # fmt: skip
+    _check(status, pos, val, C, -100)
     return float(loss)
 
 
@@ -280,6 +392,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
+    return_lse: bool = False,
 ) -> Any:
     return _run(**locals(), want_grad=False)[0]
 
@@ -299,6 +412,7 @@ def cross_entropy_grad(
     num_threads: int | None = None,
     grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
+    lse: ArrayLike | None = None,
 ) -> np.ndarray:
     grad = _run(**locals(), want_grad=True)[1]
     assert grad is not None
@@ -358,3 +472,25 @@ cross_entropy_and_grad.__doc__ = _doc(
     "    >>> grad is x, grad.dtype, bool(abs(grad.sum()) < 1e-6)\n"
     "    (True, dtype('float32'), True)\n",
 )
+
+# the saved-lse pair (an autograd's forward and backward: ce_fast.torch's)
+cross_entropy.__doc__ += """
+    return_lse : bool, default False
+        Return ``(loss, lse)``: ``lse`` is each sample's log-sum-exp of its
+        (capped) logits, float64 of the per-sample shape whatever the
+        logits' dtype (rounded to float32 it would lose what a confident
+        row's gradient needs); NaN for ignored samples (never read) and for
+        rows whose loss is NaN. Storing it costs one write per sample.
+"""
+cross_entropy_grad.__doc__ += """
+    lse : array_like, optional
+        The ``lse`` that ``cross_entropy(..., return_lse=True)`` returned for
+        these logits and options (read as float64; its values at ignored
+        samples are not read). The gradient is then computed from it in one
+        pass over the logits, ``p = exp(x - lse)``, without the row maximum
+        and sum passes; where ``p > 1/2`` it takes ``A expm1(x - lse) +
+        (A - b)`` so that confident rows keep their gradient (as accurate as
+        ``x - lse``: an absolute error of about ``2**-53 |lse|``). No loss is
+        computed. A ``lse`` of another shape is a ValueError; one that does
+        not belong to the logits gives a wrong gradient (it is not checked).
+"""

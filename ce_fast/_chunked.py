@@ -111,29 +111,46 @@ class LayerGrads:
     """The gradients of a :class:`LinearLayer`, accumulated chunk by chunk
     from the logits' gradient G: ``d_hidden[rows] = G @ weight``,
     ``d_weight += G.T @ hidden[rows]``, ``d_bias`` the float64 sum of G over
-    rows."""
+    rows. ``wanted``: which of the three to compute (d_bias only with a
+    bias), into the given C-contiguous buffers of the compute dtype (a
+    front end's own tensors) or new ones."""
 
-    def __init__(self, layer: LinearLayer) -> None:
+    def __init__(
+        self,
+        layer: LinearLayer,
+        wanted: tuple[bool, bool, bool] = (True, True, True),
+        d_hidden: np.ndarray | None = None,
+        d_weight: np.ndarray | None = None,
+        d_bias: np.ndarray | None = None,
+    ) -> None:
         dt, N, C, D = layer.dt, layer.N, layer.C, layer.D
+        want_h, want_w, want_b = wanted
         self.layer = layer
-        self.d_hidden = np.empty((N, D), dt)
-        self.d_weight = np.zeros((C, D), dt)
-        self.d_bias = None if layer.b is None else np.zeros(C, np.float64)
+        self.d_hidden = None if not want_h else np.empty((N, D), dt) if d_hidden is None else d_hidden
+        self.d_weight = None
+        if want_w:
+            self.d_weight = np.zeros((C, D), dt) if d_weight is None else d_weight
+            if N == 0:
+                self.d_weight[...] = 0  # no chunk writes it
+        self.d_bias = None if layer.b is None or not want_b else np.zeros(C, np.float64)
+        self.d_bias_out = d_bias
         self.acc = np.empty((max(1, min(C, _ACCUMULATE_BYTES // max(1, D * dt.itemsize))), D), dt)
         self.first = True
 
     def add(self, g: np.ndarray, r0: int, r1: int) -> None:
         """Push rows [r0, r1) of the logits' gradient back through the layer."""
         lay = self.layer
-        np.matmul(g, lay.w, out=self.d_hidden[r0:r1])
-        self._accumulate_weight_grad(g, lay.h[r0:r1])
+        if self.d_hidden is not None:
+            np.matmul(g, lay.w, out=self.d_hidden[r0:r1])
+        if self.d_weight is not None:
+            self._accumulate_weight_grad(self.d_weight, g, lay.h[r0:r1])
         if self.d_bias is not None:
             self.d_bias += g.sum(axis=0, dtype=np.float64)
 
-    def _accumulate_weight_grad(self, g: np.ndarray, h: np.ndarray) -> None:
+    def _accumulate_weight_grad(self, d_weight: np.ndarray, g: np.ndarray, h: np.ndarray) -> None:
         """d_weight += g.T @ h, a slab of classes at a time (g.T's slabs are
         strided views that BLAS reads in place)."""
-        k, d_weight = self.acc.shape[0], self.d_weight
+        k = self.acc.shape[0]
         for c0 in range(0, d_weight.shape[0], k):
             c1 = min(d_weight.shape[0], c0 + k)
             if self.first:
@@ -144,14 +161,18 @@ class LayerGrads:
                 d_weight[c0:c1] += part
         self.first = False
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(d_hidden of hidden's shape, d_weight, d_bias or None)."""
+    def result(self) -> tuple[Any, Any, np.ndarray | None]:
+        """(d_hidden of hidden's shape, d_weight, d_bias), None where not
+        wanted."""
         lay = self.layer
-        return (
-            self.d_hidden.reshape(lay.sample_shape + (lay.D,)),
-            self.d_weight,
-            None if self.d_bias is None else self.d_bias.astype(lay.dt),
-        )
+        d_bias = self.d_bias_out
+        if self.d_bias is not None:
+            if d_bias is None:
+                d_bias = self.d_bias.astype(lay.dt)
+            else:
+                d_bias[...] = self.d_bias
+        d_hidden = None if self.d_hidden is None else self.d_hidden.reshape(lay.sample_shape + (lay.D,))
+        return d_hidden, self.d_weight, d_bias
 
 
 def chunk_upstream(

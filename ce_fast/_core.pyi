@@ -101,6 +101,8 @@ def categorical(
     loss_out: _Arr | None = None,
     grad: _Arr | None = None,
     num_threads: int = 0,
+    lse_out: _Arr | None = None,
+    lse: _Arr | None = None,
 ) -> tuple[ce_status, float, int, int]: ...
 def binary(
     *,

@@ -77,32 +77,64 @@ def _run(
 ) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     grad_output = options.pop("grad_output", None)
     p = _Problem(hidden, weight, target, options)
+    wanted = (want_grad, want_grad, want_grad)
+    return run(p, grads=wanted, grad_output=grad_output)
+
+
+def run(
+    p: _Problem,
+    *,
+    grads: tuple[bool, bool, bool] = (False, False, False),
+    grad_output: Any = None,
+    d_hidden: np.ndarray | None = None,
+    d_weight: np.ndarray | None = None,
+    d_bias: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
+    via_lse: bool = False,
+) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The chunk loop. ``grads``: which of (d_hidden, d_weight, d_bias) to
+    compute, into the given buffers ((N, D), (C, D), (C,) of the compute
+    dtype, C-contiguous) or new ones (see LayerGrads). ``lse_out``: the
+    per-row log-sum-exp is stored there ((N,) float64). ``lse``: the
+    gradients alone, from this saved log-sum-exp (no loss: None is returned
+    for it). ``via_lse``: loss and gradients with each chunk's gradient taken
+    from its lse (a second pass over the chunk's logits, in cache), so that
+    they are bitwise those that a later call with ``lse`` recomputes
+    (autograd's retained graphs)."""
     red = p.opts.reduction
+    want_grad = any(grads)
     go_rows, go_scalar = (
         chunk_upstream(grad_output, red != _NONE, red == _MEAN, p.layer, p.mean_denominator)
         if want_grad
         else (None, 1.0)
     )
     buf = np.empty((min(p.chunk, p.N), p.C), p.dt)
-    per = np.empty(p.N, p.dt) if red == _NONE else None
-    chunk_red = _NONE if per is not None else ce_reduction.CE_RED_SUM
-    grads = LayerGrads(p.layer) if want_grad else None
+    per = np.empty(p.N, p.dt) if red == _NONE and lse is None else None
+    chunk_red = _NONE if red == _NONE else ce_reduction.CE_RED_SUM
+    acc = LayerGrads(p.layer, grads, d_hidden, d_weight, d_bias) if want_grad else None
+    if via_lse and want_grad and lse is None and lse_out is None:
+        lse_out = np.empty(p.N, np.float64)
     total = 0.0
     for r0, r1 in chunks(p.N, p.chunk):
         z = p.layer.logits(buf, r0, r1)
-        loss_out = None if per is None else per[r0:r1]
-        if grads is None:
-            total += p.kernel(z, r0, r1, chunk_red, loss_out=loss_out)
-        else:
-            go = None if go_rows is None else go_rows[r0:r1]
-            total += p.kernel(
-                z, r0, r1, chunk_red, loss_out=loss_out, grad=z, grad_output=go, grad_output_scalar=go_scalar
-            )
-            grads.add(z, r0, r1)
-    loss = finish(total, per, p.layer, red == _MEAN, p.mean_denominator)
-    if grads is None:
+        rows = {
+            "loss_out": None if per is None else per[r0:r1],
+            "lse_out": None if lse_out is None else lse_out[r0:r1],
+            "lse": None if lse is None else lse[r0:r1],
+        }
+        if acc is None or via_lse:
+            total += p.kernel(z, r0, r1, chunk_red, **rows)
+            if acc is None:
+                continue
+            rows = {"lse": rows["lse_out"]}
+        go = None if go_rows is None else go_rows[r0:r1]
+        total += p.kernel(z, r0, r1, chunk_red, grad=z, grad_output=go, grad_output_scalar=go_scalar, **rows)
+        acc.add(z, r0, r1)
+    loss = None if lse is not None else finish(total, per, p.layer, red == _MEAN, p.mean_denominator)
+    if acc is None:
         return loss, None, None, None
-    return (loss, *grads.result())
+    return (loss, *acc.result())
 
 
 def linear_cross_entropy(

@@ -55,7 +55,7 @@ _DOC_DTYPES = """float32 and float64 are computed natively, float16 in
 def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None, keepdims: Any = False) -> Any:
     rowwise = op in (ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX)
     nt = fast_threads(num_threads)
-    if type(axis) is int and axis == -1 and nt >= 0 and keepdims is False:
+    if type(axis) is int and axis == -1 and nt >= 0 and keepdims is False and (rowwise or out is None):
         # the common call, checked and run in C (None: take the general path)
         res = _core.softmax_family_fast(op, x, nt, out if rowwise else None)
         if res is not None:
@@ -79,8 +79,12 @@ def family(call: SoftmaxCall, a: np.ndarray, out: Any = None) -> Any:
             return res
         merged, ax = merge_axes(a, axes)
         target = res.reshape(merged.shape) if consecutive else np.empty(merged.shape, call.dtype)
-    else:
-        res = np.empty(call.result_shape, call.dtype)
+    else:  # out: the reduced result's buffer (front ends that allocate their own)
+        res = (
+            np.empty(call.result_shape, call.dtype)
+            if out is None
+            else output(out, call.result_shape, call.dtype)
+        )
         if a.size == 0:
             res.fill(-np.inf)  # logsumexp of an empty axis: log(0); empty otherwise
             return res[()]

@@ -60,6 +60,8 @@ cdef extern from "ce_kernels.h" nogil:
         void *loss_out
         void *grad
         int num_threads
+        double *lse_out
+        const double *lse
         double loss
         int64_t err_pos, err_val
 

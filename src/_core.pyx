@@ -249,8 +249,9 @@ def categorical(*, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs
                 grad_output=None, double grad_output_scalar=1.0, int64_t ignore_index=-100,
                 double label_smoothing=0.0, double z_loss=0.0, double softcap=0.0,
                 ce_reduction reduction=CE_RED_MEAN, loss_out=None, grad=None,
-                int num_threads=0):
-    """Run the categorical kernel. Returns (status, loss, err_pos, err_val)."""
+                int num_threads=0, lse_out=None, lse=None):
+    """Run the categorical kernel. Returns (status, loss, err_pos, err_val).
+    lse_out / lse: float64 [N] (see ce_cat_args)."""
     cdef ce_cat_args a
     memset(&a, 0, sizeof(a))
     cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
@@ -270,6 +271,8 @@ def categorical(*, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(grad)
     a.num_threads = num_threads
+    a.lse_out = <double *>_ptr(lse_out)
+    a.lse = <const double *>_ptr(lse)
     cdef int rc
     with nogil:
         rc = ce_categorical(is_double, &a)

@@ -192,6 +192,7 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
         sp[j] = sl[j] + (nm[j] - 1.0);
         L1[j] = ce_log1p_f64(sp[j]);
     }
+    for (int64_t j = 0; a->lse_out && j < nb; ++j) a->lse_out[r0 + j] = st[j] == 0.0 ? md[j] + L1[j] : NAN;
     double loss[CE_TILE], g_y[CE_TILE], gad[CE_TILE], gbd[CE_TILE];
     const CE_FN(tile_lanes) in = {md, sp, L1, dot, xyd, wy, sw, gs, st, e_y};
     const CE_FN(tile_coefs) out = {loss, gad, gbd, g_y};

@@ -51,6 +51,13 @@ typedef struct {
     void *grad;     /* gradient (outer, C, inner) contiguous, or NULL for loss only */
     int num_threads;
 
+    /* the per-sample log-sum-exp of the (capped) logits, float64 whatever
+     * the dtype: stored into lse_out [N] when it is not NULL (NaN for ignored
+     * samples and NaN rows); with lse [N] and grad, the gradient alone is
+     * computed from it (categorical_from_lse_impl.h), no loss */
+    double *lse_out;
+    const double *lse;
+
     /* results */
     double loss;     /* the reduced loss for "sum" / "mean" */
     int64_t err_pos; /* CE_ERR_TARGET_INDEX: first offending flat position ... */

@@ -11,6 +11,7 @@
 #include "categorical_tile_impl.h"
 #include "categorical_rows_impl.h"
 #include "categorical_split_impl.h"
+#include "categorical_from_lse_impl.h"
 #include "categorical_impl.h"
 #include "binary_impl.h"
 #include "softmax_impl.h"

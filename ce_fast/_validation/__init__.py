@@ -35,6 +35,7 @@ from ._categorical import (
     check_int_target,
     class_weight,
     int_target,
+    saved_lse,
     target_index_error,
 )
 from ._divergence import (
@@ -44,7 +45,7 @@ from ._divergence import (
     divergence_options,
     tokens,
 )
-from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, no_memory
+from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, flag, no_memory
 from ._prob import NAN_POLICIES, ProbCall, nan_policy, prob_call
 from ._softmax import INPUT_NAMES, SoftmaxCall, softmax_call
 
@@ -74,6 +75,7 @@ __all__ = [
     "divergence_options",
     "fast_scale",
     "fast_threads",
+    "flag",
     "flat_2d",
     "merge_axes",
     "int_target",
@@ -84,6 +86,7 @@ __all__ = [
     "output",
     "per_sample",
     "prob_call",
+    "saved_lse",
     "softmax_call",
     "strided_view",
     "target_index_error",

@@ -163,3 +163,15 @@ def class_weight(weight: Any, C: int, dtype: np.dtype, name: str = "weight") -> 
     if w.shape != (C,):
         raise ValueError(f"{name} must be 1-d of length C = {C}, got shape {w.shape}")
     return np.ascontiguousarray(w)
+
+
+def saved_lse(lse: Any, layout: CategoricalLayout) -> np.ndarray:
+    """A saved per-sample log-sum-exp (``cross_entropy_grad(lse=...)``) as
+    contiguous float64 of the per-sample shape."""
+    arr = as_float(lse, "lse", np.dtype(np.float64))
+    if arr.shape != layout.sample_shape:
+        raise ValueError(
+            f"lse must have the per-sample shape {layout.sample_shape} (the logits' shape without the "
+            f"class axis), got shape {arr.shape}"
+        )
+    return np.ascontiguousarray(arr)

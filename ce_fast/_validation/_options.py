@@ -78,6 +78,13 @@ def real(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = False) 
     return v
 
 
+def flag(value: Any, name: str) -> bool:
+    """A bool (Python or NumPy), never a truthy stand-in such as 1 or "no"."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def ignore_index(value: Any) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {value!r}")
