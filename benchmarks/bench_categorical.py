@@ -113,10 +113,11 @@ def _medians(cases: dict[str, Callable[[], Any]], repeat: int) -> dict[str, floa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default=",".join(f"{n}x{c}" for n, c in SHAPES))
-    p.add_argument("--dtypes", default="float32,float64")
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--repeat", type=int, default=9)
+    shapes = ",".join(f"{n}x{c}" for n, c in SHAPES)
+    p.add_argument("--shapes", default=shapes, help=f"N x C of the logits, NxC,... (default {shapes})")
+    p.add_argument("--dtypes", default="float32,float64", help="comma-separated (default float32,float64)")
+    p.add_argument("--threads", default="1,2", help="num_threads values, comma-separated (default 1,2)")
+    p.add_argument("--repeat", type=int, default=9, help="timed runs per case; medians reported (default 9)")
     p.add_argument("--no-ref", action="store_true", help="skip the NumPy reference and PyTorch")
     args = p.parse_args()
     peers: dict[str, Callable[..., Any]] = {}

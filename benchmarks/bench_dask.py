@@ -147,15 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--row-chunk", type=int, default=32, help="rows per block, rows layout")
     ap.add_argument("--class-rows", type=int, default=128, help="rows per block, classes layout")
     ap.add_argument("--class-chunk", type=int, default=16000, help="classes per block, classes layout")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="worker processes, 1 thread each (default 2)")
     ap.add_argument("--memory-limit", default="400MB", help="per worker (default 400MB)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per case; medians reported (default 3)")
     ap.add_argument("--num-threads", type=int, default=1, help="ce_fast threads per block call (default 1)")
     ap.add_argument("--dist", choices=["uniform", "normal"], default="uniform",
                     help="logits distribution (uniform is ~3x cheaper to generate)")  # fmt: skip
     ap.add_argument("--numpy-rows", type=int, default=256, help="rows of the in-memory NumPy comparison")
-    ap.add_argument("--layouts", default="rows,classes")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layouts", default="rows,classes", help="comma-separated: rows, classes (default both)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the logits and labels (default 0)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
 

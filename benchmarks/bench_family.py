@@ -94,12 +94,14 @@ def cases(x: np.ndarray, t: np.ndarray, p: np.ndarray, buf: np.ndarray):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=10000)
-    ap.add_argument("--cols", type=int, default=1000)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--ref-repeat", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=10000, help="rows of the input (default 10000)")
+    ap.add_argument("--cols", type=int, default=1000, help="columns, the reduced axis (default 1000)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="num_threads values (default 1 2)")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"], help="(default float32 float64)")
+    ap.add_argument("--repeat", type=int, default=7, help="timed runs of ce_fast; medians (default 7)")
+    ap.add_argument(
+        "--ref-repeat", type=int, default=3, help="timed runs of the reference and SciPy (default 3)"
+    )
     ap.add_argument("--no-ref", action="store_true", help="skip the (slow) reference and SciPy timings")
     args = ap.parse_args(argv)
 

@@ -12,14 +12,14 @@ Variants, each run in its own subprocess (so peak memory is its own):
   PyTorch is installed).
 
 Peak memory is the process's peak RSS during the first call minus its RSS
-just before (the kernel's peak mark is reset through /proc/self/clear_refs,
-so this is Linux-only), so it counts every allocation, NumPy's, BLAS's and
-PyTorch's alike. Time is the median of ``--repeat``
+just before (``ce_fast._bench_memory``: the kernel's peak mark is reset
+through /proc/self/clear_refs, so this is Linux-only), so it counts every
+allocation, NumPy's, BLAS's and PyTorch's alike. Time is the median of ``--repeat``
 calls after it. The matmuls dominate the time (3 x 2NDC flops).
 
 Usage: python benchmarks/bench_lm_head.py [--tokens 2048] [--dim 1024]
        [--vocab 32000 ...] [--repeat 3] [--variants fused materialised torch]
-The issue's shapes: --tokens 8192 --vocab 32000 128256 --repeat 1
+Large vocabularies at training batch sizes: --tokens 8192 --vocab 32000 128256 --repeat 1
 """
 
 from __future__ import annotations
@@ -33,27 +33,9 @@ import time
 
 import numpy as np
 
+from ce_fast import _bench_memory
+
 VARIANTS = ("fused", "materialised", "torch")
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0)
-    and return that RSS in bytes."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kib("VmRSS") * 1024
-
-
-def peak_rss() -> int:
-    return _status_kib("VmHWM") * 1024
 
 
 def inputs(N: int, D: int, C: int):
@@ -100,12 +82,15 @@ def child(variant: str, N: int, D: int, C: int, repeat: int) -> None:
     """Runs in the subprocess: prints one JSON line."""
     h, w, b, y = inputs(N, D, C)
     call = make_call(variant, h, w, b, y)
-    base = reset_peak_rss()
-    t0 = time.perf_counter()
-    loss = float(call())
-    first = time.perf_counter() - t0
-    peak = peak_rss() - base
-    times = [first]
+    got: dict[str, float] = {}
+
+    def first_call() -> None:
+        t0 = time.perf_counter()
+        got["loss"] = float(call())
+        got["time"] = time.perf_counter() - t0
+
+    peak = _bench_memory.peak_extra_bytes(first_call, repeats=1)
+    loss, times = got["loss"], [got["time"]]
     for _ in range(repeat - 1):
         t0 = time.perf_counter()
         call()
@@ -128,11 +113,19 @@ def main() -> None:
         child(v, int(N), int(D), int(C), int(r))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--dim", type=int, default=1024)
-    ap.add_argument("--vocab", type=int, nargs="+", default=[32000])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--tokens", type=int, default=2048, help="rows N of the hidden states (default 2048)")
+    ap.add_argument("--dim", type=int, default=1024, help="features D (default 1024)")
+    ap.add_argument(
+        "--vocab", type=int, nargs="+", default=[32000], help="vocabulary sizes C (default 32000)"
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="timed calls after the first; median (default 3)")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=VARIANTS,
+        help="which to run (default all; torch only when PyTorch is installed)",
+    )
     args = ap.parse_args()
     try:
         import torch  # noqa: F401
@@ -157,9 +150,10 @@ def main() -> None:
                 continue
             chunk = str(auto_chunk_size(N, C, D, 4)) if v == "fused" else "-"
             rt = f"{r['time'] / base['time']:.2f}" if base else "-"
-            rm = f"{r['peak'] / base['peak']:.2f}" if base and base["peak"] else "-"
+            rm = f"{r['peak'] / base['peak']:.2f}" if base and base["peak"] and r["peak"] is not None else "-"
+            pk = "-" if r["peak"] is None else f"{r['peak'] / 1e6:.0f}"  # None: no peak counter (not Linux)
             print(
-                f"| {C} | {v} | {chunk} | {r['time']:.2f} | {rt} | {r['peak'] / 1e6:.0f} | {rm} | {r['loss']:.6f} |",
+                f"| {C} | {v} | {chunk} | {r['time']:.2f} | {rt} | {pk} | {rm} | {r['loss']:.6f} |",
                 flush=True,
             )
         print(f"|  | (N x C logits alone: {logits_mb:.0f} MB) |  |  |  |  |  |  |")

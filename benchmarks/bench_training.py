@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import statistics
 import sys
 import time
@@ -365,14 +366,11 @@ def bench_mlp(X, y, bk, args):
 
 
 def plot(curves, path):
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"(matplotlib not installed: {path} not written; pip install matplotlib)")
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for (name, c), style in zip(curves.items(), ["-", "--", ":"]):
         ax.plot(np.arange(1, len(c) + 1), c, style, label=name, lw=2)
@@ -390,11 +388,13 @@ def main(argv=None):
     p.add_argument("--no-reference", action="store_true", help="skip ce_fast.reference")
     p.add_argument("--png", metavar="FILE", help="write the MLP loss curves to FILE (matplotlib)")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength, as sklearn (default 1)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=30, help="MLP training epochs (default 30)")
+    p.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
+    p.add_argument("--batch", type=int, default=64, help="MLP minibatch size (default 64)")
+    p.add_argument("--lr", type=float, default=0.1, help="MLP SGD learning rate (default 0.1)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the split and the initial weights (default 0)"
+    )
     p.add_argument("--repeats", type=int, default=7, help="timing repeats (medians)")
     p.add_argument(
         "--threads",
@@ -404,6 +404,10 @@ def main(argv=None):
         "torch.set_num_threads (default 1; 0 = each library's default)",
     )
     args = p.parse_args(argv)
+    if args.png and importlib.util.find_spec("matplotlib") is None:  # before the run, not after it
+        sys.exit(
+            '--png needs matplotlib: pip install matplotlib (or pip install ".[plot]" in the ce_fast clone)'
+        )
 
     try:
         import sklearn

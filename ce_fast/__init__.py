@@ -20,7 +20,14 @@ from ._binary import (
     binary_cross_entropy_with_logits_and_grad,
     binary_cross_entropy_with_logits_grad,
 )
+from ._divergence import js_divergence, js_divergence_and_grad, kl_divergence, kl_divergence_and_grad
 from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
+from ._linear_divergence import (
+    linear_js_divergence,
+    linear_js_divergence_and_grad,
+    linear_kl_divergence,
+    linear_kl_divergence_and_grad,
+)
 from ._softmax import entropy, log_softmax, logsumexp, softmax, softmax_entropy
 
 _apply_isa_override()
@@ -36,8 +43,16 @@ __all__ = [
     "cross_entropy_and_grad",
     "cross_entropy_grad",
     "entropy",
+    "js_divergence",
+    "js_divergence_and_grad",
+    "kl_divergence",
+    "kl_divergence_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
+    "linear_js_divergence",
+    "linear_js_divergence_and_grad",
+    "linear_kl_divergence",
+    "linear_kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
     "show_config",

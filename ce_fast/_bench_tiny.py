@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import ce_fast
+from ce_fast._peers import ce_fast_grad_dtype, resolve_dtype
 
 
 def _per_call(fn: Callable[[], Any], repeats: int) -> float:
@@ -22,7 +23,7 @@ def _per_call(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def _cases(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> dict[str, Callable[[], Any]]:
-    g = np.empty_like(x)
+    g = np.empty(x.shape, ce_fast_grad_dtype(x, y)[0] or x.dtype)
     fns: dict[str, Callable[[], Any]] = {
         "np.exp (the yardstick)": lambda: np.exp(x),
         "cross_entropy": lambda: ce_fast.cross_entropy(x, y),
@@ -36,7 +37,12 @@ def _cases(x: np.ndarray, y: np.ndarray, t: np.ndarray) -> dict[str, Callable[[]
         import torch
         import torch.nn.functional as F
 
-        xt, yt, tt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(t)
+        from ce_fast._peers import Unsupported, to_torch
+
+        try:
+            xt, yt, tt = to_torch(x), torch.from_numpy(y), to_torch(t)
+        except Unsupported:
+            return fns
 
         def torch_fwd_bwd() -> Any:
             xr = xt.detach().requires_grad_(True)
@@ -54,11 +60,18 @@ def run_tiny(N: int, C: int, dtypes: list[str], repeats: int = 7) -> list[dict[s
     rng = np.random.default_rng(1)
     out = []
     for dt in dtypes:
-        x = rng.standard_normal((N, C)).astype(dt)
+        x = rng.standard_normal((N, C)).astype(resolve_dtype(dt))
         y = rng.integers(0, C, N)
-        t = (rng.random((N, C)) < 0.5).astype(dt)
-        med = {k: _per_call(f, repeats) for k, f in _cases(x, y, t).items()}
-        out.append({"N": N, "C": C, "dtype": dt, "median_s": med})
+        t = (rng.random((N, C)) < 0.5).astype(x.dtype)
+        med, skipped = {}, {}
+        for k, f in _cases(x, y, t).items():
+            try:
+                f()
+            except (TypeError, ValueError, RuntimeError) as e:  # a dtype this call refuses
+                skipped[k] = f"{type(e).__name__}: {e}"
+                continue
+            med[k] = _per_call(f, repeats)
+        out.append({"N": N, "C": C, "dtype": dt, "median_s": med, "skipped": skipped})
     return out
 
 
@@ -71,4 +84,6 @@ def fmt_tiny(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{'call':<36} {'median us':>10} {'vs np.exp':>10}")
         for k, v in m.items():
             lines.append(f"{k:<36} {v * 1e6:>10.2f} {v / yard:>9.1f}x")
+        for k in r.get("skipped", {}):
+            lines.append(f"{k:<36} {'refuses ' + r['dtype']:>21}")
     return "\n".join(lines)

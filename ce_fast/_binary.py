@@ -4,27 +4,26 @@ src/binary_impl.h."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
+from ._core import ce_bin_mode, ce_reduction, ce_status
 from ._validation import (
     REDUCTIONS,
     as_float,
+    binary_options,
     broadcast_operand,
-    check_out,
     fast_scale,
     fast_threads,
-    finite_option,
     flat_2d,
-    reduction_code,
-    same_buffer,
-    thread_count,
+    no_memory,
+    output,
+    unaliased,
+    upstream,
 )
-
-_MODE_LOGITS = 0
-_MODE_PROBS = 1
 
 _DOC_LOGITS_PARAMS = """
     Parameters
@@ -46,8 +45,10 @@ _DOC_LOGITS_PARAMS = """
         returns the per-element losses, of the logits' shape.
     num_threads : int, optional
         Threads for this call; default: the OpenMP default (honours
-        ``OMP_NUM_THREADS`` and threadpoolctl). Results are bitwise
-        identical for every thread count."""
+        ``OMP_NUM_THREADS`` and threadpoolctl). A request above
+        max(default, processors) or ``OMP_THREAD_LIMIT`` is clamped (see
+        :func:`ce_fast.build_info`). Results are bitwise identical for every
+        thread count."""
 
 _DOC_GRAD = """
     grad_output : float or array_like, optional
@@ -109,10 +110,13 @@ def _doc(summary: str, grad: bool, returns: str, example: str) -> str:
     )
 
 
-def _empty_result(red: int, shape: tuple[int, ...], dt: np.dtype) -> Any:
-    if red == 0:
+_NONE, _MEAN = ce_reduction.CE_RED_NONE, ce_reduction.CE_RED_MEAN
+
+
+def _empty_result(red: ce_reduction, shape: tuple[int, ...], dt: np.dtype) -> Any:
+    if red == _NONE:
         return np.empty(shape, dt)
-    return dt.type(0.0) if red == 1 else dt.type(np.nan)
+    return dt.type(np.nan) if red == _MEAN else dt.type(0.0)
 
 
 def _logits_run(
@@ -127,50 +131,34 @@ def _logits_run(
     want_grad: bool,
     grad_output: Any = None,
     out: Any = None,
+    loss_out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray | None]:
-    if weight is None and pos_weight is None and type(reduction) is str:
+    """``loss_out``: a buffer of the logits' shape and compute dtype for the
+    "none" losses (front ends that allocate their own outputs)."""
+    if weight is None and pos_weight is None and type(reduction) is str and loss_out is None:
         # the common call, checked and run in C (None: take the general path)
         red, nt, go1 = REDUCTIONS.get(reduction), fast_threads(num_threads), fast_scale(grad_output)
         if red is not None and nt >= 0 and go1 is not None:
             r = _core.binary_logits_fast(logits, target, red, nt, go1, want_loss, want_grad, out)
             if r is not None:
                 return r
+    opts = binary_options(reduction=reduction, num_threads=num_threads)
     x = as_float(logits, "logits")
-    dt = x.dtype
-    shape = x.shape
-    red = reduction_code(reduction)
-    nt = thread_count(num_threads)
+    dt, shape = x.dtype, x.shape
     t = broadcast_operand(target, "target", shape, dt, "logits'")
     w = None if weight is None else broadcast_operand(weight, "weight", shape, dt, "logits'")
     pw = None if pos_weight is None else broadcast_operand(pos_weight, "pos_weight", shape, dt, "logits'")
     go, go_scalar = None, 1.0
-    if want_grad and grad_output is not None:
-        g = as_float(grad_output, "grad_output", dt)
-        if g.ndim == 0:
-            go_scalar = float(g)
-        elif red != 0:
-            raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {g.shape}")
-        else:
-            go = broadcast_operand(g, "grad_output", shape, dt, "per-element loss")
-    if not x.flags.aligned:
-        x = x.copy()
-
     grad = None
     if want_grad:
-        if out is None:
-            grad = np.empty(shape, dt)
-        else:
-            grad = check_out(out, shape, dt)
-            if np.may_share_memory(grad, x) and not (x.flags.c_contiguous and same_buffer(grad, x)):
-                x = x.copy()  # partial overlap: read from a snapshot
-            # operands sharing memory with out would be overwritten under us
-            t = t.copy() if np.may_share_memory(grad, t) else t
-            w = w.copy() if w is not None and np.may_share_memory(grad, w) else w
-            pw = pw.copy() if pw is not None and np.may_share_memory(grad, pw) else pw
-            go = go.copy() if go is not None and np.may_share_memory(grad, go) else go
-
+        go, go_scalar = upstream(grad_output, opts.reduction != _NONE, shape, dt, "per-element loss")
+        grad = output(out, shape, dt)
+        x = unaliased(grad, x, in_place=True)
+        t, w, pw, go = (unaliased(grad, a) for a in (t, w, pw, go))
+    if not x.flags.aligned:
+        x = x.copy()
     if x.size == 0:
-        return (_empty_result(red, shape, dt) if want_loss else None), grad
+        return (_empty_result(opts.reduction, shape, dt) if want_loss else None), grad
 
     ops = [x, t] + [a for a in (w, pw, go) if a is not None]
     rows, cols, ops, strides = flat_2d(shape, ops)
@@ -178,113 +166,106 @@ def _logits_run(
     (w, ws) = next(it) if w is not None else (None, (0, 0))
     (pw, pws) = next(it) if pw is not None else (None, (0, 0))
     (go, gos) = next(it) if go is not None else (None, (0, 0))
-    loss_out = np.empty(shape, dt) if (want_loss and red == 0) else None
-    kernel_red = red
+    if want_loss and opts.reduction == _NONE:
+        loss_out = output(loss_out, shape, dt, "loss_out")
+    else:
+        loss_out = None
+    kernel_red = opts.reduction
     if not want_loss:
         # gradient only: tell the kernel "none" without a loss buffer (so it
         # computes no loss at all) and fold the mean's 1/N into the scale,
         # exactly as the kernel would (one double division)
-        kernel_red = 0
-        if red == 2:
+        kernel_red = _NONE
+        if opts.reduction == _MEAN:
             go_scalar = go_scalar / x.size
-    rc, loss, _, _, _ = _core.binary(
-        _MODE_LOGITS, ops[0], rows, cols, strides[0], ops[1], strides[1], w, ws, pw, pws,
-        go, gos, go_scalar, 0.0, kernel_red, loss_out, grad, nt,
+    status, loss, _, _, _ = _core.binary(
+        mode=ce_bin_mode.CE_BIN_LOGITS, x=ops[0], rows=rows, cols=cols, xs=strides[0], t=ops[1],
+        ts=strides[1], w=w, ws=ws, pw=pw, pws=pws, go=go, gos=gos, grad_output_scalar=go_scalar,
+        reduction=kernel_red, loss_out=loss_out, grad=grad, num_threads=opts.num_threads,
     )  # fmt: skip
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-block partial sums")
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
     if not want_loss:
         return None, grad
-    return (loss_out if red == 0 else dt.type(loss)), grad
+    return (loss_out if loss_out is not None else dt.type(loss)), grad
 
 
 def binary_cross_entropy_with_logits(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
 ) -> Any:
-    loss, _ = _logits_run(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _logits_run(**locals(), want_loss=True, want_grad=False)[0]
 
 
 def binary_cross_entropy_with_logits_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    _, grad = _logits_run(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=False, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    grad = _logits_run(**locals(), want_loss=False, want_grad=True)[1]
     assert grad is not None
     return grad
 
 
 def binary_cross_entropy_with_logits_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    loss, grad = _logits_run(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    loss, grad = _logits_run(**locals(), want_loss=True, want_grad=True)
     assert grad is not None
     return loss, grad
 
 
 def binary_cross_entropy(
-    probs: Any,
-    target: Any,
+    probs: ArrayLike,
+    target: ArrayLike,
     *,
+    weight: ArrayLike | None = None,
     eps: float | None = None,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
 ) -> Any:
+    opts = binary_options(reduction=reduction, num_threads=num_threads, eps=eps)
     p = as_float(probs, "probs")
-    dt = p.dtype
-    shape = p.shape
-    red = reduction_code(reduction)
-    nt = thread_count(num_threads)
-    e = float(np.finfo(dt).eps) if eps is None else finite_option(eps, "eps", 0.0, 0.5)
+    dt, shape = p.dtype, p.shape
     t = broadcast_operand(target, "target", shape, dt, "probs'")
+    w = None if weight is None else broadcast_operand(weight, "weight", shape, dt, "probs'")
     if not p.flags.aligned:
         p = p.copy()
     if p.size == 0:
-        return _empty_result(red, shape, dt)
-    rows, cols, (p, t), (ps, ts) = flat_2d(shape, [p, t])
-    loss_out = np.empty(shape, dt) if red == 0 else None
-    rc, loss, arg, pos, val = _core.binary(
-        _MODE_PROBS, p, rows, cols, ps, t, ts, None, (0, 0), None, (0, 0), None, (0, 0),
-        1.0, e, red, loss_out, None, nt,
+        return _empty_result(opts.reduction, shape, dt)
+    rows, cols, ops, strides = flat_2d(shape, [p, t] if w is None else [p, t, w])
+    w, ws = (ops[2], strides[2]) if w is not None else (None, (0, 0))
+    loss_out = np.empty(shape, dt) if opts.reduction == _NONE else None
+    status, loss, arg, pos, val = _core.binary(
+        mode=ce_bin_mode.CE_BIN_PROBS, x=ops[0], rows=rows, cols=cols, xs=strides[0], t=ops[1],
+        ts=strides[1], w=w, ws=ws, eps=opts.clip(dt), reduction=opts.reduction, loss_out=loss_out,
+        num_threads=opts.num_threads,
     )  # fmt: skip
-    if rc == _core.ERR_DOMAIN:
+    if status == ce_status.CE_ERR_DOMAIN:
         name = "probs" if arg == 0 else "target"
         raise ValueError(f"{name} must lie in [0, 1] (and not be NaN); found {val!r} at flat position {pos}")
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-block partial sums")
-    return loss_out if red == 0 else dt.type(loss)
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
+    return loss_out if loss_out is not None else dt.type(loss)
 
 
 binary_cross_entropy_with_logits.__doc__ = _doc(
@@ -334,6 +315,11 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
     target : array_like
         Targets in [0, 1] (hard or soft labels; bool and integer read as
         0/1), broadcastable to ``probs``' shape.
+    weight : array_like, optional
+        Elementwise weight ``w`` of the loss, broadcastable to ``probs``'
+        shape (as PyTorch's ``binary_cross_entropy(..., weight=)``: it
+        rescales each element's loss; "mean" still divides by the number of
+        elements). Not validated: any real values.
     eps : float in [0, 0.5], optional
         Probabilities are clipped (in the compute dtype) to
         ``[eps, 1 - eps]``; default ``np.finfo(compute dtype).eps``.
@@ -351,9 +337,10 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
 
     Notes
     -----
-    ``loss = -[t log p + (1 - t) log1p(-p)]`` on the clipped ``p``, a term
-    whose coefficient (``t`` or ``1 - t``) is exactly 0 contributing exactly
-    0. The range check runs inside the kernel, in the same pass as the loss
+    ``loss = -w [t log p + (1 - t) log1p(-p)]`` on the clipped ``p``, a
+    term whose coefficient (``t`` or ``1 - t``) is exactly 0 contributing
+    exactly 0. ``weight`` is never materialised at ``probs``' shape (the
+    kernel walks its broadcast strides). The range check runs inside the kernel, in the same pass as the loss
     (no extra pass over memory, no temporary).
 
     Raises
@@ -361,8 +348,8 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
     ValueError
         A probability or target outside [0, 1] or NaN (the message names the
         first offending flat position and its value; probabilities are
-        checked before targets), ``eps`` outside [0, 0.5], ``target`` not
-        broadcastable, unknown reduction.
+        checked before targets), ``eps`` outside [0, 0.5], ``target`` or
+        ``weight`` not broadcastable, unknown reduction.
     TypeError
         Complex, object or string input.
 
@@ -372,6 +359,9 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
     >>> p = np.array([0.9, 0.2, 0.5])
     >>> ce_fast.binary_cross_entropy(p, np.array([1, 0, 1]), reduction="none")
     array([0.10536052, 0.22314355, 0.69314718])
+    >>> ce_fast.binary_cross_entropy(p, np.array([1, 0, 1]), weight=np.array([2.0, 1.0, 0.0]),
+    ...                              reduction="none")
+    array([0.21072103, 0.22314355, 0.        ])
     >>> ce_fast.binary_cross_entropy(np.array([1.5]), np.array([1.0]))
     Traceback (most recent call last):
     ...

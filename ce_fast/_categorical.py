@@ -3,27 +3,35 @@ handling. The arithmetic is in src/categorical_impl.h."""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
+from ._core import ce_reduction, ce_status
 from ._validation import (
     REDUCTIONS,
+    CategoricalLayout,
+    CategoricalOptions,
     as_array,
     as_float,
-    check_out,
+    categorical_layout,
+    categorical_options,
+    class_weight,
     fast_scale,
     fast_threads,
-    finite_option,
-    normalize_axis,
+    flag,
+    int_target,
+    no_memory,
+    output,
     per_sample,
-    reduction_code,
-    same_buffer,
+    saved_lse,
     strided_view,
-    thread_count,
+    target_index_error,
+    unaliased,
+    upstream,
 )
 
 _DOC_PARAMS = """
@@ -69,8 +77,10 @@ _DOC_PARAMS = """
         capped logits are finite, so +-inf logits become +-softcap.
     num_threads : int, optional
         Threads for this call; default: the OpenMP default (honours
-        ``OMP_NUM_THREADS`` and threadpoolctl). Results are bitwise
-        identical for every thread count."""
+        ``OMP_NUM_THREADS`` and threadpoolctl). A request above
+        max(default, processors) or ``OMP_THREAD_LIMIT`` is clamped (see
+        :func:`ce_fast.build_info`). Results are bitwise identical for every
+        thread count."""
 
 _DOC_GRAD = """
     grad_output : float or array_like, optional
@@ -133,26 +143,8 @@ def _doc(summary: str, returns: str, grad: bool, example: str) -> str:
     )
 
 
-def _int_target(t: np.ndarray, shape: tuple[int, ...], C: int, ignore_index: int) -> np.ndarray:
-    """Integer class indices as contiguous int64 (values beyond int64 are
-    reported as out of range, never wrapped)."""
-    if t.shape != shape:
-        raise ValueError(
-            "target: expected integer class indices of shape "
-            f"{shape} (the logits' shape without the class axis) or probabilities of "
-            f"the logits' shape; got an integer array of shape {t.shape}"
-        )
-    if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
-        flat = t.reshape(-1)
-        pos = int(np.argmax(flat > np.iinfo(np.int64).max))
-        raise IndexError(
-            f"target: class index {int(flat[pos])} at flat position {pos} is outside "
-            f"[0, {C}) and is not ignore_index ({ignore_index})"
-        )
-    return np.ascontiguousarray(t, dtype=np.int64)
-
-
 _NUMBER = (int, float)
+_NONE = ce_reduction.CE_RED_NONE
 
 
 def _fast(
@@ -210,178 +202,240 @@ def _run(
     want_grad: bool,
     grad_output: Any = None,
     out: Any = None,
+    return_lse: Any = False,
+    lse: Any = None,
 ) -> tuple[Any, np.ndarray | None]:
-    if _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
+    plain = return_lse is False and lse is None
+    if plain and _defaults(axis, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap):
         fast = _fast(logits, target, reduction, num_threads, want_grad, grad_output, out)
         if fast is not None:
             return fast  # type: ignore[no-any-return]
-    x = as_float(logits, "logits")
-    dt = x.dtype
-    ax = normalize_axis(axis, x.ndim)
-    C = x.shape[ax]
-    if C == 0:
-        raise ValueError("logits: the class axis is empty (C == 0)")
-    sample_shape = x.shape[:ax] + x.shape[ax + 1 :]
-    red = reduction_code(reduction)
-    eps = finite_option(label_smoothing, "label_smoothing", 0.0, 1.0)
-    lam = finite_option(z_loss, "z_loss", 0.0, math.inf)
-    if math.isinf(lam):
-        raise ValueError(f"z_loss must be finite, got {z_loss!r}")
-    cap = 0.0
-    if softcap is not None:
-        cap = finite_option(softcap, "softcap", 0.0, math.inf, lo_open=True)
-        if math.isinf(cap):
-            raise ValueError(f"softcap must be finite, got {softcap!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (numbers.Integral, np.integer)):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    ignore = int(ignore_index)
-    if not -(2**63) <= ignore < 2**63:
-        raise ValueError(f"ignore_index {ignore} does not fit in int64")
-    nt = thread_count(num_threads)
-
-    t = as_array(target, "target")
-    if t.dtype.kind == "b":
-        raise TypeError("target: a boolean array is ambiguous (class indices or probabilities?)")
-    q = None
-    qs = (0, 0, 0)
-    if t.dtype.kind in "iu":
-        tgt = _int_target(t, sample_shape, C, ignore)
-    elif t.dtype.kind == "f":
-        if t.shape != x.shape:
-            raise ValueError(
-                f"target: expected probabilities of the logits' shape {x.shape} or integer "
-                f"class indices of shape {sample_shape}; got a floating array of shape {t.shape}"
-            )
-        if ignore >= 0:
-            raise ValueError("ignore_index is only supported with integer class-index targets")
-        tgt = None
-        q = as_float(t, "target", dt)
-    else:
-        raise TypeError(f"target: dtype {t.dtype} is neither integer class indices nor probabilities")
-
-    w = None
-    if weight is not None:
-        w = as_float(weight, "weight", dt)
-        if w.shape != (C,):
-            raise ValueError(f"weight must be 1-d of length C = {C}, got shape {w.shape}")
-        w = np.ascontiguousarray(w)
-    sw = None if sample_weight is None else per_sample(sample_weight, sample_shape, dt, "sample_weight")
-
-    go_arr, go = _grad_output(grad_output, red, sample_shape, dt) if want_grad else (None, 1.0)
-
-    grad = None
-    if want_grad:
-        if out is None:
-            grad = np.empty(x.shape, dt)
-        else:
-            grad = check_out(out, x.shape, dt)
-            if np.may_share_memory(grad, x) and not (x.flags.c_contiguous and same_buffer(grad, x)):
-                x = x.copy()  # partial overlap: read from a snapshot
-            if q is not None and np.may_share_memory(grad, q):
-                q = q.copy()
-    x, outer, _, inner, xs = strided_view(x, ax)
-    if q is not None:
-        q, _, _, _, qs = strided_view(q, ax)
-    loss_out = np.empty(sample_shape, dt) if red == 0 else None
-
-    rc, loss, pos, val = _core.categorical(
-        x, outer, C, inner, xs, tgt, q, qs, w, sw, go_arr, go, ignore,
-        eps, lam, cap, red, loss_out, grad, nt,
+    call = prepare(
+        logits, target, axis=axis, weight=weight, sample_weight=sample_weight, ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        num_threads=num_threads,
     )  # fmt: skip
-    if rc == _core.ERR_TARGET_INDEX:
-        raise IndexError(
-            f"target: class index {val} at flat position {pos} is outside [0, {C}) "
-            f"and is not ignore_index ({ignore})"
+    lay = call.layout
+    if not want_grad:
+        lse_out = np.empty(lay.sample_shape, np.float64) if flag(return_lse, "return_lse") else None
+        loss = call.forward(lse_out=lse_out)
+        return (loss if lse_out is None else (loss, lse_out)), None
+    saved = None if lse is None else saved_lse(lse, lay)
+    grad = output(out, lay.shape, lay.dtype)
+    loss = call.backward(grad, grad_output, lse=saved)
+    return loss, grad
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A categorical call with validated options and converted operands,
+    ready for the kernel (the NumPy functions, and front ends that bring
+    their own output buffers)."""
+
+    x: np.ndarray
+    layout: CategoricalLayout
+    opts: CategoricalOptions
+    target: np.ndarray | None
+    q: np.ndarray | None
+    weight: np.ndarray | None
+    sample_weight: np.ndarray | None
+
+    def forward(self, *, loss_out: np.ndarray | None = None, lse_out: np.ndarray | None = None) -> Any:
+        """The loss (``loss_out``, allocated here unless given, for "none";
+        else a NumPy scalar), and the per-sample log-sum-exp into ``lse_out``
+        (float64, the per-sample shape) when given."""
+        lay = self.layout
+        if self.opts.reduction == _NONE and loss_out is None:
+            loss_out = np.empty(lay.sample_shape, lay.dtype)
+        loss = self._kernel(self.x, loss_out=loss_out, lse_out=lse_out)
+        return loss_out if self.opts.reduction == _NONE else lay.dtype.type(loss)
+
+    def backward(self, grad: np.ndarray, grad_output: Any, *, lse: np.ndarray | None = None) -> Any:
+        """The gradient into ``grad`` (a checked output buffer) and, without
+        ``lse``, the loss of the fused pass (as :meth:`forward`); with a
+        saved ``lse`` (float64, checked) the gradient alone, from it."""
+        lay, dt = self.layout, self.layout.dtype
+        go_arr, go = upstream(grad_output, self.opts.reduction != _NONE, lay.sample_shape, dt, "per-sample")
+        go_arr = None if go_arr is None else np.ascontiguousarray(go_arr)
+        x = unaliased(grad, self.x, in_place=True)
+        tgt, q, w, sw, go_arr, lse = (
+            unaliased(grad, a) for a in (self.target, self.q, self.weight, self.sample_weight, go_arr, lse)
         )
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-thread scratch memory")
-    return (loss_out if red == 0 else dt.type(loss)), grad
+        ops = dict(target=tgt, q=q, weight=w, sample_weight=sw)
+        loss_out = np.empty(lay.sample_shape, dt) if self.opts.reduction == _NONE and lse is None else None
+        loss = self._kernel(
+            x, grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out, lse=lse, **ops
+        )
+        if lse is not None:
+            return None
+        return loss_out if loss_out is not None else dt.type(loss)
+
+    def _kernel(self, x: np.ndarray, **kw: Any) -> float:
+        kw.setdefault("target", self.target)
+        kw.setdefault("q", self.q)
+        kw.setdefault("weight", self.weight)
+        kw.setdefault("sample_weight", self.sample_weight)
+        return kernel(x, self.layout.axis, self.layout.C, self.opts, **kw)
 
 
-def _grad_output(
-    grad_output: Any, red: int, sample_shape: tuple[int, ...], dt: np.dtype
-) -> tuple[np.ndarray | None, float]:
-    """(per-sample array or None, scalar) for the kernel."""
-    if grad_output is None:
-        return None, 1.0
-    g = as_float(grad_output, "grad_output", dt)
-    if g.ndim == 0:
-        return None, float(g)
-    if red != 0:
-        raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {g.shape}")
-    return per_sample(g, sample_shape, dt, "grad_output"), 1.0
+def prepare(
+    logits: Any,
+    target: Any,
+    *,
+    axis: Any,
+    weight: Any,
+    sample_weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    num_threads: Any,
+) -> Prepared:
+    """Check a categorical call and convert its operands (the general path)."""
+    opts = categorical_options(
+        reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap, num_threads=num_threads,
+    )  # fmt: skip
+    x = as_float(logits, "logits")
+    t = as_array(target, "target")
+    lay = categorical_layout(x, t, axis, opts)
+    dt = lay.dtype
+    tgt = None if lay.probs else int_target(t, lay, opts)
+    q = as_float(t, "target", dt) if lay.probs else None
+    w = class_weight(weight, lay.C, dt)
+    sw = None if sample_weight is None else per_sample(sample_weight, lay.sample_shape, dt, "sample_weight")
+    return Prepared(x, lay, opts, tgt, q, w, sw)
+
+
+def kernel(
+    x: np.ndarray,
+    axis: int,
+    C: int,
+    opts: CategoricalOptions,
+    *,
+    target: np.ndarray | None = None,
+    q: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+    grad_output: np.ndarray | None = None,
+    grad_output_scalar: float = 1.0,
+    grad: np.ndarray | None = None,
+    loss_out: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
+) -> float:
+    """The categorical kernel on validated, converted and unaliased operands
+    (also linear_cross_entropy's per-chunk call). Returns the reduced loss
+    (0 for "none", whose losses go to loss_out). ``lse_out``: the per-sample
+    log-sum-exp is stored there (float64, contiguous). ``lse`` (with
+    ``grad``): the gradient alone, from this saved log-sum-exp."""
+    x, outer, _, inner, xs = strided_view(x, axis)
+    qs = (0, 0, 0)
+    if q is not None:
+        q, _, _, _, qs = strided_view(q, axis)
+    status, loss, pos, val = _core.categorical(
+        x=x, outer=outer, C=C, inner=inner, xs=xs, target=target, q=q, qs=qs, weight=weight,
+        sample_weight=sample_weight, grad_output=grad_output, grad_output_scalar=grad_output_scalar,
+        ignore_index=opts.ignore_index, label_smoothing=opts.label_smoothing, z_loss=opts.z_loss,
+        softcap=opts.softcap, reduction=opts.reduction, loss_out=loss_out, grad=grad,
+        num_threads=opts.num_threads, lse_out=lse_out, lse=lse,
+    )  # fmt: skip
+    _check(status, pos, val, C, opts.ignore_index)
+    return float(loss)
+
+
+def _check(status: ce_status, pos: int, val: int, C: int, ignore_index: int) -> None:
+    if status == ce_status.CE_ERR_TARGET_INDEX:
+        raise target_index_error(val, pos, C, ignore_index)
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
+
+
+def plain_kernel(
+    x: np.ndarray,
+    target: np.ndarray,
+    reduction: ce_reduction,
+    num_threads: int,
+    *,
+    loss_out: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    grad: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
+    grad_output: np.ndarray | None = None,
+    grad_output_scalar: float = 1.0,
+) -> float:
+    """The kernel on the common call -- C-contiguous (N, C) float32/float64
+    logits, contiguous int64 labels, no options, a valid reduction and
+    thread count -- which the caller has established (a front end's small
+    calls, with its own output buffers); the kernel checks the labels."""
+    N, C = x.shape
+    status, loss, pos, val = _core.categorical(
+        x=x, outer=N, C=C, inner=1, xs=(C, 1, 1), target=target, reduction=reduction, loss_out=loss_out,
+        grad=grad, lse_out=lse_out, lse=lse, grad_output=grad_output, grad_output_scalar=grad_output_scalar,
+        num_threads=num_threads,
+    )  # fmt: skip
+    _check(status, pos, val, C, -100)
+    return float(loss)
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
+    return_lse: bool = False,
 ) -> Any:
-    loss, _ = _run(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _run(**locals(), want_grad=False)[0]
 
 
 def cross_entropy_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
+    lse: ArrayLike | None = None,
 ) -> np.ndarray:
-    _, grad = _run(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    grad = _run(**locals(), want_grad=True)[1]
     assert grad is not None
     return grad
 
 
 def cross_entropy_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    loss, grad = _run(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_grad=True,
-        grad_output=grad_output, out=out,
-    )  # fmt: skip
+    loss, grad = _run(**locals(), want_grad=True)
     assert grad is not None
     return loss, grad
 
@@ -418,3 +472,25 @@ cross_entropy_and_grad.__doc__ = _doc(
     "    >>> grad is x, grad.dtype, bool(abs(grad.sum()) < 1e-6)\n"
     "    (True, dtype('float32'), True)\n",
 )
+
+# the saved-lse pair (an autograd's forward and backward: ce_fast.torch's)
+cross_entropy.__doc__ += """
+    return_lse : bool, default False
+        Return ``(loss, lse)``: ``lse`` is each sample's log-sum-exp of its
+        (capped) logits, float64 of the per-sample shape whatever the
+        logits' dtype (rounded to float32 it would lose what a confident
+        row's gradient needs); NaN for ignored samples (never read) and for
+        rows whose loss is NaN. Storing it costs one write per sample.
+"""
+cross_entropy_grad.__doc__ += """
+    lse : array_like, optional
+        The ``lse`` that ``cross_entropy(..., return_lse=True)`` returned for
+        these logits and options (read as float64; its values at ignored
+        samples are not read). The gradient is then computed from it in one
+        pass over the logits, ``p = exp(x - lse)``, without the row maximum
+        and sum passes; where ``p > 1/2`` it takes ``A expm1(x - lse) +
+        (A - b)`` so that confident rows keep their gradient (as accurate as
+        ``x - lse``: an absolute error of about ``2**-53 |lse|``). No loss is
+        computed. A ``lse`` of another shape is a ValueError; one that does
+        not belong to the logits gives a wrong gradient (it is not checked).
+"""

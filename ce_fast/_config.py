@@ -55,6 +55,26 @@ def _openmp_runtime() -> str | None:
 def build_info() -> dict[str, Any]:
     """Version, compiler, OpenMP and SIMD facts of this build, as a dict.
 
+    Threads. ``default_threads`` is what ``num_threads=None`` uses: the
+    OpenMP default, which follows ``OMP_NUM_THREADS`` and threadpoolctl. A
+    call uses at most its ``num_threads``, the OpenMP thread limit
+    (``OMP_THREAD_LIMIT``), one thread per block of work (about 64k
+    elements; one thread below 32768 elements), and
+    ``max(default_threads, processors)``: a larger request is clamped, never
+    an error, since threads beyond the processors would only take turns.
+    Results are bitwise identical for every thread count.
+
+    Fork. ``openmp_fork_safe`` says whether the OpenMP runtime survives
+    ``fork()``: LLVM's and Intel's reset their thread pool in the child, GNU
+    libgomp does not (a child would wait forever on its parent's pool). With
+    libgomp, a child forked from a multi-threaded process (``multiprocessing``
+    fork pools, PyTorch DataLoader workers) runs the ce_fast calls of its
+    first thread -- the one that forked -- on that thread alone, with the same
+    results. Threads the child starts, ``spawn`` children, and children forked
+    from a single-threaded process (a ``forkserver`` server without BLAS
+    threads) use threads as usual. The check costs one thread-local read per
+    call large enough for threads. ``None`` without OpenMP.
+
     Examples
     --------
     >>> import ce_fast
@@ -75,6 +95,7 @@ def build_info() -> dict[str, Any]:
         "openmp_version": omp or None,
         "openmp_runtime": _openmp_runtime() if omp else None,
         "default_threads": facts["default_threads"],
+        "openmp_fork_safe": facts["fork_safe_runtime"] if omp else None,
         "isa": facts["isa"],
         "isa_compiled": facts["isa_compiled"],
         "isa_supported": facts["isa_supported"],
@@ -98,12 +119,20 @@ def show_config() -> None:
         if info["openmp"]
         else "no: built without OpenMP, every call runs on one thread"
     )
+    fork = (
+        "n/a"
+        if not info["openmp"]
+        else "as before (the runtime survives fork)"
+        if info["openmp_fork_safe"]
+        else "one, on the thread that forked a multi-threaded process"
+    )
     rows = [
         ("python", info["python"]),
         ("numpy", info["numpy"]),
         ("compiler", info["compiler"]),
         ("openmp", omp),
         ("default threads", info["default_threads"]),
+        ("threads after fork()", fork),
         ("simd level in use", info["isa"]),
         ("simd levels compiled", ", ".join(info["isa_compiled"])),
         ("simd levels this CPU runs", ", ".join(info["isa_supported"])),

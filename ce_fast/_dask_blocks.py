@@ -28,11 +28,16 @@ Class-chunked rows are handled in three steps:
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import numpy as np
 
 import ce_fast
+
+from ._core import ce_reduction
+from ._divergence import kernel as div_kernel
+from ._validation import tokens
 
 _F64 = np.dtype(np.float64)
 _LOG2 = math.log(2.0)
@@ -214,24 +219,22 @@ def ce_rows(
     return (out, grad) if want_grad else out
 
 
-def denom_int(t: Any, w: Any, sw: Any, *, ignore: int, C: int) -> np.ndarray:
-    """This block's part of the "mean" denominator ``sum s_i w_{y_i}`` over
-    non-ignored samples (out-of-range indices are left out here; they raise
-    IndexError where the loss is computed)."""
+def denom_int(t: Any, w: Any, sw: Any, *, opts: Any, C: int) -> np.ndarray:
+    """This block's part of the "mean" denominator (the rule of
+    CategoricalOptions.mean_denominator; indices beyond int64 are left out
+    here, as out-of-range ones are: they raise IndexError where the loss is
+    computed)."""
     y, big = labels(t)
-    keep = (y != ignore) & (y >= 0) & (y < C)
     if big is not None:
-        keep &= ~big
-    yk = y[keep]
-    v = np.ones(yk.shape, _F64) if w is None else np.asarray(w, _F64)[yk]
-    if sw is not None:
-        v = v * np.asarray(sw, _F64)[keep]
-    return np.full(partial_shape(y.ndim), np.sum(v, dtype=_F64))
+        y = np.where(big, C, y)  # out of range, or ignored: left out either way
+    d = opts.mean_denominator(y.size, labels=y, C=C, class_weight=w, sample_weight=sw)
+    return np.full(partial_shape(y.ndim), d)
 
 
-def sum_partial(a: Any) -> np.ndarray:
-    a = np.asarray(a)
-    return np.full(partial_shape(a.ndim), np.sum(a, dtype=_F64))
+def denom_prob(sw: Any, *, opts: Any) -> np.ndarray:
+    """This block's part of the "mean" denominator of probability targets."""
+    sw = np.asarray(sw)
+    return np.full(partial_shape(sw.ndim), opts.mean_denominator(sw.size, sample_weight=sw))
 
 
 # ---------------------------------------------------------------------------
@@ -617,7 +620,7 @@ def bce_block(
     by the global element count, as ce_fast does) and return this block's
     partial sum in float64 (an array of ones in every dimension)."""
     kw = dict(weight=w, pos_weight=pw, num_threads=nt)
-    kred = "none" if red == "none" else "sum"
+    kred: Literal["none", "sum"] = "none" if red == "none" else "sum"
     if want_grad:
         g = go if (red == "none" and go is not None) else scalar(go_scalar)
         if want_loss:
@@ -630,3 +633,52 @@ def bce_block(
         loss = ce_fast.binary_cross_entropy_with_logits(x, t, reduction=kred, **kw)
     loss = np.asarray(loss) if red == "none" else np.full(partial_shape(np.ndim(x)), float(loss))
     return (loss, grad) if want_grad else loss
+
+
+# ---------------------------------------------------------------------------
+# divergences: blocks of whole rows
+# ---------------------------------------------------------------------------
+
+
+def div_rows(
+    x: Any,
+    t: Any,
+    y: Any,
+    sw: Any,
+    go: Any,
+    scale: Any,
+    *,
+    opts: Any,
+    dt: np.dtype,
+    red: str,
+    want_grad: bool,
+) -> Any:
+    """One block of whole rows (class axis last) through the divergence
+    kernel, always with reduction "none": the per-row divergences are
+    returned (``red == "none"``, with a trailing axis of length 1) or summed
+    in float64 into this block's partial (an array of ones in every
+    dimension). The gradient's scale is ``grad_output`` per row ("none") or
+    the scalar ``scale`` (grad_output, divided by the whole array's "mean"
+    denominator for "mean") -- the kernel's own scale for "sum"/"mean"."""
+    x, t = _as(x, dt), _as(t, dt)
+    loss = np.empty(x.shape[:-1], dt)
+    grad = np.empty(x.shape, dt) if want_grad else None
+    per_row = red == "none" and np.ndim(go) > 0  # else the scalar scale (grad_output itself for "none")
+    div_kernel(
+        x, t, x.ndim - 1, x.shape[-1], replace(opts, reduction=ce_reduction.CE_RED_NONE),
+        target=None if y is None else tokens(np.asarray(y), opts).reshape(-1),
+        sample_weight=None if sw is None else np.ascontiguousarray(_as(sw, dt)).reshape(-1),
+        grad_output=np.ascontiguousarray(_as(go, dt)).reshape(-1) if per_row else None,
+        grad_output_scalar=1.0 if per_row else scalar(scale), grad=grad, loss_out=loss,
+    )  # fmt: skip
+    out = (
+        loss[..., None] if red == "none" else np.full(partial_shape(loss.ndim + 1), np.sum(loss, dtype=_F64))
+    )
+    return (out, grad) if want_grad else out
+
+
+def denom_div(y: Any, sw: Any, *, opts: Any) -> np.ndarray:
+    """This block's part of the divergences' "mean" denominator."""
+    shape = np.shape(y) if y is not None else np.shape(sw)
+    d = opts.mean_denominator(int(np.prod(shape)), tokens=y, sample_weight=sw)
+    return np.full(partial_shape(len(shape)), d)

@@ -1,225 +1,152 @@
 """Cross-entropy of a linear layer's output, ``hidden @ weight.T + bias``,
-computed in chunks of rows so that the N x C logits never exist at once.
-
-Each chunk's logits are produced by NumPy's BLAS into one reused buffer,
-turned into their gradient in place by the fused categorical kernel, and
-pushed back through the two matmuls before the next chunk overwrites them."""
+computed in chunks of rows so that the N x C logits never exist at once
+(the chunking is ce_fast/_chunked.py's)."""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ._categorical import _DOC_PARAMS, _int_target, cross_entropy, cross_entropy_and_grad
-from ._validation import as_array, as_float, per_sample, reduction_code
+from ._categorical import _DOC_PARAMS, kernel
+from ._chunked import LayerGrads, LinearLayer, auto_chunk_size, chunk_rows, chunk_upstream, chunks, finish
+from ._core import ce_reduction
+from ._validation import (
+    as_array,
+    as_float,
+    categorical_layout,
+    categorical_options,
+    check_int_target,
+    class_weight,
+    int_target,
+    per_sample,
+)
 
-# Each chunk's matmuls re-read (and BLAS re-packs) the whole weight matrix
-# and read-modify-write its gradient, about 5 C x D of memory traffic per
-# chunk against 6 rows x C x D flops: chunks of >= D rows keep that overhead
-# near 10 %. So a chunk's logits may take as much memory as the weight matrix,
-# and never less than this floor.
-_BUDGET_FLOOR = 64 << 20
-_MIN_CHUNK = 16
-# Rows of the weight gradient written per matmul when accumulating across
-# chunks (NumPy has no C += A @ B, so each product lands in a small buffer).
-_ACCUMULATE_BYTES = 8 << 20
+__all__ = ["auto_chunk_size", "linear_cross_entropy", "linear_cross_entropy_and_grad"]
 
-
-def auto_chunk_size(N: int, C: int, D: int, itemsize: int) -> int:
-    """Rows per chunk when ``chunk_size`` is None: the chunk's logits take at
-    most max(64 MiB, the weight matrix's bytes), i.e. about max(D, 64 MiB / C)
-    rows, and at least 16 rows."""
-    budget = max(_BUDGET_FLOOR, C * D * itemsize)
-    rows = budget // max(1, C * itemsize)
-    return max(1, min(N, max(_MIN_CHUNK, rows)))
+_NONE, _MEAN = ce_reduction.CE_RED_NONE, ce_reduction.CE_RED_MEAN
 
 
 class _Problem:
     """Validated inputs, flattened to (N, D) rows."""
 
-    def __init__(
-        self, hidden: Any, weight: Any, target: Any, chunk_size: Any, options: dict[str, Any]
-    ) -> None:
-        """``options``: the cross_entropy keywords (and bias, class_weight)."""
-        bias = options.pop("bias")
-        class_weight = options.pop("class_weight")
-        sample_weight = options.pop("sample_weight")
-        ignore_index = options.pop("ignore_index")
-        reduction = options.pop("reduction")
-        h = as_float(hidden, "hidden")
-        w = as_float(weight, "weight")
-        b = None if bias is None else as_float(bias, "bias")
-        dt = np.result_type(h.dtype, w.dtype, *(() if b is None else (b.dtype,)))
-        if h.ndim < 1:
-            raise ValueError("hidden must have at least one dimension (the features, D)")
-        if w.ndim != 2:
-            raise ValueError(f"weight must be 2-d (C, D), got shape {w.shape}")
-        C, D = w.shape
-        if h.shape[-1] != D:
-            raise ValueError(f"hidden has {h.shape[-1]} features but weight has shape {w.shape} (C, D)")
-        if C == 0:
-            raise ValueError("weight has no rows: the class axis is empty (C == 0)")
-        if b is not None and b.shape != (C,):
-            raise ValueError(f"bias must be 1-d of length C = {C}, got shape {b.shape}")
-        self.dt = dt
-        self.sample_shape = h.shape[:-1]
-        self.N = math.prod(self.sample_shape)
-        self.C, self.D = C, D
-        self.h = np.ascontiguousarray(h.reshape(self.N, D), dtype=dt)
-        self.w = np.ascontiguousarray(w, dtype=dt)
-        self.b = None if b is None else np.ascontiguousarray(b, dtype=dt)
-        self.red = reduction_code(reduction)
-        self.options = options
-
-        # Every option check of cross_entropy, on an empty batch of the same
-        # classes, so the errors are the same and N == 0 is covered.
+    def __init__(self, hidden: Any, weight: Any, target: Any, options: dict[str, Any]) -> None:
+        """``options``: linear_cross_entropy's keywords."""
+        self.opts = categorical_options(**options)
+        self.layer = lay = LinearLayer(hidden, weight, options["bias"])
+        self.sample_shape, self.N, self.C, self.dt = lay.sample_shape, lay.N, lay.C, lay.dt
+        C, dt = lay.C, lay.dt
         t = as_array(target, "target")
-        probs = t.dtype.kind == "f"
-        self.empty_loss = cross_entropy(
-            np.zeros((0, C), dt),
-            np.zeros((0, C) if probs else 0, dt if probs else np.int64),
-            weight=class_weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            **options,
+        clay = categorical_layout(lay.like_logits(), t, -1, self.opts, dtype=dt)
+        self.cw = class_weight(options["class_weight"], C, dt, "class_weight")
+        sw = options["sample_weight"]
+        self.sw = (
+            None if sw is None else per_sample(sw, self.sample_shape, dt, "sample_weight").reshape(self.N)
         )
-        self.cw = None if class_weight is None else np.ascontiguousarray(class_weight, dtype=dt)
-        self.ignore = int(ignore_index)
-        self.sw = None
-        if sample_weight is not None:
-            self.sw = per_sample(sample_weight, self.sample_shape, dt, "sample_weight").reshape(self.N)
-        if probs:
-            if t.shape != self.sample_shape + (C,):
-                raise ValueError(
-                    f"target: expected probabilities of shape {self.sample_shape + (C,)} or integer "
-                    f"class indices of shape {self.sample_shape}; got a floating array of shape {t.shape}"
-                )
-            self.t = np.ascontiguousarray(t.reshape(self.N, C), dtype=dt)
+        if clay.probs:
+            self.labels = None
+            self.q: np.ndarray | None = np.ascontiguousarray(as_float(t, "target", dt).reshape(self.N, C))
         else:
-            self.t = _int_target(t, self.sample_shape, C, self.ignore).reshape(self.N)
-            self._check_indices()
-        self.chunk = self._chunk_rows(chunk_size)
-
-    def _check_indices(self) -> None:
-        y = self.t
-        bad = (y != self.ignore) & ((y < 0) | (y >= self.C))
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise IndexError(
-                f"target: class index {int(y[pos])} at flat position {pos} is outside "
-                f"[0, {self.C}) and is not ignore_index ({self.ignore})"
-            )
-
-    def _chunk_rows(self, chunk_size: Any) -> int:
-        if chunk_size is None:
-            return auto_chunk_size(self.N, self.C, self.D, self.dt.itemsize)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (numbers.Integral, np.integer)):
-            raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
-        return int(min(chunk_size, max(self.N, 1)))
+            # checked here, not by the per-chunk kernel calls, whose flat
+            # positions would be relative to their chunk
+            self.labels = int_target(t, clay, self.opts).reshape(self.N)
+            self.q = None
+            check_int_target(self.labels, C, self.opts)
+        self.chunk = chunk_rows(options["chunk_size"], self.N, C, lay.D, dt.itemsize)
 
     def mean_denominator(self) -> float:
-        """sum_i s_i * w_{y_i} over non-ignored samples (sum_i s_i for
-        probability targets), as cross_entropy's "mean"."""
-        s = np.ones(self.N, np.float64) if self.sw is None else self.sw.astype(np.float64)
-        if self.t.ndim == 2:
-            return float(np.sum(s))
-        keep = self.t != self.ignore
-        s = s[keep]
-        if self.cw is not None:
-            s = s * self.cw[self.t[keep]].astype(np.float64)
-        return float(np.sum(s))
+        return self.opts.mean_denominator(
+            self.N, labels=self.labels, C=self.C, class_weight=self.cw, sample_weight=self.sw
+        )
 
-    def chunks(self) -> Any:
-        for r0 in range(0, self.N, self.chunk):
-            yield r0, min(self.N, r0 + self.chunk)
-
-    def logits(self, buf: np.ndarray, r0: int, r1: int) -> np.ndarray:
-        z = buf[: r1 - r0]
-        np.matmul(self.h[r0:r1], self.w.T, out=z)
-        if self.b is not None:
-            z += self.b
-        return z
-
-    def rows(self, r0: int, r1: int) -> dict[str, Any]:
-        """The per-row keywords of one chunk's cross_entropy call."""
-        return {
-            "weight": self.cw,
-            "sample_weight": None if self.sw is None else self.sw[r0:r1],
-            "ignore_index": self.ignore,
-            **self.options,
-        }
-
-    def finish(self, total: float, per_sample: np.ndarray | None) -> Any:
-        if self.red == 0:
-            assert per_sample is not None
-            return per_sample.reshape(self.sample_shape)
-        if self.N == 0:
-            return self.empty_loss
-        if self.red == 2:
-            denom = self.mean_denominator()
-            total = total / denom if denom != 0 else math.nan
-        return self.dt.type(total)
+    def kernel(self, z: np.ndarray, r0: int, r1: int, red: ce_reduction, **kw: Any) -> float:
+        """One chunk's loss (and gradient, with ``grad=``) through the fused
+        kernel, with the chunk's rows of every per-row operand."""
+        return kernel(
+            z, 1, self.C, replace(self.opts, reduction=red),
+            target=None if self.labels is None else self.labels[r0:r1],
+            q=None if self.q is None else self.q[r0:r1], weight=self.cw,
+            sample_weight=None if self.sw is None else self.sw[r0:r1], **kw,
+        )  # fmt: skip
 
 
 def _run(
     hidden: Any, weight: Any, target: Any, options: dict[str, Any], want_grad: bool
 ) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     grad_output = options.pop("grad_output", None)
-    chunk_size = options.pop("chunk_size")
-    p = _Problem(hidden, weight, target, chunk_size, options)
-    go_rows, go_scalar = _grad_output(grad_output, p) if want_grad else (None, 1.0)
-    dt, N, C, D = p.dt, p.N, p.C, p.D
-    buf = np.empty((min(p.chunk, N), C), dt)
-    per = np.empty(N, dt) if p.red == 0 else None
-    chunk_reduction = "none" if per is not None else "sum"
-    d_hidden = d_weight = d_bias = acc = None
-    if want_grad:
-        d_hidden = np.empty((N, D), dt)
-        d_weight = np.zeros((C, D), dt)
-        d_bias = None if p.b is None else np.zeros(C, np.float64)
-        acc = np.empty((max(1, min(C, _ACCUMULATE_BYTES // max(1, D * dt.itemsize))), D), dt)
-    total = 0.0
-    for r0, r1 in p.chunks():
-        z = p.logits(buf, r0, r1)
-        if not want_grad:
-            loss = cross_entropy(z, p.t[r0:r1], reduction=chunk_reduction, **p.rows(r0, r1))
-        else:
-            assert d_hidden is not None and d_weight is not None and acc is not None
-            go = go_scalar if go_rows is None else go_rows[r0:r1]
-            loss, g = cross_entropy_and_grad(
-                z, p.t[r0:r1], reduction=chunk_reduction, grad_output=go, out=z, **p.rows(r0, r1)
-            )
-            np.matmul(g, p.w, out=d_hidden[r0:r1])
-            _accumulate_weight_grad(d_weight, g, p.h[r0:r1], acc, first=r0 == 0)
-            if d_bias is not None:
-                d_bias += g.sum(axis=0, dtype=np.float64)
-        if per is not None:
-            per[r0:r1] = loss
-        else:
-            total += float(loss)
-    return (
-        p.finish(total, per),
-        None if d_hidden is None else d_hidden.reshape(p.sample_shape + (D,)),
-        d_weight,
-        None if d_bias is None else d_bias.astype(dt),
+    p = _Problem(hidden, weight, target, options)
+    wanted = (want_grad, want_grad, want_grad)
+    return run(p, grads=wanted, grad_output=grad_output)
+
+
+def run(
+    p: _Problem,
+    *,
+    grads: tuple[bool, bool, bool] = (False, False, False),
+    grad_output: Any = None,
+    d_hidden: np.ndarray | None = None,
+    d_weight: np.ndarray | None = None,
+    d_bias: np.ndarray | None = None,
+    lse_out: np.ndarray | None = None,
+    lse: np.ndarray | None = None,
+    via_lse: bool = False,
+) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The chunk loop. ``grads``: which of (d_hidden, d_weight, d_bias) to
+    compute, into the given buffers ((N, D), (C, D), (C,) of the compute
+    dtype, C-contiguous) or new ones (see LayerGrads). ``lse_out``: the
+    per-row log-sum-exp is stored there ((N,) float64). ``lse``: the
+    gradients alone, from this saved log-sum-exp (no loss: None is returned
+    for it). ``via_lse``: loss and gradients with each chunk's gradient taken
+    from its lse (a second pass over the chunk's logits, in cache), so that
+    they are bitwise those that a later call with ``lse`` recomputes
+    (autograd's retained graphs)."""
+    red = p.opts.reduction
+    want_grad = any(grads)
+    go_rows, go_scalar = (
+        chunk_upstream(grad_output, red != _NONE, red == _MEAN, p.layer, p.mean_denominator)
+        if want_grad
+        else (None, 1.0)
     )
+    buf = np.empty((min(p.chunk, p.N), p.C), p.dt)
+    per = np.empty(p.N, p.dt) if red == _NONE and lse is None else None
+    chunk_red = _NONE if red == _NONE else ce_reduction.CE_RED_SUM
+    acc = LayerGrads(p.layer, grads, d_hidden, d_weight, d_bias) if want_grad else None
+    if via_lse and want_grad and lse is None and lse_out is None:
+        lse_out = np.empty(p.N, np.float64)
+    total = 0.0
+    for r0, r1 in chunks(p.N, p.chunk):
+        z = p.layer.logits(buf, r0, r1)
+        rows = {
+            "loss_out": None if per is None else per[r0:r1],
+            "lse_out": None if lse_out is None else lse_out[r0:r1],
+            "lse": None if lse is None else lse[r0:r1],
+        }
+        if acc is None or via_lse:
+            total += p.kernel(z, r0, r1, chunk_red, **rows)
+            if acc is None:
+                continue
+            rows = {"lse": rows["lse_out"]}
+        go = None if go_rows is None else go_rows[r0:r1]
+        total += p.kernel(z, r0, r1, chunk_red, grad=z, grad_output=go, grad_output_scalar=go_scalar, **rows)
+        acc.add(z, r0, r1)
+    loss = None if lse is not None else finish(total, per, p.layer, red == _MEAN, p.mean_denominator)
+    if acc is None:
+        return loss, None, None, None
+    return (loss, *acc.result())
 
 
 def linear_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    target: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
     *,
-    bias: Any = None,
-    class_weight: Any = None,
-    sample_weight: Any = None,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
@@ -232,20 +159,20 @@ def linear_cross_entropy(
 
 
 def linear_cross_entropy_and_grad(
-    hidden: Any,
-    weight: Any,
-    target: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
     *,
-    bias: Any = None,
-    class_weight: Any = None,
-    sample_weight: Any = None,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
     chunk_size: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
     options = locals().copy()
@@ -253,42 +180,6 @@ def linear_cross_entropy_and_grad(
     loss, d_hidden, d_weight, d_bias = _run(hidden, weight, target, options, want_grad=True)
     assert d_hidden is not None and d_weight is not None
     return loss, d_hidden, d_weight, d_bias
-
-
-def _grad_output(go: Any, p: _Problem) -> tuple[np.ndarray | None, float]:
-    """(per-row array or None, scalar) for the chunk calls, with the "mean"
-    denominator folded into the scalar (every chunk is called with "sum")."""
-    if go is None:
-        g = 1.0
-    else:
-        arr = as_float(go, "grad_output", p.dt)
-        if arr.ndim != 0:
-            if p.red != 0:
-                raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {arr.shape}")
-            return per_sample(arr, p.sample_shape, p.dt, "grad_output").reshape(p.N), 1.0
-        g = float(arr)
-    if p.red == 2:
-        denom = p.mean_denominator()
-        # A zero denominator makes the loss 0/0: as cross_entropy, the rows
-        # that count get a NaN gradient and ignored rows stay 0.
-        g = g / denom if denom != 0 else math.nan
-    return None, g
-
-
-def _accumulate_weight_grad(
-    d_weight: np.ndarray, g: np.ndarray, h: np.ndarray, acc: np.ndarray, first: bool
-) -> None:
-    """d_weight += g.T @ h, a slab of classes at a time (g.T's slabs are
-    strided views that BLAS reads in place)."""
-    k = acc.shape[0]
-    for c0 in range(0, d_weight.shape[0], k):
-        c1 = min(d_weight.shape[0], c0 + k)
-        if first:
-            np.matmul(g[:, c0:c1].T, h, out=d_weight[c0:c1])
-        else:
-            part = acc[: c1 - c0]
-            np.matmul(g[:, c0:c1].T, h, out=part)
-            d_weight[c0:c1] += part
 
 
 _LINEAR_PARAMS = (

@@ -6,34 +6,42 @@ from __future__ import annotations
 from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
+from ._core import ce_sm_op, ce_status
 from ._validation import (
+    INPUT_NAMES,
+    SoftmaxCall,
+    as_array,
     as_float,
-    check_out,
     fast_threads,
-    normalize_axis,
-    same_buffer,
+    merge_axes,
+    no_memory,
+    output,
+    softmax_call,
     strided_view,
-    thread_count,
+    unaliased,
 )
 
-_LOGSUMEXP, _LOG_SOFTMAX, _SOFTMAX, _ENTROPY, _SOFTMAX_ENTROPY = range(5)
-
 _DOC_AXIS = """
-    axis : int, default -1
-        The axis to reduce / normalise over. Any axis is walked in place (no
-        transposing copy) when the other axes collapse to uniform strides,
-        which is always true for C-contiguous input; other layouts are copied
-        once. NumPy arrays (memmaps and read-only ones included) and
+    axis : int or tuple of ints, default -1
+        The axis to reduce / normalise over; a tuple of axes is taken as one
+        flattened axis (as NumPy reductions and SciPy do). Any single axis
+        is walked in place (no transposing copy) when the other axes
+        collapse to uniform strides, which is always true for C-contiguous
+        input, and so are consecutive axes of C-contiguous input; other
+        layouts are copied once. NumPy arrays (memmaps and read-only ones included) and
         ``__dlpack__`` objects (CPU PyTorch tensors, non-contiguous ones too;
         one that requires grad is read through ``detach()``) are read in
         place; otherwise a copy is made only for another dtype, byte-swapped
         (non-native) or unaligned memory.
     num_threads : int, optional
         Threads for this call; default: the OpenMP default (honours
-        ``OMP_NUM_THREADS`` and threadpoolctl). Results are bitwise
-        identical for every thread count."""
+        ``OMP_NUM_THREADS`` and threadpoolctl). A request above
+        max(default, processors) or ``OMP_THREAD_LIMIT`` is clamped (see
+        :func:`ce_fast.build_info`). Results are bitwise identical for every
+        thread count."""
 
 _DOC_OUT = """
     out : ndarray, optional
@@ -44,63 +52,93 @@ _DOC_DTYPES = """float32 and float64 are computed natively, float16 in
         float32, integer and bool in float64."""
 
 
-def _run(op: int, x: Any, axis: Any, num_threads: Any, name: str, out: Any = None) -> Any:
-    rowwise = op in (_LOG_SOFTMAX, _SOFTMAX)
+def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None, keepdims: Any = False) -> Any:
+    rowwise = op in (ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX)
     nt = fast_threads(num_threads)
-    if type(axis) is int and axis == -1 and nt >= 0:
+    if type(axis) is int and axis == -1 and nt >= 0 and keepdims is False and (rowwise or out is None):
         # the common call, checked and run in C (None: take the general path)
         res = _core.softmax_family_fast(op, x, nt, out if rowwise else None)
         if res is not None:
             return res if rowwise else res[()]
-    a = as_float(x, name)
-    dt = a.dtype
-    ax = normalize_axis(axis, a.ndim, name)
-    C = a.shape[ax]
-    if C == 0:
-        raise ValueError(f"{name}: axis {axis} is empty (C == 0)")
-    nt = thread_count(num_threads)
-    if rowwise:
-        if out is None:
-            res = np.empty(a.shape, dt)
-        else:
-            res = check_out(out, a.shape, dt)
-            if np.may_share_memory(res, a) and not (a.flags.c_contiguous and same_buffer(res, a)):
-                a = a.copy()  # partial overlap: read from a snapshot
-    else:
-        res = np.empty(a.shape[:ax] + a.shape[ax + 1 :], dt)
-    if a.size == 0:
-        return res if rowwise else res[()]
-    a, outer, _, inner, xs = strided_view(a, ax)
-    rc, pos, val = _core.softmax_family(op, a, outer, C, inner, xs, res, nt)
-    if rc == _core.ERR_DOMAIN:
-        raise ValueError(f"{name} must be non-negative; found {val!r} at flat position {pos}")
-    if rc == _core.ERR_NOMEM:
-        raise MemoryError("ce_fast: could not allocate per-block results")
-    return res if rowwise else res[()]
+    a = as_array(x, INPUT_NAMES.get(op, "x"))
+    call = softmax_call(op, a, axis, num_threads, keepdims=keepdims, multi_axis=True)
+    return family(call, as_float(a, call.name, call.dtype), out)
 
 
-def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
-    return _run(_LOGSUMEXP, x, axis, num_threads, "x")
+def family(call: SoftmaxCall, a: np.ndarray, out: Any = None) -> Any:
+    """Run a validated softmax-family call on ``a`` (already of the compute
+    dtype): the general path of every front end. The class axes are merged
+    into one (a view when they are consecutive, else a copy with them last).
+    Returns the result (reduced results of 0-d as NumPy scalars)."""
+    axes = call.axes
+    consecutive = axes == tuple(range(axes[0], axes[-1] + 1))
+    if call.rowwise:
+        res = output(out, call.shape, call.dtype)
+        a = unaliased(res, a, in_place=True)
+        if a.size == 0:
+            return res
+        merged, ax = merge_axes(a, axes)
+        target = res.reshape(merged.shape) if consecutive else np.empty(merged.shape, call.dtype)
+    else:  # out: the reduced result's buffer (front ends that allocate their own)
+        res = (
+            np.empty(call.result_shape, call.dtype)
+            if out is None
+            else output(out, call.result_shape, call.dtype)
+        )
+        if a.size == 0:
+            res.fill(-np.inf)  # logsumexp of an empty axis: log(0); empty otherwise
+            return res[()]
+        merged, ax = merge_axes(a, axes)
+        target = res.reshape(-1)
+    merged, outer, C, inner, xs = strided_view(merged, ax)
+    status, pos, val = _core.softmax_family(
+        op=call.op, x=merged, outer=outer, C=C, inner=inner, xs=xs, out=target, num_threads=call.num_threads
+    )
+    if status == ce_status.CE_ERR_DOMAIN:
+        raise ValueError(f"{call.name} must be non-negative; found {val!r} at flat position {pos}")
+    if status == ce_status.CE_ERR_NOMEM:
+        raise no_memory()
+    if call.rowwise and not consecutive:
+        rest = [k for k in range(len(call.shape)) if k not in axes]
+        moved = target.reshape([call.shape[k] for k in rest + list(axes)])
+        res[...] = moved.transpose(np.argsort(rest + list(axes)))
+    return res if call.rowwise else res[()]
+
+
+def logsumexp(
+    x: ArrayLike, *, axis: int | tuple[int, ...] = -1, keepdims: bool = False, num_threads: int | None = None
+) -> Any:
+    return _run(ce_sm_op.CE_SM_LOGSUMEXP, x, axis, num_threads, keepdims=keepdims)
 
 
 def log_softmax(
-    x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
+    x: ArrayLike,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
 ) -> np.ndarray:
-    return cast(np.ndarray, _run(_LOG_SOFTMAX, x, axis, num_threads, "x", out))
+    return cast(np.ndarray, _run(ce_sm_op.CE_SM_LOG_SOFTMAX, x, axis, num_threads, out))
 
 
 def softmax(
-    x: Any, *, axis: int = -1, out: np.ndarray | None = None, num_threads: int | None = None
+    x: ArrayLike,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    out: np.ndarray | None = None,
+    num_threads: int | None = None,
 ) -> np.ndarray:
-    return cast(np.ndarray, _run(_SOFTMAX, x, axis, num_threads, "x", out))
+    return cast(np.ndarray, _run(ce_sm_op.CE_SM_SOFTMAX, x, axis, num_threads, out))
 
 
-def entropy(probs: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
-    return _run(_ENTROPY, probs, axis, num_threads, "probs")
+def entropy(probs: ArrayLike, *, axis: int | tuple[int, ...] = -1, num_threads: int | None = None) -> Any:
+    return _run(ce_sm_op.CE_SM_ENTROPY, probs, axis, num_threads)
 
 
-def softmax_entropy(logits: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
-    return _run(_SOFTMAX_ENTROPY, logits, axis, num_threads, "logits")
+def softmax_entropy(
+    logits: ArrayLike, *, axis: int | tuple[int, ...] = -1, num_threads: int | None = None
+) -> Any:
+    return _run(ce_sm_op.CE_SM_SOFTMAX_ENTROPY, logits, axis, num_threads)
 
 
 logsumexp.__doc__ = f"""``log(sum(exp(x), axis))``, computed stably (as ``scipy.special.logsumexp``).
@@ -109,24 +147,28 @@ logsumexp.__doc__ = f"""``log(sum(exp(x), axis))``, computed stably (as ``scipy.
     ----------
     x : array_like
         At least 1-d; {_DOC_DTYPES}{_DOC_AXIS}
+    keepdims : bool, default False
+        Keep the reduced axes as axes of length 1 (the result then
+        broadcasts against ``x``).
 
     Returns
     -------
     lse : ndarray or numpy scalar
         ``x``'s shape without ``axis``, in the compute dtype (a NumPy scalar
-        for 1-d input, like ``np.sum``).
+        for a 0-d result, like ``np.sum``).
 
     Notes
     -----
     One read of ``x``: ``m = max x``, then ``lse = m + log1p(s')`` with
     ``s' = sum exp(x - m) - 1`` summed without the arg-max term (so nothing
     cancels). Edge rules as SciPy: NaN in the row gives NaN; otherwise any
-    ``+inf`` gives ``+inf``; an all ``-inf`` row gives ``-inf``.
+    ``+inf`` gives ``+inf``; an all ``-inf`` row gives ``-inf``, and so does
+    an empty ``axis`` (the log of an empty sum, as SciPy and PyTorch).
 
     Raises
     ------
     ValueError
-        0-d input or an empty ``axis`` (C == 0).
+        0-d input, a repeated axis.
     numpy.exceptions.AxisError
         ``axis`` out of range.
 
@@ -161,10 +203,12 @@ log_softmax.__doc__ = f"""``x - logsumexp(x, axis)``, computed stably (as ``scip
     and one write of the result per row (the row stays in cache between the
     passes).
 
+    An empty ``axis`` gives an empty result (as NumPy, SciPy and PyTorch).
+
     Raises
     ------
     ValueError
-        0-d input, an empty ``axis``, bad ``out``.
+        0-d input, a repeated axis, bad ``out``.
 
     Examples
     --------
@@ -191,10 +235,12 @@ softmax.__doc__ = f"""``exp(x - logsumexp(x, axis))`` (as ``scipy.special.softma
     by ``1 / sum``. A row with NaN or ``+inf`` anywhere, or all ``-inf``, is
     all NaN (as SciPy); ``-inf`` entries of a valid row give exactly 0.
 
+    An empty ``axis`` gives an empty result (as NumPy, SciPy and PyTorch).
+
     Raises
     ------
     ValueError
-        0-d input, an empty ``axis``, bad ``out``.
+        0-d input, a repeated axis, bad ``out``.
 
     Examples
     --------

@@ -1,12 +1,15 @@
 """Dask arrays in, lazy dask results out: ce_fast's losses and softmax family
 on arrays that are chunked any way, larger than one machine's memory included.
 
-Needs dask (``pip install "ce_fast[dask]"``); ``dask.distributed`` is optional
-(any dask scheduler works). Functions:
+Needs dask with dask.array (``pip install "dask[array]"``, or
+``pip install ".[dask]"`` in a clone of ce_fast: the package is not on PyPI);
+``dask.distributed`` is optional (any dask scheduler works). Functions:
 
 * :func:`cross_entropy`, :func:`cross_entropy_grad`, :func:`cross_entropy_and_grad`
 * :func:`logsumexp`, :func:`log_softmax`, :func:`softmax`
 * :func:`binary_cross_entropy_with_logits` (and ``_grad``, ``_and_grad``)
+* :func:`kl_divergence`, :func:`js_divergence` (and ``_and_grad``): rows
+  chunked any way, the class axis rechunked into one chunk
 
 Each takes the keywords of the NumPy function of the same name in
 :mod:`ce_fast` (except ``out=``: dask arrays are immutable) and has its
@@ -106,29 +109,35 @@ dask arrays with unknown chunk sizes (NaN shapes) are rejected
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 try:
     import dask.array as _dask_array
 except ImportError as exc:  # pragma: no cover - exercised only without dask
     raise ImportError(
-        'ce_fast.dask needs dask with dask.array; install it with: pip install "ce_fast[dask]"'
-        ' (or pip install "dask[array]")'
+        'ce_fast.dask needs dask with dask.array; install it with: pip install "dask[array]"'
+        ' (or, in a clone of ce_fast, pip install ".[dask]")'
     ) from exc
 
 from . import _dask_blocks as B
+from ._core import ce_sm_op
 from ._validation import (
+    REDUCTION_NAMES,
     as_array,
     as_float,
+    binary_options,
+    categorical_layout,
+    categorical_options,
+    check_broadcast,
+    class_weight,
     compute_dtype,
-    finite_option,
-    normalize_axis,
-    per_sample,
-    reduction_code,
-    thread_count,
+    divergence_layout,
+    divergence_options,
+    softmax_call,
+    upstream_is_scalar,
 )
 
 # dask.array is only partly annotated (blockwise, from_array, ... are not):
@@ -142,13 +151,21 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_and_grad",
     "cross_entropy_grad",
+    "js_divergence",
+    "js_divergence_and_grad",
+    "kl_divergence",
+    "kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
     "softmax",
 ]
 
 _F64 = np.dtype(np.float64)
-_RED_NAMES = {0: "none", 1: "sum", 2: "mean"}
+_SM_OPS = {
+    "lse": ce_sm_op.CE_SM_LOGSUMEXP,
+    "log_softmax": ce_sm_op.CE_SM_LOG_SOFTMAX,
+    "softmax": ce_sm_op.CE_SM_SOFTMAX,
+}
 # index letters of blockwise: samples use lower case; these are reserved
 _CLS, _FLD, _MRG, _WGT = "Z", "F", "G", "W"
 
@@ -171,14 +188,12 @@ def _check_known(a: Any, name: str) -> None:
         raise ValueError(f"{name}: a dask array with unknown chunk sizes; call .compute_chunk_sizes() first")
 
 
-def _input(a: Any, name: str) -> tuple[Any, np.dtype]:
-    """The logits (or x) as a dask array, and its compute dtype."""
+def _input(a: Any, name: str) -> Any:
+    """The logits (or x) as a dask array."""
     if _is_dask(a):
         _check_known(a, name)
-        x = a
-    else:
-        x = da.from_array(as_array(a, name))
-    return x, compute_dtype(x.dtype, name)
+        return a
+    return da.from_array(as_array(a, name))
 
 
 def _sample_letters(k: int) -> str:
@@ -202,26 +217,35 @@ def _drop_empty_class_chunks(x: Any) -> Any:
     return x
 
 
-def _broadcastable(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
-    try:
-        return np.broadcast_shapes(src, dst) == tuple(dst)
-    except ValueError:
-        return False
+def _typed(value: Any, name: str, dt: np.dtype) -> Any:
+    """An operand (NumPy or dask) in the compute dtype, by the dtype rules of
+    every path."""
+    if not _is_dask(value):
+        return as_float(value, name, dt)
+    _check_known(value, name)
+    compute_dtype(value.dtype, name)
+    return value.astype(dt)
 
 
-def _per_sample_arg(value: Any, shape: tuple[int, ...], dt: np.dtype, name: str) -> Any:
-    """A per-sample operand (sample_weight, grad_output), NumPy or dask,
-    checked and broadcast to ``shape`` (NumPy ones as ce_fast does)."""
-    if _is_dask(value):
-        _check_known(value, name)
-        if value.dtype.kind not in "fiub":
-            raise TypeError(f"{name}: dtype {value.dtype} is not supported; expected a real number array")
-        if not _broadcastable(value.shape, shape):
-            raise ValueError(
-                f"{name} must be broadcastable to the per-sample shape {shape}, got shape {value.shape}"
-            )
-        return da.broadcast_to(value.astype(dt), shape)
-    return per_sample(value, shape, dt, name)
+def _broadcast_arg(value: Any, name: str, shape: tuple[int, ...], dt: np.dtype, what: str) -> Any:
+    """An operand (NumPy or dask) checked and broadcast (lazily, never
+    materialised) to ``shape``."""
+    a = _typed(value, name, dt)
+    check_broadcast(tuple(a.shape), shape, name, what)
+    return da.broadcast_to(a, shape) if _is_dask(a) else np.broadcast_to(a, shape)
+
+
+def _upstream(
+    grad_output: Any, reduced: bool, shape: tuple[int, ...], dt: np.dtype, what: str
+) -> tuple[Any, Any]:
+    """(an operand broadcast to ``shape`` or None, a scalar: a float rounded
+    to the compute dtype, as ce_fast does, or a 0-d dask array)."""
+    if grad_output is None:
+        return None, 1.0
+    g = grad_output if _is_dask(grad_output) else as_array(grad_output, "grad_output")
+    if upstream_is_scalar(g, reduced):
+        return None, (g.astype(dt) if _is_dask(g) else float(as_float(g, "grad_output", dt)))
+    return _broadcast_arg(g, "grad_output", shape, dt, what), 1.0
 
 
 def _chunked(a: Any, chunks: tuple[tuple[int, ...], ...]) -> Any:
@@ -229,16 +253,6 @@ def _chunked(a: Any, chunks: tuple[tuple[int, ...], ...]) -> Any:
     if _is_dask(a):
         return a.rechunk(chunks)
     return da.from_array(np.asarray(a), chunks=chunks)
-
-
-def _scalar_go(grad_output: Any, dt: np.dtype) -> Any:
-    """A scalar upstream gradient: a float (rounded to the compute dtype, as
-    ce_fast does) or a 0-d dask array."""
-    if grad_output is None:
-        return 1.0
-    if _is_dask(grad_output):
-        return grad_output.astype(dt)
-    return float(as_float(grad_output, "grad_output", dt))
 
 
 def _const_or_dask(v: Any) -> list[Any]:
@@ -266,83 +280,33 @@ def _categorical(
     num_threads: Any,
     want_loss: bool,
     want_grad: bool,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
-    # -- the checks of ce_fast._categorical._run, in its order -------------
-    x, dt = _input(logits, "logits")
-    ax = normalize_axis(axis, x.ndim)
-    C = int(x.shape[ax])
-    if C == 0:
-        raise ValueError("logits: the class axis is empty (C == 0)")
-    full_shape = tuple(int(n) for n in x.shape)
-    sample_shape = full_shape[:ax] + full_shape[ax + 1 :]
-    red = _RED_NAMES[reduction_code(reduction)]
-    eps = finite_option(label_smoothing, "label_smoothing", 0.0, 1.0)
-    lam = finite_option(z_loss, "z_loss", 0.0, math.inf)
-    if math.isinf(lam):
-        raise ValueError(f"z_loss must be finite, got {z_loss!r}")
-    cap = None
-    if softcap is not None:
-        cap = finite_option(softcap, "softcap", 0.0, math.inf, lo_open=True)
-        if math.isinf(cap):
-            raise ValueError(f"softcap must be finite, got {softcap!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (numbers.Integral, np.integer)):
-        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-    ignore = int(ignore_index)
-    if not -(2**63) <= ignore < 2**63:
-        raise ValueError(f"ignore_index {ignore} does not fit in int64")
-    thread_count(num_threads)
-    nt = None if num_threads is None else int(num_threads)
-
+    # -- the categorical parser, as every path -----------------------------
+    opts = categorical_options(
+        reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap, num_threads=num_threads,
+    )  # fmt: skip
+    x = _input(logits, "logits")
     if _is_dask(target):
         _check_known(target, "target")
         t = target
     else:
         t = as_array(target, "target")
-    kind = t.dtype.kind
-    if kind == "b":
-        raise TypeError("target: a boolean array is ambiguous (class indices or probabilities?)")
-    if kind in "iu":
-        mode = "int"
-        if tuple(t.shape) != sample_shape:
-            raise ValueError(
-                "target: expected integer class indices of shape "
-                f"{sample_shape} (the logits' shape without the class axis) or probabilities of "
-                f"the logits' shape; got an integer array of shape {tuple(t.shape)}"
-            )
-    elif kind == "f":
-        mode = "prob"
-        compute_dtype(t.dtype, "target")  # float128 -> TypeError
-        if tuple(t.shape) != full_shape:
-            raise ValueError(
-                f"target: expected probabilities of the logits' shape {full_shape} or integer "
-                f"class indices of shape {sample_shape}; got a floating array of shape {tuple(t.shape)}"
-            )
-        if ignore >= 0:
-            raise ValueError("ignore_index is only supported with integer class-index targets")
-    else:
-        raise TypeError(f"target: dtype {t.dtype} is neither integer class indices nor probabilities")
-
-    w = None
-    if weight is not None:
-        w = as_float(weight, "weight", dt)
-        if w.shape != (C,):
-            raise ValueError(f"weight must be 1-d of length C = {C}, got shape {w.shape}")
-        w = np.ascontiguousarray(w)
-    sw = None if sample_weight is None else _per_sample_arg(sample_weight, sample_shape, dt, "sample_weight")
-
-    go_arr = None  # per-sample upstream gradient ("none")
-    go_s: Any = 1.0  # scalar upstream gradient (float or 0-d dask array)
-    if want_grad and grad_output is not None:
-        if _is_dask(grad_output) and grad_output.ndim == 0:
-            go_s = _scalar_go(grad_output, dt)
-        elif not _is_dask(grad_output) and np.ndim(as_array(grad_output, "grad_output")) == 0:
-            go_s = _scalar_go(grad_output, dt)
-        elif red != "none":
-            shp = tuple(grad_output.shape) if _is_dask(grad_output) else np.shape(grad_output)
-            raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {shp}")
-        else:
-            go_arr = _per_sample_arg(grad_output, sample_shape, dt, "grad_output")
+    lay = categorical_layout(x, t, axis, opts)
+    dt, ax, C, sample_shape = lay.dtype, lay.axis, lay.C, lay.sample_shape
+    mode = "prob" if lay.probs else "int"
+    red = REDUCTION_NAMES[opts.reduction]
+    eps, lam, ignore = opts.label_smoothing, opts.z_loss, opts.ignore_index
+    cap = opts.softcap or None
+    nt = opts.num_threads or None
+    w = class_weight(weight, C, dt)
+    sw = None
+    if sample_weight is not None:
+        sw = _broadcast_arg(sample_weight, "sample_weight", sample_shape, dt, "per-sample")
+    go_arr, go_s = None, 1.0  # per-sample ("none") or scalar upstream gradient
+    if want_grad:
+        go_arr, go_s = _upstream(grad_output, red != "none", sample_shape, dt, "per-sample")
 
     # -- layout: class axis last, at least one sample axis -----------------
     moved = ax != x.ndim - 1
@@ -377,15 +341,15 @@ def _categorical(
             parts = da.blockwise(
                 B.denom_int, s, tgt, s, *w_all, *sw_pair,
                 adjust_chunks={c: 1 for c in s}, concatenate=True, dtype=_F64, meta=_meta(k, _F64),
-                ignore=ignore, C=C,
+                opts=opts, C=C,
             )  # fmt: skip
             denom = parts.sum()
         elif sw is None:
-            denom = float(math.prod(S))
+            denom = opts.mean_denominator(math.prod(S))
         else:
             denom = da.blockwise(
-                B.sum_partial, s, sw_pair[0], s,
-                adjust_chunks={c: 1 for c in s}, dtype=_F64, meta=_meta(k, _F64),
+                B.denom_prob, s, sw_pair[0], s,
+                adjust_chunks={c: 1 for c in s}, dtype=_F64, meta=_meta(k, _F64), opts=opts,
             ).sum()  # fmt: skip
     scale: Any = None  # the scalar upstream scale of a reduced loss's gradient
     if want_grad and red != "none":
@@ -502,72 +466,56 @@ _CE_GRAD_DOC = """
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
 ) -> Any:
-    loss, _ = _categorical(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_loss=True, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _categorical(**locals(), want_loss=True, want_grad=False)[0]
 
 
 def cross_entropy_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> Any:
-    _, grad = _categorical(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_loss=False, want_grad=True,
-        grad_output=grad_output,
-    )  # fmt: skip
-    return grad
+    return _categorical(**locals(), want_loss=False, want_grad=True)[1]
 
 
 def cross_entropy_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
     axis: int = -1,
-    weight: Any = None,
-    sample_weight: Any = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
-    return _categorical(
-        logits, target, axis=axis, weight=weight, sample_weight=sample_weight,
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, num_threads=num_threads, want_loss=True, want_grad=True,
-        grad_output=grad_output,
-    )  # fmt: skip
+    return _categorical(**locals(), want_loss=True, want_grad=True)
 
 
 cross_entropy.__doc__ = (
@@ -621,17 +569,257 @@ cross_entropy_and_grad.__doc__ = (
 
 
 # ---------------------------------------------------------------------------
+# divergences (knowledge distillation)
+# ---------------------------------------------------------------------------
+
+
+def _divergence(
+    student: Any,
+    teacher: Any,
+    options: dict[str, Any],
+    want_loss: bool,
+    want_grad: bool,
+    grad_output: Any = None,
+) -> tuple[Any, Any]:
+    opts = divergence_options(**options)
+    x = _input(student, "student")
+    t = _input(teacher, "teacher")
+    y = options["target"]
+    if y is not None:
+        y = y if _is_dask(y) else as_array(y, "target")
+    lay = divergence_layout(x, t, y, options["axis"], opts)
+    dt, ax, sample_shape = lay.dtype, lay.axis, lay.sample_shape
+    red = REDUCTION_NAMES[opts.reduction]
+    t = t.astype(dt)
+    sw = options["sample_weight"]
+    if sw is not None:
+        sw = _broadcast_arg(sw, "sample_weight", sample_shape, dt, "per-sample")
+    go_arr, go_s = None, 1.0
+    if want_grad:
+        go_arr, go_s = _upstream(grad_output, red != "none", sample_shape, dt, "per-sample")
+
+    # -- layout: class axis last and in one chunk, at least one row axis ------
+    moved = ax != x.ndim - 1
+    if moved:
+        x, t = da.moveaxis(x, ax, -1), da.moveaxis(t, ax, -1)
+    promoted = x.ndim == 1
+    if promoted:
+        x, t = x[None], t[None]
+        y, sw, go_arr = (None if a is None else a[None] for a in (y, sw, go_arr))
+    x = x.rechunk({x.ndim - 1: -1})
+    t = t.rechunk(x.chunks)
+    S = tuple(int(n) for n in x.shape[:-1])
+    k = len(S)
+    s = _sample_letters(k)
+    rchunks = x.chunks[:-1]
+    y_pair = [None, None] if y is None else [_chunked(y, rchunks), s]
+    sw_pair = [None, None] if sw is None else [_chunked(sw, rchunks), s]
+    go_pair = _const_or_dask(go_s) if go_arr is None else [_chunked(go_arr, rchunks), s]
+
+    denom: Any = None
+    if red == "mean":
+        if y is None and sw is None:
+            denom = opts.mean_denominator(math.prod(S))
+        else:
+            denom = da.blockwise(
+                B.denom_div, s, *y_pair, *sw_pair,
+                adjust_chunks={c: 1 for c in s}, dtype=_F64, meta=_meta(k, _F64), opts=opts,
+            ).sum()  # fmt: skip
+    scale: Any = go_s
+    if want_grad and red == "mean":
+        scale = da.blockwise(
+            B.mean_scale,
+            "",
+            *_const_or_dask(denom),
+            *_const_or_dask(go_s),
+            dtype=_F64,
+            meta=np.empty((), _F64),
+        )
+
+    args = [x, s + _CLS, t, s + _CLS, *y_pair, *sw_pair, *go_pair, *_const_or_dask(scale)]
+    kw = dict(opts=opts, dt=dt, red=red, want_grad=want_grad)
+    red_adjust = {_CLS: 1} if red == "none" else {_CLS: 1, **{c: 1 for c in s}}
+    red_dt = dt if red == "none" else _F64
+    grad = None
+    if want_grad:
+        fused = da.blockwise(B.div_rows, s + _CLS, *args, dtype=object, meta=_meta(k + 1, object), **kw)
+        grad = da.blockwise(B.pick, s + _CLS, fused, s + _CLS, 1, None, dtype=dt, meta=_meta(k + 1, dt))
+        loss_blocks = da.blockwise(
+            B.pick, s + _CLS, fused, s + _CLS, 0, None,
+            adjust_chunks=red_adjust, dtype=red_dt, meta=_meta(k + 1, red_dt),
+        )  # fmt: skip
+    else:
+        loss_blocks = da.blockwise(
+            B.div_rows,
+            s + _CLS,
+            *args,
+            adjust_chunks=red_adjust,
+            dtype=red_dt,
+            meta=_meta(k + 1, red_dt),
+            **kw,
+        )
+    loss = None
+    if want_loss:
+        if red == "none":
+            loss = loss_blocks[..., 0]
+            loss = loss.reshape(()) if promoted else loss
+        else:
+            loss = da.blockwise(
+                B.finish, "", loss_blocks.sum(), "", *_const_or_dask(denom),
+                mean=red == "mean", out_dtype=dt, dtype=dt, meta=np.empty((), dt),
+            )  # fmt: skip
+    if grad is not None:
+        if promoted:
+            grad = grad[0]
+        elif moved:
+            grad = da.moveaxis(grad, -1, ax)
+    return loss, grad
+
+
+def kl_divergence(
+    student: Any,
+    teacher: Any,
+    *,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    direction: str = "forward",
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> Any:
+    options = locals().copy()
+    del options["student"], options["teacher"]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=False)[0]
+
+
+def kl_divergence_and_grad(
+    student: Any,
+    teacher: Any,
+    *,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    direction: str = "forward",
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+    grad_output: Any = None,
+) -> tuple[Any, Any]:
+    options = locals().copy()
+    for name in ("student", "teacher", "grad_output"):
+        del options[name]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=True, grad_output=grad_output)
+
+
+def js_divergence(
+    student: Any,
+    teacher: Any,
+    *,
+    beta: float = 0.5,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> Any:
+    options = locals().copy()
+    del options["student"], options["teacher"]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=False)[0]
+
+
+def js_divergence_and_grad(
+    student: Any,
+    teacher: Any,
+    *,
+    beta: float = 0.5,
+    teacher_is: str = "logits",
+    temperature: float = 1.0,
+    axis: int = -1,
+    sample_weight: Any = None,
+    ignore_index: int | None = None,
+    target: Any = None,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+    grad_output: Any = None,
+) -> tuple[Any, Any]:
+    options = locals().copy()
+    for name in ("student", "teacher", "grad_output"):
+        del options[name]
+    return _divergence(student, teacher, options, want_loss=True, want_grad=True, grad_output=grad_output)
+
+
+_DIV_DOC = """
+    Parameters
+    ----------
+    student, teacher : dask.array.Array or array_like
+        The student's logits and the teacher (as ``teacher_is`` says), of one
+        shape; rows may be chunked any way. The class axis is rechunked into
+        one chunk first (``rechunk``: a vocabulary-sharded array is gathered
+        row block by row block; the class-chunked merge of
+        :func:`cross_entropy` is not implemented for divergences).
+    target : array_like or dask.array.Array, optional
+        Tokens of the per-row shape, with ``ignore_index``, as the NumPy
+        function; ``sample_weight`` and a per-row ``grad_output`` may be NumPy
+        or dask.
+    teacher_is, temperature, axis, sample_weight, ignore_index, reduction, num_threads
+        As the NumPy function (see its docstring for the formulas). One fused
+        kernel call per block; "sum"/"mean" are float64 trees of block sums,
+        bitwise reproducible for a fixed chunking."""
+
+kl_divergence.__doc__ = (
+    """Lazy :func:`ce_fast.kl_divergence` of dask arrays (a 0-d dask array for
+    "mean"/"sum", the per-row divergences for "none").
+
+    ``direction`` as the NumPy function.
+"""
+    + _DIV_DOC
+    + """
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, ce_fast, ce_fast.dask as cfd
+    >>> x = np.random.default_rng(0).standard_normal((6, 5))
+    >>> d = cfd.kl_divergence(da.from_array(x, chunks=(2, 5)), x[::-1])
+    >>> bool(np.isclose(d.compute(scheduler="sync"), ce_fast.kl_divergence(x, x[::-1])))
+    True
+"""
+)
+kl_divergence_and_grad.__doc__ = (
+    """Lazy ``(loss, grad)`` of :func:`ce_fast.kl_divergence_and_grad`; compute
+    both together (``dask.compute``) so that the fused kernel runs once per block.
+"""
+    + _DIV_DOC
+)
+js_divergence.__doc__ = (
+    """Lazy :func:`ce_fast.js_divergence` of dask arrays (``beta`` as there).
+"""
+    + _DIV_DOC
+)
+js_divergence_and_grad.__doc__ = (
+    """Lazy ``(loss, grad)`` of :func:`ce_fast.js_divergence_and_grad`.
+"""
+    + _DIV_DOC
+)
+
+
+# ---------------------------------------------------------------------------
 # the softmax family
 # ---------------------------------------------------------------------------
 
 
 def _softmax_family(x_in: Any, axis: Any, num_threads: Any, op: str) -> Any:
-    x, dt = _input(x_in, "x")
-    ax = normalize_axis(axis, x.ndim, "x")
-    if x.shape[ax] == 0:
-        raise ValueError(f"x: axis {axis} is empty (C == 0)")
-    thread_count(num_threads)
-    nt = None if num_threads is None else int(num_threads)
+    x = _input(x_in, "x")
+    call = softmax_call(_SM_OPS[op], x, axis, num_threads)
+    dt, ax = call.dtype, call.axis
+    nt = call.num_threads or None
     moved = ax != x.ndim - 1
     if moved:
         x = da.moveaxis(x, ax, -1)
@@ -679,7 +867,7 @@ def _softmax_family(x_in: Any, axis: Any, num_threads: Any, op: str) -> Any:
     return da.moveaxis(r, -1, ax) if moved else r
 
 
-def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+def logsumexp(x: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
     """Lazy :func:`ce_fast.logsumexp` of a dask array (any chunking; with the
     axis in several chunks, the blocks' ``(max, log1p(s'))`` are merged
     exactly, in a fixed order). Returns a dask array of ``x``'s shape
@@ -688,14 +876,14 @@ def logsumexp(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
     return _softmax_family(x, axis, num_threads, "lse")
 
 
-def log_softmax(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+def log_softmax(x: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
     """Lazy :func:`ce_fast.log_softmax` of a dask array (any chunking: with
     the axis in several chunks, each block's log-softmax minus
     ``Delta_b = lse - lse_b``). No ``out=``."""
     return _softmax_family(x, axis, num_threads, "log_softmax")
 
 
-def softmax(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
+def softmax(x: ArrayLike, *, axis: int = -1, num_threads: int | None = None) -> Any:
     """Lazy :func:`ce_fast.softmax` of a dask array (any chunking: with the
     axis in several chunks, each block's softmax times
     ``exp(lse_b - lse)``). No ``out=``."""
@@ -707,19 +895,12 @@ def softmax(x: Any, *, axis: int = -1, num_threads: int | None = None) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def _operand(value: Any, name: str, x: Any, dt: np.dtype, what: str = "logits'") -> Any:
+def _elementwise(value: Any, name: str, x: Any, dt: np.dtype, what: str = "logits'") -> Any:
     """An elementwise operand broadcast lazily to the logits' shape and
     chunks (a zero-stride view per block), checked eagerly."""
     shape = tuple(int(n) for n in x.shape)
-    if _is_dask(value):
-        _check_known(value, name)
-        if value.dtype.kind not in "fiub":
-            raise TypeError(f"{name}: dtype {value.dtype} is not supported; expected a real number array")
-        a = value.astype(dt)
-    else:
-        a = as_float(value, name, dt)
-    if not _broadcastable(tuple(a.shape), shape):
-        raise ValueError(f"{name} of shape {tuple(a.shape)} is not broadcastable to the {what} shape {shape}")
+    a = _typed(value, name, dt)
+    check_broadcast(tuple(a.shape), shape, name, what)
     full = (1,) * (len(shape) - a.ndim) + tuple(a.shape)
     a = a.reshape(full)
     chunks = tuple((1,) if n == 1 else c for n, c in zip(full, x.chunks))
@@ -737,30 +918,25 @@ def _bce(
     num_threads: Any,
     want_loss: bool,
     want_grad: bool,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
-    x, dt = _input(logits, "logits")
-    red = _RED_NAMES[reduction_code(reduction)]
-    thread_count(num_threads)
-    nt = None if num_threads is None else int(num_threads)
+    opts = binary_options(reduction=reduction, num_threads=num_threads)
+    x = _input(logits, "logits")
+    dt = compute_dtype(x.dtype, "logits")
+    red = REDUCTION_NAMES[opts.reduction]
+    nt = opts.num_threads or None
     promoted = x.ndim == 0
     if promoted:
         x = x[None]
-    t = _operand(target, "target", x, dt)
-    w = None if weight is None else _operand(weight, "weight", x, dt)
-    pw = None if pos_weight is None else _operand(pos_weight, "pos_weight", x, dt)
+    t = _elementwise(target, "target", x, dt)
+    w = None if weight is None else _elementwise(weight, "weight", x, dt)
+    pw = None if pos_weight is None else _elementwise(pos_weight, "pos_weight", x, dt)
     go_s: Any = 1.0
     go = None
-    if want_grad and grad_output is not None:
-        if (_is_dask(grad_output) and grad_output.ndim == 0) or (
-            not _is_dask(grad_output) and np.ndim(as_array(grad_output, "grad_output")) == 0
-        ):
-            go_s = _scalar_go(grad_output, dt)
-        elif red != "none":
-            shp = tuple(grad_output.shape) if _is_dask(grad_output) else np.shape(grad_output)
-            raise ValueError(f"grad_output must be a scalar with a reduced loss, got shape {shp}")
-        else:
-            go = _operand(grad_output, "grad_output", x, dt, "per-element loss")
+    if want_grad:
+        go, go_s = _upstream(grad_output, red != "none", tuple(x.shape), dt, "per-element loss")
+        if go is not None:
+            go = _elementwise(grad_output, "grad_output", x, dt, "per-element loss")
     numel = math.prod(int(n) for n in x.shape)
     if red == "mean" and numel:
         # one double division, as ce_fast
@@ -816,52 +992,41 @@ _BCE_DOC = """
 
 
 def binary_cross_entropy_with_logits(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
 ) -> Any:
-    loss, _ = _bce(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=False,
-    )  # fmt: skip
-    return loss
+    return _bce(**locals(), want_loss=True, want_grad=False)[0]
 
 
 def binary_cross_entropy_with_logits_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> Any:
-    _, grad = _bce(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=False, want_grad=True, grad_output=grad_output,
-    )  # fmt: skip
-    return grad
+    return _bce(**locals(), want_loss=False, want_grad=True)[1]
 
 
 def binary_cross_entropy_with_logits_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     num_threads: int | None = None,
-    grad_output: Any = None,
+    grad_output: ArrayLike | None = None,
 ) -> tuple[Any, Any]:
-    return _bce(
-        logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction,
-        num_threads=num_threads, want_loss=True, want_grad=True, grad_output=grad_output,
-    )  # fmt: skip
+    return _bce(**locals(), want_loss=True, want_grad=True)
 
 
 binary_cross_entropy_with_logits.__doc__ = (

@@ -50,20 +50,28 @@ __all__ = [
     "cross_entropy_and_grad",
     "cross_entropy_grad",
     "entropy",
+    "js_divergence",
+    "js_divergence_and_grad",
+    "kl_divergence",
+    "kl_divergence_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
+    "linear_js_divergence",
+    "linear_js_divergence_and_grad",
+    "linear_kl_divergence",
+    "linear_kl_divergence_and_grad",
     "log_softmax",
     "logsumexp",
+    "scipy_entropy",
+    "scipy_logsumexp",
+    "sklearn_log_loss",
     "softmax",
     "softmax_entropy",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
-try:  # NumPy >= 1.25
-    _AxisError = np.exceptions.AxisError
-except AttributeError:  # pragma: no cover - old NumPy
-    _AxisError = np.AxisError  # type: ignore[attr-defined,misc]
+_AxisError = np.exceptions.AxisError
 
 
 # ---------------------------------------------------------------------------
@@ -108,6 +116,8 @@ def _to_array(x, name):
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and other non-arrays
             raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc})") from exc
+    if arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (kind "V"): exactly representable in float32
+        arr = arr.astype(np.float32)
     if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and arr.itemsize > 8):
         raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected float16/32/64, integer or bool)")
     return arr
@@ -251,7 +261,7 @@ def _softmax_from_stats(e, sp):
 
 
 def _ce_rows(x, a, zc, lam, want_grad):
-    """Loss and gradient of ``sum_c a_c (lse - x_c) + lam * zc * lse**2``.
+    """Loss, gradient and lse of ``sum_c a_c (lse - x_c) + lam * zc * lse**2``.
 
     ``x``: ``(K, C)`` (capped) logits; ``a``: ``(K, C)`` non-negative
     coefficients (a zero coefficient gives an exactly zero term); ``zc``:
@@ -260,7 +270,8 @@ def _ce_rows(x, a, zc, lam, want_grad):
     it is evaluated (where p_am > 1/2) as ``(B - a_am) + (p_am - 1) * B`` with
     ``B - a_am = sum_{c != am} a_c + 2 lam zc lse`` and
     ``p_am - 1 = -s'/(1 + s')``, so nothing cancels catastrophically.
-    Bad rows (NaN/+inf anywhere, all -inf) get NaN loss and NaN gradient.
+    Bad rows (NaN/+inf anywhere, all -inf) get NaN loss, NaN gradient and
+    NaN lse.
     """
     rows = np.arange(x.shape[0])
     bad = _bad_rows(x)
@@ -272,8 +283,9 @@ def _ce_rows(x, a, zc, lam, want_grad):
         if lam != 0:
             loss = loss + (lam * zc * lse) * lse  # not lse**2: that overflows first
         loss[bad] = np.nan
+        lse[bad] = np.nan
         if not want_grad:
-            return loss, None
+            return loss, None, lse
         p = _softmax_from_stats(e, sp)
         p_am_minus_1 = -sp / (1.0 + sp)
         a_rest = a.copy()
@@ -287,7 +299,21 @@ def _ce_rows(x, a, zc, lam, want_grad):
         fixed = rest_b + p_am_minus_1 * big_b
         grad[rows, am] = np.where(sp < 1.0, fixed, grad[rows, am])
         grad[bad] = np.nan
-    return loss, grad
+    return loss, grad, lse
+
+
+def _ce_grad_from_lse(x, a, zc, lam, lse):
+    """The gradient of :func:`_ce_rows` from a given per-row ``lse`` (no row
+    statistics): ``p = exp(x - lse)``, ``g = p B - a``, and where ``p > 1/2``
+    the form ``(p - 1) B + (B - a)`` with ``p - 1 = expm1(x - lse)``, so a
+    confident row's gradient keeps the accuracy of ``x - lse``."""
+    with np.errstate(all="ignore"):
+        d = x - lse[:, None]
+        p = np.exp(d)
+        big_b = a.sum(axis=-1) + (2.0 * lam * zc * lse if lam != 0 else 0.0)
+        grad = p * big_b[:, None] - a
+        near = (big_b[:, None] - a) + np.expm1(d) * big_b[:, None]
+        return np.where(d > -np.log(2.0), near, grad)
 
 
 def _softcap(x, cap):
@@ -317,6 +343,8 @@ def _categorical(
     num_threads,
     want_loss,
     want_grad,
+    want_lse=False,
+    lse=None,
     grad_output=None,
     out=None,
 ):
@@ -395,6 +423,14 @@ def _categorical(
             go = go.reshape(-1)
         if out is not None:
             _check_out(out, x.shape, dtype)
+        if lse is not None:
+            lse = _as_float64(lse, "lse")
+            if lse.shape != sample_shape:
+                raise ValueError(
+                    f"lse must have the per-sample shape {sample_shape} (the logits' shape without "
+                    f"the class axis), got shape {lse.shape}"
+                )
+            lse = lse.reshape(-1)
 
     # -- rows that are computed and their coefficients ----------------------
     if integer_target:
@@ -424,7 +460,9 @@ def _categorical(
     if cap is not None:
         xk, dcap = _softcap(xk, cap)
 
-    loss_k, grad_k = _ce_rows(xk, a, zc, lam, want_grad)
+    loss_k, grad_k, lse_k = _ce_rows(xk, a, zc, lam, want_grad and lse is None)
+    if want_grad and lse is not None:
+        grad_k = _ce_grad_from_lse(xk, a, zc, lam, lse[keep])
     with np.errstate(invalid="ignore"):
         loss_k = sk * loss_k
 
@@ -439,6 +477,10 @@ def _categorical(
             reduction,
             dtype,
         )
+        if want_lse:
+            lse_all = np.full(n_rows, np.nan)
+            lse_all[keep] = lse_k
+            return loss, lse_all.reshape(sample_shape)
     if not want_grad:
         return loss
 
@@ -579,6 +621,7 @@ def cross_entropy(
     z_loss=0.0,
     softcap=None,
     num_threads=None,
+    return_lse=False,
 ):
     return _categorical(
         logits,
@@ -594,6 +637,7 @@ def cross_entropy(
         num_threads=num_threads,
         want_loss=True,
         want_grad=False,
+        want_lse=bool(return_lse),
     )
 
 
@@ -612,6 +656,7 @@ def cross_entropy_grad(
     num_threads=None,
     grad_output=None,
     out=None,
+    lse=None,
 ):
     _, grad = _categorical(
         logits,
@@ -627,6 +672,7 @@ def cross_entropy_grad(
         num_threads=num_threads,
         want_loss=False,
         want_grad=True,
+        lse=lse,
         grad_output=grad_output,
         out=out,
     )
@@ -673,9 +719,17 @@ cross_entropy.__doc__ = (
 """
     + _CE_DOC_COMMON
     + """
+    return_lse : bool, default False
+        Also return the per-sample log-sum-exp of the (capped) logits.
+
     Returns
     -------
     loss : NumPy scalar (``"mean"``/``"sum"``) or ndarray (``"none"``).
+    lse : float64 ndarray of the per-sample shape, with ``return_lse=True``
+        (then ``(loss, lse)`` is returned): ``log sum_c exp(x_c)`` of each
+        row's (capped) logits, in float64 whatever the logits' dtype; NaN for
+        ignored samples (never read) and for rows whose loss is NaN (NaN or
+        ``+inf`` in the row, or all ``-inf``).
 """
 )
 cross_entropy_grad.__doc__ = (
@@ -683,6 +737,17 @@ cross_entropy_grad.__doc__ = (
 """
     + _CE_DOC_COMMON
     + _CE_GRAD_DOC
+    + """
+    ``lse`` (optional): the per-sample log-sum-exp that
+    ``cross_entropy(..., return_lse=True)`` returned for these logits and
+    options (any float dtype, read as float64; its values at ignored samples
+    are not read).  The gradient is then computed from it in one pass
+    (``p = exp(x - lse)``, and ``p - 1 = expm1(x - lse)`` where ``p > 1/2``),
+    without the row maximum or sum; it is as accurate as ``lse`` (an absolute
+    error of about ``2**-53 |lse|`` in ``x - lse``).  A ``lse`` of another
+    shape is a ``ValueError``; one that does not belong to the logits gives a
+    wrong gradient (it is not checked).
+"""
 )
 cross_entropy_and_grad.__doc__ = (
     """``(cross_entropy(...), cross_entropy_grad(...))`` in one call.
@@ -956,15 +1021,16 @@ binary_cross_entropy_with_logits_and_grad.__doc__ = (
 )
 
 
-def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threads=None):
+def binary_cross_entropy(probs, target, *, weight=None, eps=None, reduction="mean", num_threads=None):
     """Binary cross-entropy on probabilities (``sklearn.metrics.log_loss``).
 
     ``probs`` are clipped (in the compute dtype) to ``[eps, 1 - eps]``, with
     ``eps`` defaulting to ``np.finfo(compute dtype).eps``; then
-    ``loss = -[t log p + (1 - t) log1p(-p)]`` elementwise, where a term whose
-    coefficient (``t`` or ``1 - t``) is 0 contributes exactly 0.
-    ``target`` is broadcast (one-directionally) to ``probs``' shape; bool and
-    integer targets are read as 0/1.  ``ValueError`` if any probability or
+    ``loss = -w [t log p + (1 - t) log1p(-p)]`` elementwise, where a term
+    whose coefficient (``t`` or ``1 - t``) is 0 contributes exactly 0, and
+    ``w`` is ``weight`` (default 1; PyTorch's elementwise rescaling, not
+    validated).  ``target`` and ``weight`` are broadcast (one-directionally)
+    to ``probs``' shape; bool and integer targets are read as 0/1.  ``ValueError`` if any probability or
     target is outside ``[0, 1]`` or NaN, or if ``eps`` is not in
     ``[0, 0.5]``.  ``"mean"`` averages over all elements (NaN if empty).
 
@@ -980,6 +1046,7 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
     _check_reduction(reduction)
     p, dtype = _as_float(probs, "probs")
     t = _broadcast_to(_as_float64(target, "target"), p.shape, "target", "probs'")
+    w = 1.0 if weight is None else _broadcast_to(_as_float64(weight, "weight"), p.shape, "weight", "probs'")
     if eps is None:
         eps = float(np.finfo(dtype).eps)
     else:
@@ -995,7 +1062,7 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = np.where(t != 0, t * np.log(pc), 0.0)
         neg = np.where(t != 1, (1.0 - t) * np.log1p(-pc), 0.0)
-    per = -(pos + neg)
+    per = w * -(pos + neg)
     return _reduce(per, np.sum(per), per.size, reduction, dtype)
 
 
@@ -1004,26 +1071,54 @@ def binary_cross_entropy(probs, target, *, eps=None, reduction="mean", num_threa
 # ---------------------------------------------------------------------------
 
 
-def _rows_along(x, axis, name):
-    """Validate and move ``axis`` last: ``(2-D rows, dtype, axis, shape)``."""
+def _rows_along(x, axis, name, empty_ok=False):
+    """Validate and move the class axes last, flattened into one:
+    ``(2-D rows, dtype, axes, shape with the class axes last)``.  ``axis``
+    is an int or a tuple of ints (distinct); ``empty_ok``: an empty class
+    axis is allowed."""
     a, dtype = _as_float(x, name)
     if a.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension")
-    ax = _normalize_axis(axis, a.ndim)
-    n_classes = a.shape[ax]
-    if n_classes == 0:
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if not axes:
+        raise ValueError("axis=() names no class axis")
+    axes = tuple(_normalize_axis(ax, a.ndim) for ax in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"duplicate value in 'axis': {axis!r}")
+    moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
+    n_classes = int(np.prod(moved.shape[a.ndim - len(axes) :]))
+    if n_classes == 0 and not empty_ok:
         raise ValueError(f"{name} has an empty axis {axis} (C == 0)")
-    moved = np.moveaxis(a, ax, -1)
-    return moved.reshape(-1, n_classes), dtype, ax, moved.shape
+    rows = moved.reshape(int(np.prod(moved.shape[: a.ndim - len(axes)])), n_classes)
+    return rows, dtype, axes, moved.shape
 
 
-def logsumexp(x, *, axis=-1, num_threads=None):
+def _restore(rows, axes, moved_shape):
+    """Undo :func:`_rows_along` for a row-wise result."""
+    k = len(axes)
+    nd = len(moved_shape)
+    return np.moveaxis(rows.reshape(moved_shape), tuple(range(nd - k, nd)), axes)
+
+
+def _reduced(values, axes, moved_shape, keepdims, dtype):
+    """A per-row result in the input's shape without ``axes`` (length-1 axes
+    with ``keepdims``); a NumPy scalar when 0-d."""
+    k = len(axes)
+    res = values.reshape(moved_shape[: len(moved_shape) - k])
+    if keepdims:
+        res = np.expand_dims(res, axes)
+    return np.asarray(res, dtype=dtype)[()]
+
+
+def logsumexp(x, *, axis=-1, keepdims=False, num_threads=None):
     """``log(sum(exp(x), axis))``, stably, as ``scipy.special.logsumexp``.
 
     Computed as ``m + log1p(s')`` (see the module docstring).  Edge rules as
     SciPy: a NaN in the row gives NaN; otherwise any ``+inf`` gives ``+inf``;
-    an all ``-inf`` row gives ``-inf``.  The result has ``x``'s shape without
-    ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` -> ``ValueError``.
+    an all ``-inf`` row gives ``-inf``, and so does an empty ``axis`` (the
+    log of an empty sum).  ``axis`` is an int or a tuple of ints (reduced as
+    one flattened axis); the result has ``x``'s shape without ``axis`` (its
+    axes kept with length 1 when ``keepdims``; a NumPy scalar when 0-d).
 
     Examples
     --------
@@ -1033,11 +1128,13 @@ def logsumexp(x, *, axis=-1, num_threads=None):
     array([0.69314718, 0.69314718])
     """
     _check_num_threads(num_threads)
-    x2, dtype, _, moved_shape = _rows_along(x, axis, "x")
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
+    if x2.shape[1] == 0:
+        return _reduced(np.full(x2.shape[0], -np.inf), axes, moved_shape, keepdims, dtype)
     m, _, _, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         lse = np.where(np.isinf(m), m, m + np.log1p(sp))
-    return np.asarray(lse.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(lse, axes, moved_shape, keepdims, dtype)
 
 
 def log_softmax(x, *, axis=-1, out=None, num_threads=None):
@@ -1047,8 +1144,9 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (SciPy gives
     NaN at ``+inf`` positions and ``-inf`` elsewhere for ``+inf`` rows; we
     make the whole row NaN, as for the losses).  ``-inf`` entries of a valid
-    row give ``-inf``.  ``out``: writable C-contiguous ndarray of ``x``'s
-    shape and compute dtype.  ``C == 0`` -> ``ValueError``.
+    row give ``-inf``.  ``axis``: an int or a tuple of ints (one flattened
+    axis).  ``out``: writable C-contiguous ndarray of ``x``'s shape and
+    compute dtype.  An empty ``axis`` gives an empty result.
 
     Examples
     --------
@@ -1058,22 +1156,24 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     array([-0.69314718, -0.69314718])
     """
     _check_num_threads(num_threads)
-    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
-    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
     if out is not None:
-        _check_out(out, full_shape, dtype)
+        _check_out(out, np.shape(x), dtype)
+    if x2.size == 0:
+        return _finish(_restore(x2, axes, moved_shape), dtype, out)
     m, _, _, sp = _row_stats(x2)
     res = -_neg_log_softmax(x2, m, sp)
     res[_bad_rows(x2)] = np.nan
-    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+    return _finish(_restore(res, axes, moved_shape), dtype, out)
 
 
 def softmax(x, *, axis=-1, out=None, num_threads=None):
     """``exp(x - logsumexp(x))`` along ``axis``, as ``scipy.special.softmax``.
 
     A row with NaN or ``+inf`` anywhere, or all ``-inf``, is all NaN (as
-    SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``out`` as for
-    :func:`log_softmax`.  ``C == 0`` -> ``ValueError``.
+    SciPy).  ``-inf`` entries of a valid row give exactly 0.  ``axis`` and
+    ``out`` as for :func:`log_softmax`; an empty ``axis`` gives an empty
+    result.
 
     Examples
     --------
@@ -1084,15 +1184,16 @@ def softmax(x, *, axis=-1, out=None, num_threads=None):
            [1.  , 0.  ]])
     """
     _check_num_threads(num_threads)
-    x2, dtype, ax, moved_shape = _rows_along(x, axis, "x")
-    full_shape = tuple(np.moveaxis(np.empty(moved_shape, dtype=bool), -1, ax).shape)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
     if out is not None:
-        _check_out(out, full_shape, dtype)
+        _check_out(out, np.shape(x), dtype)
+    if x2.size == 0:
+        return _finish(_restore(x2, axes, moved_shape), dtype, out)
     _, _, e, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         res = _softmax_from_stats(e, sp)
     res[_bad_rows(x2)] = np.nan
-    return _finish(np.moveaxis(res.reshape(moved_shape), -1, ax), dtype, out)
+    return _finish(_restore(res, axes, moved_shape), dtype, out)
 
 
 def entropy(probs, *, axis=-1, num_threads=None):
@@ -1101,8 +1202,8 @@ def entropy(probs, *, axis=-1, num_threads=None):
     Unlike ``scipy.stats.entropy`` the input is **not** renormalised (this is
     ``scipy.special.entr(p).sum(axis)``).  Negative probabilities ->
     ``ValueError``; NaN propagates to its row.  The result has the input's
-    shape without ``axis`` (a NumPy scalar for 1-D input).  ``C == 0`` ->
-    ``ValueError``.
+    shape without ``axis`` (an int or a tuple of ints; a NumPy scalar when
+    0-d).  ``C == 0`` -> ``ValueError``.
 
     Examples
     --------
@@ -1112,13 +1213,12 @@ def entropy(probs, *, axis=-1, num_threads=None):
     array([0.69314718, 0.        ])
     """
     _check_num_threads(num_threads)
-    p2, dtype, _, moved_shape = _rows_along(probs, axis, "probs")
+    p2, dtype, axes, moved_shape = _rows_along(probs, axis, "probs")
     if np.any(p2 < 0):
         raise ValueError("probs must be non-negative")
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = np.where(p2 == 0, 0.0, -p2 * np.log(p2))
-    h = terms.sum(axis=-1)
-    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(terms.sum(axis=-1), axes, moved_shape, False, dtype)
 
 
 def softmax_entropy(logits, *, axis=-1, num_threads=None):
@@ -1138,14 +1238,206 @@ def softmax_entropy(logits, *, axis=-1, num_threads=None):
     array([1.38629436])
     """
     _check_num_threads(num_threads)
-    x2, dtype, _, moved_shape = _rows_along(logits, axis, "logits")
+    x2, dtype, axes, moved_shape = _rows_along(logits, axis, "logits")
     m, _, e, sp = _row_stats(x2)
     with np.errstate(invalid="ignore"):
         p = _softmax_from_stats(e, sp)
         terms = np.where(p == 0, 0.0, p * (m[:, None] - x2))
         h = np.log1p(sp) + terms.sum(axis=-1)
     h[_bad_rows(x2)] = np.nan
-    return np.asarray(h.reshape(moved_shape[:-1]), dtype=dtype)[()]
+    return _reduced(h, axes, moved_shape, False, dtype)
+
+
+# ---------------------------------------------------------------------------
+# The drop-ins' semantics (ce_fast.scipy, ce_fast.sklearn) on NumPy input
+# ---------------------------------------------------------------------------
+
+
+def _scipy_promote(arrays, force_floating):
+    """SciPy's xp_promote: the result dtype of the arguments (iterables as
+    arrays, scalars weak), a float with ``force_floating``."""
+    args = [np.asarray(v) if np.iterable(v) else v for v in arrays if v is not None]
+    return np.result_type(*args, *([1.0] if force_floating else []))
+
+
+def scipy_logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+    """``scipy.special.logsumexp`` (SciPy 1.17.1) on real NumPy input.
+
+    ``a`` and ``b`` broadcast with each other; the dtype is their promotion
+    with a Python float.  Per reduced slice: elements with ``b == 0`` are
+    left out (``a`` set to -inf); ``m = max a``; ``M`` = the sum of ``b``
+    over the maxima, ``s`` = the sum of ``b exp(a - m)`` over the rest,
+    ``s / M`` unless ``s == 0``; ``sign = sign(s + 1) sign(M)``;
+    ``out = log|1 + s| + log|M| + m``, NaN where ``sign < 0`` unless the sign
+    is returned.  Where that is not finite, the direct form
+    ``log(sum b exp(a))`` (in the dtype: an ``exp`` that overflows is inf)
+    and its sign.  An empty ``a`` gives -inf (sign -1).  Sums in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> reference.scipy_logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    """
+    dtype = _scipy_promote([a, b], True)
+    arrs = [np.asarray(v, dtype=dtype) for v in (a, b) if v is not None]
+    shape = np.broadcast_shapes(*(v.shape for v in arrs))
+    arrs = [np.atleast_1d(np.broadcast_to(v, shape)) for v in arrs]
+    x = arrs[0]
+    w = arrs[1] if b is not None else np.ones_like(x)
+    axes = tuple(range(x.ndim)) if axis is None else axis
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    axes = tuple(sorted(ax % x.ndim for ax in axes))
+    rest = [k for k in range(x.ndim) if k not in axes]
+    out_shape = [x.shape[k] for k in rest]
+    if x.size == 0:
+        out = np.full(out_shape, -np.inf)
+        sgn = np.full(out_shape, -1.0)
+    else:
+        n_cls = int(np.prod([x.shape[k] for k in axes]))
+        xr = np.moveaxis(x, axes, tuple(range(-len(axes), 0))).reshape(int(np.prod(out_shape)), n_cls)
+        wr = np.moveaxis(w, axes, tuple(range(-len(axes), 0))).reshape(xr.shape)
+        out = np.empty(xr.shape[0])
+        sgn = np.empty(xr.shape[0])
+        with np.errstate(all="ignore"):
+            for i, (row, bw) in enumerate(zip(xr.astype(np.float64), wr.astype(np.float64))):
+                ap = np.where(bw != 0, row, -np.inf)
+                m = np.max(ap)
+                at = ap == m
+                M = np.sum(bw[at])
+                s = np.sum((bw * np.exp(ap - m))[~at])
+                s = s if s == 0 else s / M
+                sg = np.sign(s + 1) * np.sign(M)
+                o = np.log(np.abs(1 + s)) if s < -1 else np.log1p(s)
+                o = o + np.log(np.abs(M)) + m
+                if not return_sign and sg < 0:
+                    o = np.nan
+                if not np.isfinite(dtype.type(o)):
+                    direct = np.sum((wr[i] * np.exp(xr[i].astype(dtype))).astype(np.float64))
+                    sg = np.sign(direct)
+                    o = np.log(np.abs(direct)) if return_sign else np.log(direct)
+                out[i], sgn[i] = o, sg
+        out, sgn = out.reshape(out_shape), sgn.reshape(out_shape)
+    if keepdims:
+        out, sgn = np.expand_dims(out, axes), np.expand_dims(sgn, axes)
+    out, sgn = out.astype(dtype)[()], sgn.astype(dtype)[()]
+    return (out, sgn) if return_sign else out
+
+
+def scipy_entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", keepdims=False):
+    """``scipy.stats.entropy`` (SciPy 1.17.1) on real NumPy input.
+
+    ``pk`` and ``qk`` broadcast; along ``axis`` (an int, a tuple, or None for
+    all) each is normalised, ``u = pk / sum pk`` and ``v = qk / sum qk`` (in
+    the promoted dtype), and the result is ``sum entr(u)`` or
+    ``sum rel_entr(u, v)``: ``-u log u`` (0 at 0, -inf below), and
+    ``u log(u / v)`` for ``u, v > 0`` (as ``u log1p((u - v) / v)`` for
+    ``0.5 < u / v < 2``, ``u (log u - log v)`` where ``u / v`` overflows or
+    underflows), 0 for ``u == 0 <= v``, +inf otherwise; NaN in gives NaN (for 1-d input, before the shapes and
+    ``base`` are checked, as SciPy's decorator does).  ``nan_policy="omit"``
+    drops the positions where ``pk`` or ``qk`` is NaN, ``"raise"`` refuses
+    NaN.  Divided by
+    ``log(base)``.  float32 (and float16) give float32, the rest float64.
+
+    Examples
+    --------
+    >>> from ce_fast import reference
+    >>> float(reference.scipy_entropy([0.5, 0.5], base=2))
+    1.0
+    """
+    if nan_policy not in ("propagate", "raise", "omit"):
+        raise ValueError("nan_policy must be one of {'propagate', 'raise', 'omit'}")
+    dtype = _scipy_promote([pk, qk], False)
+    cdt = np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize <= 4 else np.dtype(np.float64)
+    ss = [np.atleast_1d(np.asarray(v, dtype=dtype)) for v in (pk, qk) if v is not None]
+    if axis is None:
+        reduced = tuple(range(max(v.ndim for v in ss)))
+        ss = [v.ravel() for v in ss]
+        axes = tuple(range(1))
+    else:
+        reduced = axis if isinstance(axis, tuple) else (axis,)
+    if nan_policy == "propagate" and all(v.ndim == 1 for v in ss):
+        # SciPy's 1-d path: NaN in, NaN out, before the shapes or base are checked
+        if any(v.dtype.kind == "f" and np.isnan(v).any() for v in ss):
+            nan = np.result_type(*ss, 1.0).type(np.nan)
+            return np.expand_dims(nan, reduced) if keepdims else nan
+    shape = np.broadcast_shapes(*(v.shape for v in ss))
+    ss = [np.broadcast_to(v, shape) for v in ss]
+    if axis is not None:
+        axes = tuple(sorted(ax % len(shape) for ax in reduced))
+    if nan_policy == "raise" and any(np.isnan(v.astype(np.float64)).any() for v in ss):
+        raise ValueError("The input contains nan values")
+    if base is not None and base <= 0:
+        raise ValueError("`base` must be a positive number or `None`.")
+    rest = [k for k in range(len(shape)) if k not in axes]
+    out_shape = [shape[k] for k in rest]
+    n_cls = int(np.prod([shape[k] for k in axes]))
+    rows = [
+        np.moveaxis(v, axes, tuple(range(-len(axes), 0))).reshape(int(np.prod(out_shape)), n_cls) for v in ss
+    ]
+    res = np.empty(len(rows[0]))
+    with np.errstate(all="ignore"):
+        for i in range(len(res)):
+            p = rows[0][i].astype(cdt)
+            q = rows[1][i].astype(cdt) if len(rows) > 1 else None
+            keep = np.ones(p.shape, bool)
+            if nan_policy == "omit":
+                keep = ~np.isnan(p) & (np.ones_like(keep) if q is None else ~np.isnan(q))
+            p = p[keep]
+            u = (p / cdt.type(p.astype(np.float64).sum())).astype(np.float64)
+            if q is None:
+                t = np.where(u > 0, -u * np.log(u), np.where(u == 0, 0.0, -np.inf))
+                t = np.where(np.isnan(u), np.nan, t)
+            else:
+                q = q[keep]
+                v = (q / cdt.type(q.astype(np.float64).sum())).astype(np.float64)
+                r = u / v  # SciPy's three forms of u log(u / v), by the ratio
+                lr = np.where((r > 0.5) & (r < 2), np.log1p((u - v) / v), np.log(r))
+                lr = np.where((r > np.finfo(float).tiny) & (r < np.inf), lr, np.log(u) - np.log(v))
+                t = np.where((u > 0) & (v > 0), u * lr, np.where((u == 0) & (v >= 0), 0.0, np.inf))
+                t = np.where(np.isnan(u) | np.isnan(v), np.nan, t)
+            res[i] = t.sum()
+    S = res.reshape(out_shape).astype(cdt)[()]
+    if int(np.prod(out_shape)) == 0:  # SciPy's NaN-filled empty result, in its own dtype
+        S = np.full(out_shape, np.nan, np.result_type(dtype, 1.0))
+    if base is not None:
+        S = np.true_divide(S, float(np.log(base)))
+    return np.expand_dims(S, reduced) if keepdims else S
+
+
+def sklearn_log_loss(y_true, y_proba, *, normalize=True, sample_weight=None, labels=None):
+    """``sklearn.metrics.log_loss`` (scikit-learn 1.9.1) on valid input.
+
+    The classes are the sorted unique values of ``labels`` (else of
+    ``y_true``); a 1-d ``y_proba`` is the positive class of a binary problem
+    (columns ``1 - p, p``).  Row i's loss is ``-log(clip(p[i, y_i], eps,
+    1 - eps))`` with ``eps`` the machine epsilon of ``y_proba``'s dtype
+    (float32 or float64), clipped in that dtype; the result is the
+    (weighted) mean, or the (weighted) sum without ``normalize``, as a
+    Python float.  Probabilities are not renormalised.  (scikit-learn's
+    input checks, warnings and errors are not repeated here.)
+
+    Examples
+    --------
+    >>> from ce_fast import reference
+    >>> round(reference.sklearn_log_loss([1, 0], [[0.2, 0.8], [0.6, 0.4]]), 6)
+    0.366985
+    """
+    p = np.asarray(y_proba)
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    if p.ndim == 1 or p.shape[1] == 1:
+        p1 = p.reshape(-1)
+        p = np.stack([1 - p1, p1], axis=1)
+    classes = np.unique(np.asarray(y_true) if labels is None else np.asarray(labels))
+    idx = np.searchsorted(classes, np.asarray(y_true))
+    eps = np.finfo(p.dtype).eps
+    py = np.clip(p[np.arange(len(idx)), idx], eps, p.dtype.type(1) - eps)
+    loss = -np.log(py.astype(np.float64))
+    w = np.ones(len(loss)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    total = float(np.sum(w * loss))
+    return total / float(np.sum(w)) if normalize else total
 
 
 # Examples of the functions whose docstrings are assembled above.
@@ -1253,3 +1545,472 @@ _add_examples(
            [ 0.5,  0. ]]), None)
 """,
 )
+
+
+# ---------------------------------------------------------------------------
+# Divergences between a teacher and the student's softmax (distillation)
+# ---------------------------------------------------------------------------
+
+_TEACHER_KINDS = ("logits", "log_probs", "probs")
+
+
+def _log_softmax_rows(z):
+    """``(log softmax, softmax)`` of the rows of a 2-D float64 array (rows
+    with NaN, +inf or all -inf give garbage the caller masks)."""
+    m, _, e, sp = _row_stats(z)
+    with np.errstate(invalid="ignore"):
+        return _neg_log_softmax(z, m, sp) * -1.0, _softmax_from_stats(e, sp)
+
+
+def _divergence(
+    student,
+    teacher,
+    *,
+    beta,
+    direction,
+    teacher_is,
+    temperature,
+    axis,
+    sample_weight,
+    ignore_index,
+    target,
+    reduction,
+    num_threads,
+    want_grad,
+    grad_output=None,
+    out=None,
+):
+    """Shared implementation of ``kl_divergence*`` (``beta`` None) and
+    ``js_divergence*``."""
+    # -- options --------------------------------------------------------------
+    _check_num_threads(num_threads)
+    _check_reduction(reduction)
+    if not isinstance(teacher_is, str) or teacher_is not in _TEACHER_KINDS:
+        raise ValueError(f"teacher_is must be one of {_TEACHER_KINDS}, got {teacher_is!r}")
+    if beta is None:
+        if direction not in ("forward", "reverse"):
+            raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+        kind = direction
+    else:
+        beta = _real_scalar(beta, "beta")
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+        kind = "forward" if beta == 0.0 else "reverse" if beta == 1.0 else "js"
+    T = _real_scalar(temperature, "temperature")
+    if not 0.0 < T < np.inf:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    if (target is None) != (ignore_index is None):
+        raise ValueError("target and ignore_index go together")
+
+    # -- arrays ---------------------------------------------------------------
+    x, dtype = _as_float(student, "student")
+    t = _as_float64(teacher, "teacher")
+    if x.ndim == 0:
+        raise ValueError("student must have at least one dimension (the class axis)")
+    if t.shape != x.shape:
+        raise ValueError(f"teacher must have the student's shape {x.shape}, got {t.shape}")
+    ax = _normalize_axis(axis, x.ndim)
+    C = x.shape[ax]
+    if C == 0:
+        raise ValueError("student has an empty class axis (C == 0)")
+    sample_shape = x.shape[:ax] + x.shape[ax + 1 :]
+    moved_shape = sample_shape + (C,)
+    a = np.moveaxis(x, ax, -1).reshape(-1, C) / T
+    b = np.moveaxis(t, ax, -1).reshape(-1, C)
+    n_rows = a.shape[0]
+    keep = np.ones(n_rows, dtype=bool)
+    if target is not None:
+        y = _to_array(target, "target")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"target: expected integer tokens, got dtype {y.dtype}")
+        if y.shape != sample_shape:
+            raise ValueError(f"target must hold integer tokens of shape {sample_shape}, got {y.shape}")
+        keep = y.reshape(-1) != ignore_index
+    sw = np.ones(n_rows)
+    if sample_weight is not None:
+        sw = _broadcast_to(_as_float64(sample_weight, "sample_weight"), sample_shape, "sample_weight",
+                           "per-sample loss").reshape(-1)  # fmt: skip
+    if want_grad:
+        go = _grad_output(grad_output, reduction, sample_shape)
+        if reduction == "none":
+            go = go.reshape(-1)
+        if out is not None:
+            _check_out(out, x.shape, dtype)
+
+    # -- the two distributions --------------------------------------------------
+    log_q, q = _log_softmax_rows(a)
+    bad = _bad_rows(a) | np.isnan(b).any(axis=-1) | np.isposinf(b).any(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if teacher_is == "logits":
+            b = b / T
+            log_p, p = _log_softmax_rows(b)
+            bad |= np.isneginf(b).all(axis=-1)
+            z = np.ones(n_rows)
+        elif teacher_is == "log_probs":
+            log_p, p = b, np.exp(b)
+            z = p.sum(axis=-1)
+        else:
+            bad |= (b < 0).any(axis=-1)
+            log_p, p = np.log(b), b
+            z = p.sum(axis=-1)
+
+        # -- the divergence per row: zero weights contribute exactly 0 -------------
+        r = log_p - log_q
+        if kind == "forward":
+            d = np.where(p > 0, p * r, 0.0).sum(axis=-1)
+            lower = np.where(z > 0, z * np.log(z), 0.0)  # Gibbs: >= Z log Z
+        elif kind == "reverse":
+            d = np.where(q > 0, -q * r, 0.0).sum(axis=-1)
+            lower = -np.log(z)  # >= -log Z
+        else:
+            log_m = np.log(beta * p + (1.0 - beta) * q)
+            rho_q = log_q - log_m
+            tq = np.where(q > 0, q * rho_q, 0.0)
+            d = (np.where(p > 0, beta * p * (log_p - log_m), 0.0) + (1.0 - beta) * tq).sum(axis=-1)
+            lower = np.zeros(n_rows)
+        if teacher_is == "logits":
+            lower = np.zeros(n_rows)
+        d = np.maximum(d, lower)  # below the bound only by rounding
+        d[bad] = np.nan
+        loss_rows = np.where(keep, sw * d, 0.0)
+
+    loss = _reduce(loss_rows.reshape(sample_shape), np.sum(loss_rows), np.sum(sw[keep]), reduction, dtype)
+    if not want_grad:
+        return loss
+
+    # -- the gradient with respect to a = student / T, then x ----------------------
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "forward":
+            g = q * z[:, None] - p
+        elif kind == "reverse":
+            g = np.where(q > 0, q * (-r - d[:, None]), 0.0)
+            g[np.isposinf(d)] = np.nan  # no derivative
+        else:
+            g = (1.0 - beta) * np.where(q > 0, q * (rho_q - tq.sum(axis=-1)[:, None]), 0.0)
+        if reduction == "none":
+            scale = go
+        elif reduction == "sum":
+            scale = np.full(n_rows, float(go))
+        else:
+            denominator = np.sum(sw[keep])
+            scale = np.full(n_rows, float(go) / denominator if denominator != 0 else np.nan)
+        g = g * (sw * scale / T)[:, None]
+        g[bad] = np.nan
+        g[~keep] = 0.0
+    grad = np.moveaxis(g.reshape(moved_shape), -1, ax)
+    return loss, _finish(grad, dtype, out)
+
+
+def kl_divergence(
+    student,
+    teacher,
+    *,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+):
+    """KL(P || Q) (``direction="forward"``) or KL(Q || P) per row, with
+    Q = softmax(student / T) and P = softmax(teacher / T) (``teacher_is=
+    "logits"``), exp(teacher) ("log_probs") or teacher ("probs", never
+    renormalised, as ``torch.nn.functional.kl_div``); no T**2 factor.
+
+    Per row: ``sum_{P > 0} P (log P - log Q)`` (forward) or
+    ``sum_{Q > 0} Q (log Q - log P)`` (reverse), clamped below at the bound
+    Gibbs' inequality gives (0; ``Z log Z`` resp. ``-log Z`` for a given
+    teacher whose probabilities sum to Z). ``"mean"``: the sum of
+    ``s_i D_i`` over rows whose ``target`` is not ``ignore_index``, divided
+    by their ``sum s_i`` (torch's "batchmean"). NaN rows: NaN, +inf or all
+    -inf student; NaN or +inf teacher; all -inf teacher logits; negative
+    teacher probabilities.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> s = np.array([[0.0, 0.0]]); p = np.array([[0.75, 0.25]])
+    >>> bool(np.isclose(reference.kl_divergence(s, p, teacher_is="probs"),
+    ...                 0.75 * np.log(1.5) + 0.25 * np.log(0.5)))
+    True
+    """
+    return _divergence(
+        student, teacher, beta=None, direction=direction, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=False,
+    )  # fmt: skip
+
+
+def kl_divergence_and_grad(
+    student,
+    teacher,
+    *,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    """``(kl_divergence(...), d/d student)``: per row ``(Z Q - P) / T``
+    (forward) or ``Q (log Q - log P - KL) / T`` (reverse; NaN where the KL is
+    infinite), times ``s_i``, ``grad_output`` and 1/denominator for "mean".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> s = np.zeros((1, 2)); p = np.array([[0.75, 0.25]])
+    >>> reference.kl_divergence_and_grad(s, p, teacher_is="probs")[1]
+    array([[-0.25,  0.25]])
+    """
+    return _divergence(
+        student, teacher, beta=None, direction=direction, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=True,
+        grad_output=grad_output, out=out,
+    )  # fmt: skip
+
+
+def js_divergence(
+    student,
+    teacher,
+    *,
+    beta=0.5,
+    teacher_is="logits",
+    temperature=1.0,
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+):
+    """The generalised JSD ``beta KL(P || M) + (1 - beta) KL(Q || M)`` with
+    ``M = beta P + (1 - beta) Q``, P and Q as :func:`kl_divergence`; beta = 0
+    is defined as the forward KL(P || Q) and beta = 1 as the reverse
+    KL(Q || P) (TRL's GKD, Liger-Kernel's JSD). Clamped below at 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> s = np.array([[0.0, 0.0]]); t = np.array([[0.0, -np.inf]])
+    >>> bool(np.isclose(reference.js_divergence(s, t), 0.75 * np.log(4 / 3)))
+    True
+    """
+    return _divergence(
+        student, teacher, beta=beta, direction=None, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=False,
+    )  # fmt: skip
+
+
+def js_divergence_and_grad(
+    student,
+    teacher,
+    *,
+    beta=0.5,
+    teacher_is="logits",
+    temperature=1.0,
+    axis=-1,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    out=None,
+):
+    """``(js_divergence(...), d/d student)``: per row
+    ``(1 - beta) Q (rho - sum Q rho) / T`` with ``rho = log(Q / M)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> x = np.array([[1.0, 2.0, 3.0]])
+    >>> bool(np.abs(reference.js_divergence_and_grad(x, x)[1]).max() < 1e-15)
+    True
+    """
+    return _divergence(
+        student, teacher, beta=beta, direction=None, teacher_is=teacher_is,
+        temperature=temperature, axis=axis, sample_weight=sample_weight, ignore_index=ignore_index,
+        target=target, reduction=reduction, num_threads=num_threads, want_grad=True,
+        grad_output=grad_output, out=out,
+    )  # fmt: skip
+
+
+def _linear_divergence(fn, opts):
+    """``fn(hidden @ weight.T + bias, teacher logits, **keywords)`` for the
+    linear function whose ``locals()`` are ``opts``, the teacher given as an
+    array or as ``teacher_hidden @ teacher_weight.T + teacher_bias``; a
+    gradient (when ``fn`` gives one) pushed back through the student's layer:
+    ``(loss, d_hidden, d_weight, d_bias)``."""
+    layer = ("hidden", "weight", "teacher", "bias", "teacher_hidden", "teacher_weight", "teacher_bias")
+    kw = {k: v for k, v in opts.items() if k not in layer and k != "chunk_size"}
+    z, h, w, dtype = _linear_logits(opts["hidden"], opts["weight"], opts["bias"])
+    teacher = opts["teacher"]
+    if (teacher is None) == (opts["teacher_hidden"] is None and opts["teacher_weight"] is None):
+        raise ValueError("give the teacher either as an array (teacher) or as teacher_hidden, teacher_weight")
+    if teacher is None:
+        if kw["teacher_is"] != "logits":
+            raise ValueError("a teacher given as a layer (teacher_hidden, teacher_weight) gives logits")
+        teacher, *_ = _linear_logits(opts["teacher_hidden"], opts["teacher_weight"], opts["teacher_bias"])
+    res = fn(z, teacher, **kw)
+    if not isinstance(res, tuple):
+        return res.astype(dtype) if isinstance(res, np.ndarray) else dtype.type(res)
+    loss, g = res
+    n = int(np.prod(h.shape[:-1]))
+    g2, h2 = g.reshape(n, w.shape[0]), h.reshape(n, w.shape[1])
+    loss = loss.astype(dtype) if isinstance(loss, np.ndarray) else dtype.type(loss)
+    d_bias = None if opts["bias"] is None else g2.sum(axis=0).astype(dtype)
+    return loss, (g @ w).astype(dtype), (g2.T @ h2).astype(dtype), d_bias
+
+
+def linear_kl_divergence(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    chunk_size=None,
+):
+    """``kl_divergence(hidden @ weight.T + bias, teacher, ...)``, the teacher's
+    logits being ``teacher_hidden @ teacher_weight.T + teacher_bias`` when it
+    is given as a layer; the logits are materialised here (the specification),
+    ``chunk_size`` is accepted and ignored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> float(reference.linear_kl_divergence(h, W, teacher_hidden=h, teacher_weight=W))
+    0.0
+    """
+    return _linear_divergence(kl_divergence, locals())
+
+
+def linear_kl_divergence_and_grad(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    direction="forward",
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    chunk_size=None,
+):
+    """``(loss, d_hidden, d_weight, d_bias)`` of :func:`linear_kl_divergence`
+    by the chain rule through the materialised logits (G their gradient):
+    ``G @ weight``, ``G.T @ hidden``, ``G.sum(rows)`` (None without ``bias``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> reference.linear_kl_divergence_and_grad(h, W, np.zeros((2, 4)))[2]
+    array([[0., 0., 0.],
+           [0., 0., 0.],
+           [0., 0., 0.],
+           [0., 0., 0.]])
+    """
+    return _linear_divergence(kl_divergence_and_grad, locals())
+
+
+def linear_js_divergence(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    beta=0.5,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    chunk_size=None,
+):
+    """``js_divergence(hidden @ weight.T + bias, teacher, ...)``, as
+    :func:`linear_kl_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> float(reference.linear_js_divergence(h, W, np.zeros((2, 4)), beta=0.2))
+    0.0
+    """
+    return _linear_divergence(js_divergence, locals())
+
+
+def linear_js_divergence_and_grad(
+    hidden,
+    weight,
+    teacher=None,
+    *,
+    beta=0.5,
+    bias=None,
+    teacher_hidden=None,
+    teacher_weight=None,
+    teacher_bias=None,
+    teacher_is="logits",
+    temperature=1.0,
+    sample_weight=None,
+    ignore_index=None,
+    target=None,
+    reduction="mean",
+    num_threads=None,
+    grad_output=None,
+    chunk_size=None,
+):
+    """``(loss, d_hidden, d_weight, d_bias)`` of :func:`linear_js_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ce_fast import reference
+    >>> h, W = np.ones((2, 3)), np.zeros((4, 3))
+    >>> reference.linear_js_divergence_and_grad(h, W, np.zeros((2, 4)), bias=np.zeros(4))[3]
+    array([0., 0., 0., 0.])
+    """
+    return _linear_divergence(js_divergence_and_grad, locals())

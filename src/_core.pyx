@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Thin binding over the C kernels: unpack arrays into pointers, release the
-GIL, call, and hand back the C layer's error code. All validation and all
-allocation happen in the Python layer (ce_fast/_validation.py), except in
-the *_fast functions: the common call's checks, done in C so that a tiny call
-costs little more than the kernel."""
+GIL, call, and hand back the C layer's status. All validation and all
+allocation happen in the Python layer (the parsers of ce_fast._validation),
+except in the *_fast functions: the common call's checks, done in C so that
+a tiny call costs little more than the kernel. The C interface and its enums
+are declared in _core.pxd."""
 
 from libc.stdint cimport int64_t
 from libc.string cimport memset
@@ -15,75 +16,8 @@ cdef extern from "numpy/arrayobject.h":
     # (commented out in NumPy's pxd) a NumPy scalar of the dtype from C data
     object PyArray_Scalar(void *data, void *descr, object base)
 
-cdef extern from "ce_kernels.h" nogil:
-    int CE_OK, CE_ERR_TARGET_INDEX, CE_ERR_NOMEM
-    ctypedef struct ce_cat_args:
-        const void *x
-        int64_t outer, C, inner
-        int64_t xs_o, xs_c, xs_i
-        const int64_t *target
-        const void *q
-        int64_t qs_o, qs_c, qs_i
-        const void *weight
-        const void *sample_weight
-        const void *grad_output
-        double grad_output_scalar
-        int64_t ignore_index
-        double label_smoothing, z_loss, softcap
-        int reduction
-        void *loss_out
-        void *grad
-        int num_threads
-        double loss
-        int64_t err_pos, err_val
-    int ce_categorical(int is_double, ce_cat_args *a)
-    int CE_ERR_DOMAIN
-    ctypedef struct ce_bin_args:
-        int mode
-        int64_t rows, cols
-        const void *x
-        int64_t xs_r, xs_c
-        const void *t
-        int64_t ts_r, ts_c
-        const void *w
-        int64_t ws_r, ws_c
-        const void *pw
-        int64_t pws_r, pws_c
-        const void *go
-        int64_t gos_r, gos_c
-        double grad_output_scalar
-        double eps
-        int reduction
-        void *loss_out
-        void *grad
-        int num_threads
-        double loss
-        int err_arg
-        int64_t err_pos
-        double err_fval
-    int ce_binary(int is_double, ce_bin_args *a)
-    ctypedef struct ce_sm_args:
-        int op
-        const void *x
-        int64_t outer, C, inner
-        int64_t xs_o, xs_c, xs_i
-        void *out
-        int num_threads
-        int64_t err_pos
-        double err_fval
-    int ce_softmax_family(int is_double, ce_sm_args *a)
-    void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads)
-    const char *ce_isa()
-    const char *ce_isa_compiled()
-    const char *ce_isa_supported()
-    int ce_set_isa(const char *name)
-    const char *ce_compiler()
-    int ce_openmp_version()
-    int ce_default_threads()
-
-ERR_TARGET_INDEX = CE_ERR_TARGET_INDEX
-ERR_NOMEM = CE_ERR_NOMEM
-ERR_DOMAIN = CE_ERR_DOMAIN
+# after fork(), a stale OpenMP pool is never waited on (ce_fork.c)
+ce_fork_init()
 
 
 cdef inline const void *_ptr(object a):
@@ -97,7 +31,32 @@ cdef inline const void *_ptr(object a):
 # Each takes its arguments as the user passed them and returns None (the
 # Python layer then takes the general path, which validates, converts and
 # raises) unless every array is exactly an aligned, C-contiguous, native
-# float32/float64 ndarray that needs no conversion.
+# float32/float64 ndarray that needs no conversion. Each call that one of
+# them completes is counted, so that tests can prove which path ran.
+
+cdef enum:
+    FAST_CATEGORICAL, FAST_SOFTMAX, FAST_BINARY, N_FAST
+
+cdef long long _fast_hits[N_FAST]
+cdef bint _fast_enabled = True
+_FAST_NAMES = ("categorical", "softmax_family", "binary_logits")
+
+
+def fast_path_hits():
+    """How many calls each fast path has completed in this process (a test
+    hook: a fast path that stops being taken shows as a count that stays)."""
+    return {name: _fast_hits[i] for i, name in enumerate(_FAST_NAMES)}
+
+
+def set_fast_paths(bint enabled):
+    """Switch every fast path on or off (a test hook: with them off, each
+    call takes the general path, which tests compare bit for bit). Returns
+    the previous setting."""
+    global _fast_enabled
+    prev = _fast_enabled
+    _fast_enabled = enabled
+    return prev
+
 
 cdef inline bint _c_array(object a, int type_num, int ndim):
     """An aligned, C-contiguous, native-byte-order ndarray (exactly, not a
@@ -127,17 +86,19 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
 cdef object _fast_out(object out, cnp.ndarray x, cnp.ndarray other):
     """The result buffer of a fast call: a new array like x (out None), x
     itself (out is x and writable: in place), or out when it is a writable
-    fast-path array of x's shape and dtype overlapping neither x nor `other`
-    (which may be None); None to decline."""
+    fast-path array of x's shape and dtype that does not overlap x; in every
+    case one that does not overlap `other` (the target, or None). None
+    declines: the general path then snapshots what overlaps."""
     if out is None:
         return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    if other is not None and _c_array(out, cnp.PyArray_TYPE(x), -1) and _overlap(<cnp.ndarray>out, other):
+        return None
     if out is x:
         return x if cnp.PyArray_ISWRITEABLE(x) else None
     if not _c_array(out, cnp.PyArray_TYPE(x), cnp.PyArray_NDIM(x)):
         return None
     cdef cnp.ndarray g = <cnp.ndarray>out
-    if (not cnp.PyArray_SAMESHAPE(g, x) or not cnp.PyArray_ISWRITEABLE(g) or _overlap(g, x)
-            or (other is not None and _overlap(g, <cnp.ndarray>other))):
+    if not cnp.PyArray_SAMESHAPE(g, x) or not cnp.PyArray_ISWRITEABLE(g) or _overlap(g, x):
         return None
     return g
 
@@ -156,12 +117,12 @@ cdef object _scalar(double v, cnp.ndarray like):
     return PyArray_Scalar(&v32, <void *>cnp.PyArray_DESCR(like), None)
 
 
-def categorical_fast(x, target, int reduction, int num_threads, double grad_output_scalar,
+def categorical_fast(x, target, ce_reduction reduction, int num_threads, double grad_output_scalar,
                      bint want_grad, out):
     """cross_entropy(_grad) on 2-d logits and int64 labels with no options.
     Returns (loss, grad) or None."""
     cdef int tn = _float_type(x)
-    if tn < 0 or not _c_array(x, tn, 2) or not _c_array(target, cnp.NPY_INT64, 1):
+    if not _fast_enabled or tn < 0 or not _c_array(x, tn, 2) or not _c_array(target, cnp.NPY_INT64, 1):
         return None
     cdef cnp.ndarray ax = <cnp.ndarray>x, at = <cnp.ndarray>target
     cdef cnp.npy_intp N = cnp.PyArray_DIM(ax, 0), C = cnp.PyArray_DIM(ax, 1)
@@ -170,7 +131,7 @@ def categorical_fast(x, target, int reduction, int num_threads, double grad_outp
     g = _fast_out(out, ax, at) if want_grad else None
     if want_grad and g is None:
         return None
-    loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ax), tn, 0) if reduction == 0 else None
+    loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ax), tn, 0) if reduction == CE_RED_NONE else None
     cdef ce_cat_args a
     memset(&a, 0, sizeof(a))
     a.x = cnp.PyArray_DATA(ax)
@@ -190,22 +151,23 @@ def categorical_fast(x, target, int reduction, int num_threads, double grad_outp
         rc = ce_categorical(tn == cnp.NPY_DOUBLE, &a)
     if rc != CE_OK:
         return None
-    return (loss_out if reduction == 0 else _scalar(a.loss, ax)), g
+    _fast_hits[FAST_CATEGORICAL] += 1
+    return (loss_out if reduction == CE_RED_NONE else _scalar(a.loss, ax)), g
 
 
-def softmax_family_fast(int op, x, int num_threads, out):
-    """A softmax-family op over the last axis of a non-empty array (op as in
-    softmax_family; out only for 1 log_softmax and 2 softmax). Returns the
-    result array (reduced over the last axis for ops 0, 3, 4) or None."""
+def softmax_family_fast(ce_sm_op op, x, int num_threads, out):
+    """A softmax-family op over the last axis of a non-empty array (out only
+    for log_softmax and softmax). Returns the result array (reduced over the
+    last axis for the other ops) or None."""
     cdef int tn = _float_type(x)
-    if tn < 0 or not _c_array(x, tn, -1):
+    if not _fast_enabled or tn < 0 or not _c_array(x, tn, -1):
         return None
     cdef cnp.ndarray ax = <cnp.ndarray>x
     cdef int nd = cnp.PyArray_NDIM(ax)
     if nd == 0 or cnp.PyArray_SIZE(ax) == 0:
         return None
     cdef cnp.npy_intp C = cnp.PyArray_DIM(ax, nd - 1)
-    if op == 1 or op == 2:
+    if op == CE_SM_LOG_SOFTMAX or op == CE_SM_SOFTMAX:
         res = _fast_out(out, ax, None)
         if res is None:
             return None
@@ -224,16 +186,19 @@ def softmax_family_fast(int op, x, int num_threads, out):
     cdef int rc
     with nogil:
         rc = ce_softmax_family(tn == cnp.NPY_DOUBLE, &a)
-    return res if rc == CE_OK else None
+    if rc != CE_OK:
+        return None
+    _fast_hits[FAST_SOFTMAX] += 1
+    return res
 
 
-def binary_logits_fast(x, target, int reduction, int num_threads, double grad_output_scalar,
+def binary_logits_fast(x, target, ce_reduction reduction, int num_threads, double grad_output_scalar,
                        bint want_loss, bint want_grad, out):
     """binary_cross_entropy_with_logits(_grad) on a non-empty array and a
     target of the same shape and dtype, no weights. Returns (loss, grad)
     (loss None when not wanted) or None."""
     cdef int tn = _float_type(x)
-    if tn < 0 or not _c_array(x, tn, -1) or not _c_array(target, tn, -1):
+    if not _fast_enabled or tn < 0 or not _c_array(x, tn, -1) or not _c_array(target, tn, -1):
         return None
     cdef cnp.ndarray ax = <cnp.ndarray>x, at = <cnp.ndarray>target
     cdef cnp.npy_intp n = cnp.PyArray_SIZE(ax)
@@ -243,7 +208,7 @@ def binary_logits_fast(x, target, int reduction, int num_threads, double grad_ou
     if want_grad and g is None:
         return None
     loss_out = None
-    if want_loss and reduction == 0:
+    if want_loss and reduction == CE_RED_NONE:
         loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(ax), cnp.PyArray_DIMS(ax), tn, 0)
     cdef ce_bin_args a
     memset(&a, 0, sizeof(a))
@@ -258,8 +223,8 @@ def binary_logits_fast(x, target, int reduction, int num_threads, double grad_ou
     if not want_loss:
         # as the general path: "none" without a loss buffer (no loss at all),
         # the mean's 1/N folded into the scale by the same double division
-        a.reduction = 0
-        if reduction == 2:
+        a.reduction = CE_RED_NONE
+        if reduction == CE_RED_MEAN:
             a.grad_output_scalar = a.grad_output_scalar / <double>n
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(g)
@@ -269,24 +234,29 @@ def binary_logits_fast(x, target, int reduction, int num_threads, double grad_ou
         rc = ce_binary(tn == cnp.NPY_DOUBLE, &a)
     if rc != CE_OK:
         return None
+    _fast_hits[FAST_BINARY] += 1
     if not want_loss:
         return None, g
-    return (loss_out if reduction == 0 else _scalar(a.loss, ax)), g
+    return (loss_out if reduction == CE_RED_NONE else _scalar(a.loss, ax)), g
 
 
-def categorical(x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs,
-                target, q, tuple qs, weight, sample_weight, grad_output,
-                double grad_output_scalar, int64_t ignore_index,
-                double label_smoothing, double z_loss, double softcap,
-                int reduction, loss_out, grad, int num_threads):
-    """Run the categorical kernel. Returns (code, loss, err_pos, err_val)."""
+# ---- the general paths: validated arrays in, the kernel's status out ----
+# Every argument is keyword-only and every struct is zeroed before it is
+# filled, so a field the caller does not name is 0 / NULL.
+
+def categorical(*, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs,
+                target=None, q=None, tuple qs=(0, 0, 0), weight=None, sample_weight=None,
+                grad_output=None, double grad_output_scalar=1.0, int64_t ignore_index=-100,
+                double label_smoothing=0.0, double z_loss=0.0, double softcap=0.0,
+                ce_reduction reduction=CE_RED_MEAN, loss_out=None, grad=None,
+                int num_threads=0, lse_out=None, lse=None):
+    """Run the categorical kernel. Returns (status, loss, err_pos, err_val).
+    lse_out / lse: float64 [N] (see ce_cat_args)."""
     cdef ce_cat_args a
-    cdef int rc
+    memset(&a, 0, sizeof(a))
     cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
     a.x = _ptr(x)
-    a.outer = outer
-    a.C = C
-    a.inner = inner
+    a.outer, a.C, a.inner = outer, C, inner
     a.xs_o, a.xs_c, a.xs_i = xs
     a.target = <const int64_t *>_ptr(target)
     a.q = _ptr(q)
@@ -296,32 +266,30 @@ def categorical(x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs,
     a.grad_output = _ptr(grad_output)
     a.grad_output_scalar = grad_output_scalar
     a.ignore_index = ignore_index
-    a.label_smoothing = label_smoothing
-    a.z_loss = z_loss
-    a.softcap = softcap
+    a.label_smoothing, a.z_loss, a.softcap = label_smoothing, z_loss, softcap
     a.reduction = reduction
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(grad)
     a.num_threads = num_threads
-    a.loss = 0.0
-    a.err_pos = 0
-    a.err_val = 0
+    a.lse_out = <double *>_ptr(lse_out)
+    a.lse = <const double *>_ptr(lse)
+    cdef int rc
     with nogil:
         rc = ce_categorical(is_double, &a)
-    return rc, a.loss, a.err_pos, a.err_val
+    return ce_status(rc), a.loss, a.err_pos, a.err_val
 
 
-def binary(int mode, x, Py_ssize_t rows, Py_ssize_t cols, tuple xs, t, tuple ts,
-           w, tuple ws, pw, tuple pws, go, tuple gos, double grad_output_scalar,
-           double eps, int reduction, loss_out, grad, int num_threads):
-    """Run the binary cross-entropy kernel (mode 0: logits, 1: probabilities).
-    Returns (code, loss, err_arg, err_pos, err_val)."""
+def binary(*, ce_bin_mode mode, x, Py_ssize_t rows, Py_ssize_t cols, tuple xs, t, tuple ts,
+           w=None, tuple ws=(0, 0), pw=None, tuple pws=(0, 0), go=None, tuple gos=(0, 0),
+           double grad_output_scalar=1.0, double eps=0.0, ce_reduction reduction=CE_RED_MEAN,
+           loss_out=None, grad=None, int num_threads=0):
+    """Run the binary cross-entropy kernel. Returns (status, loss, err_arg,
+    err_pos, err_val)."""
     cdef ce_bin_args a
-    cdef int rc
+    memset(&a, 0, sizeof(a))
     cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
     a.mode = mode
-    a.rows = rows
-    a.cols = cols
+    a.rows, a.cols = rows, cols
     a.x = _ptr(x)
     a.xs_r, a.xs_c = xs
     a.t = _ptr(t)
@@ -338,48 +306,151 @@ def binary(int mode, x, Py_ssize_t rows, Py_ssize_t cols, tuple xs, t, tuple ts,
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(grad)
     a.num_threads = num_threads
-    a.loss = 0.0
-    a.err_arg = 0
-    a.err_pos = 0
-    a.err_fval = 0.0
+    cdef int rc
     with nogil:
         rc = ce_binary(is_double, &a)
-    return rc, a.loss, a.err_arg, a.err_pos, a.err_fval
+    return ce_status(rc), a.loss, a.err_arg, a.err_pos, a.err_fval
 
 
-def softmax_family(int op, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                   tuple xs, out, int num_threads):
-    """Run a softmax-family kernel (op: 0 logsumexp, 1 log_softmax, 2 softmax,
-    3 entropy, 4 softmax_entropy). Returns (code, err_pos, err_val)."""
+def softmax_family(*, ce_sm_op op, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                   tuple xs, out, int num_threads=0):
+    """Run a softmax-family kernel. Returns (status, err_pos, err_val)."""
     cdef ce_sm_args a
-    cdef int rc
+    memset(&a, 0, sizeof(a))
     cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
     a.op = op
     a.x = _ptr(x)
-    a.outer = outer
-    a.C = C
-    a.inner = inner
+    a.outer, a.C, a.inner = outer, C, inner
     a.xs_o, a.xs_c, a.xs_i = xs
     a.out = <void *>_ptr(out)
     a.num_threads = num_threads
-    a.err_pos = 0
-    a.err_fval = 0.0
+    cdef int rc
     with nogil:
         rc = ce_softmax_family(is_double, &a)
-    return rc, a.err_pos, a.err_fval
+    return ce_status(rc), a.err_pos, a.err_fval
 
 
-def vecmath(int kind, x, y, int num_threads=1):
-    """Test hook: y = log(x) (kind 0), log1p(x) (kind 1) or exp(x) for x <= 0
-    (kind 2) with the vector code of the active ISA level; x, y contiguous,
-    same float dtype. num_threads > 1 splits the work (the benchmark's exp
-    floor; one thread below the kernels' parallel threshold)."""
+def divergence(*, ce_div_kind kind, ce_teacher_kind teacher_is, x, Py_ssize_t outer, Py_ssize_t C,
+               Py_ssize_t inner, tuple xs, t, tuple ts, double inv_temperature=1.0, double beta=0.5,
+               target=None, int64_t ignore_index=0, sample_weight=None, grad_output=None,
+               double grad_output_scalar=1.0, ce_reduction reduction=CE_RED_MEAN, loss_out=None,
+               grad=None, int num_threads=0):
+    """Run the divergence kernel. Returns (status, loss)."""
+    cdef ce_div_args a
+    memset(&a, 0, sizeof(a))
     cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
-    cdef int64_t n = (<cnp.ndarray>x).size
+    a.kind = kind
+    a.teacher_is = teacher_is
+    a.x = _ptr(x)
+    a.outer, a.C, a.inner = outer, C, inner
+    a.xs_o, a.xs_c, a.xs_i = xs
+    a.t = _ptr(t)
+    a.ts_o, a.ts_c, a.ts_i = ts
+    a.inv_temperature = inv_temperature
+    a.beta = beta
+    a.target = <const int64_t *>_ptr(target)
+    a.ignore_index = ignore_index
+    a.sample_weight = _ptr(sample_weight)
+    a.grad_output = _ptr(grad_output)
+    a.grad_output_scalar = grad_output_scalar
+    a.reduction = reduction
+    a.loss_out = <void *>_ptr(loss_out)
+    a.grad = <void *>_ptr(grad)
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_divergence(is_double, &a)
+    return ce_status(rc), a.loss
+def weighted_logsumexp(*, a, b, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple as_,
+                       tuple bs, out, sign=None, int num_threads=0):
+    """Run the b-weighted log-sum-exp kernel (sign: the sign output, or
+    None). Returns the status."""
+    cdef ce_wlse_args w
+    memset(&w, 0, sizeof(w))
+    cdef int is_double = (<cnp.ndarray>a).descr.type_num == cnp.NPY_DOUBLE
+    w.a = _ptr(a)
+    w.outer, w.C, w.inner = outer, C, inner
+    w.as_o, w.as_c, w.as_i = as_
+    w.b = _ptr(b)
+    w.bs_o, w.bs_c, w.bs_i = bs
+    w.out = <void *>_ptr(out)
+    w.sign = <void *>_ptr(sign)
+    w.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_wlse(is_double, &w)
+    return ce_status(rc)
+
+
+def prob_divergence(*, p, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple ps, q=None,
+                    tuple qs=(0, 0, 0), bint omit_nan=False, out, int num_threads=0):
+    """Run the entropy (q None) / KL kernel of normalised probability
+    vectors. Returns the status."""
+    cdef ce_prob_args a
+    memset(&a, 0, sizeof(a))
+    cdef int is_double = (<cnp.ndarray>p).descr.type_num == cnp.NPY_DOUBLE
+    a.p = _ptr(p)
+    a.outer, a.C, a.inner = outer, C, inner
+    a.ps_o, a.ps_c, a.ps_i = ps
+    a.q = _ptr(q)
+    a.qs_o, a.qs_c, a.qs_i = qs
+    a.omit_nan = omit_nan
+    a.out = <void *>_ptr(out)
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_prob(is_double, &a)
+    return ce_status(rc)
+
+
+def log_loss(*, p, Py_ssize_t N, Py_ssize_t C, tuple ps, label, w=None, double eps,
+             double sum_tol, int num_threads=0):
+    """Run the log-loss kernel (label: int64 class indices, w: float64
+    sample weights or None). Returns (status, loss_sum, weight_sum,
+    nonfinite, out_of_range, not_normalised, err_pos)."""
+    cdef ce_logloss_args a
+    memset(&a, 0, sizeof(a))
+    cdef int is_double = (<cnp.ndarray>p).descr.type_num == cnp.NPY_DOUBLE
+    a.p = _ptr(p)
+    a.N, a.C = N, C
+    a.ps_r, a.ps_c = ps
+    a.label = <const int64_t *>_ptr(label)
+    a.w = <const double *>_ptr(w)
+    a.eps = eps
+    a.sum_tol = sum_tol
+    a.num_threads = num_threads
+    cdef int rc
+    with nogil:
+        rc = ce_logloss(is_double, &a)
+    return (ce_status(rc), a.loss_sum, a.weight_sum, bool(a.nonfinite), bool(a.out_of_range),
+            bool(a.not_normalised), a.err_pos)
+
+
+def vecmath(kind, x, y, num_threads=1):
+    """Test hook (and the benchmark's exp floor): y = log(x), log1p(x) or
+    exp(x) for x <= 0 (kind: a ce_vm_kind) with the vector code of the
+    active ISA level, split over num_threads OpenMP threads. x and y are
+    C-contiguous, aligned, native float32 or float64 ndarrays of one dtype
+    and size; y is writable."""
+    if kind not in (CE_VM_LOG, CE_VM_LOG1P, CE_VM_EXP):
+        raise ValueError(f"vecmath: kind must be a ce_vm_kind, got {kind!r}")
+    cdef int k = kind
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+    cdef int tn = _float_type(x)
+    if tn < 0 or not _c_array(x, tn, -1) or not _c_array(y, tn, -1):
+        raise TypeError("vecmath: x and y must be aligned, C-contiguous, native float32 or "
+                        "float64 ndarrays of one dtype")
+    if cnp.PyArray_SIZE(<cnp.ndarray>x) != cnp.PyArray_SIZE(<cnp.ndarray>y):
+        raise ValueError("vecmath: x and y must have the same size")
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>y):
+        raise ValueError("vecmath: y must be writable")
+    cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef const void *xp = _ptr(x)
     cdef void *yp = <void *>_ptr(y)
+    cdef int nt = min(num_threads, 1 << 16)
     with nogil:
-        ce_vecmath(is_double, kind, xp, yp, n, num_threads)
+        ce_vecmath(tn == cnp.NPY_DOUBLE, k, xp, yp, n, nt)
 
 
 def isa():
@@ -391,11 +462,24 @@ def set_isa(str name):
     return ce_set_isa(name.encode()) == 0
 
 
+def threads_for(int requested, int64_t blocks, int64_t elements):
+    """The thread count a kernel call with these many work blocks and
+    elements would use on this thread (the rule of ce_util.h)."""
+    return ce_threads_for(requested, blocks, elements)
+
+
+def serial_after_fork():
+    """True on a thread whose OpenMP pool a fork left stale: its calls run on
+    that thread alone (ce_fork.c)."""
+    return ce_fork_serial() != 0
+
+
 def build_facts():
     return {
         "compiler": ce_compiler().decode(),
         "openmp": ce_openmp_version(),
         "default_threads": ce_default_threads(),
+        "fork_safe_runtime": ce_fork_runtime_safe() != 0,
         "isa": ce_isa().decode(),
         "isa_compiled": ce_isa_compiled().decode().split(","),
         "isa_supported": ce_isa_supported().decode().split(","),

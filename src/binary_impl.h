@@ -13,7 +13,7 @@
  *                  sigmoid(-x), so neither overflows nor cancels;
  *   d loss / dx  = w ((1 - t) sigmoid(x) - pw t sigmoid(-x)).
  * On probabilities p (clipped to [eps, 1 - eps] in the element type):
- *   loss = -(t log p + (1 - t) log1p(-p)), a term with coefficient 0 being 0,
+ *   loss = -w (t log p + (1 - t) log1p(-p)), a term with coefficient 0 being 0,
  * and every p and t is checked to lie in [0, 1] in the same pass.
  *
  * Layout: flat elements f = r*cols + c are processed in fixed chunks of
@@ -88,8 +88,8 @@ CE_INLINE double CE_FN(bcel_chunk)(int64_t n, const CE_T *x, const CE_T *t, cons
 
 /* One chunk on probabilities: returns the loss sum; *bad gets whether some
  * p or t lies outside [0, 1] (or is NaN). */
-CE_INLINE double CE_FN(bcep_chunk)(int64_t n, const CE_T *p, const CE_T *t, CE_T lo, CE_T hi,
-                                   CE_T *loss_out, const int want_none, int *bad) {
+CE_INLINE double CE_FN(bcep_chunk)(int64_t n, const CE_T *p, const CE_T *t, const CE_T *w, CE_T lo,
+                                   CE_T hi, CE_T *loss_out, const int want_none, int *bad) {
     double acc = 0.0;
     int b = 0;
 #pragma omp simd reduction(+ : acc) reduction(| : b)
@@ -101,7 +101,7 @@ CE_INLINE double CE_FN(bcep_chunk)(int64_t n, const CE_T *p, const CE_T *t, CE_T
         const CE_T lp = CE_LOG(pc), lq = CE_LOG1P(-pc);
         const CE_T pos = tv != 0 ? tv * lp : (CE_T)0;
         const CE_T neg = tv != 1 ? ((CE_T)1 - tv) * lq : (CE_T)0;
-        const CE_T per = -(pos + neg);
+        const CE_T per = w[c] * -(pos + neg);
         if (want_none) loss_out[c] = per;
         acc += (double)per;
     }
@@ -168,12 +168,14 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
                 const CE_T *xc = CE_FN(bin_stage)(x, a->xs_r, a->xs_c, rows, cols, f, n, buf[0]);
                 const CE_T *tc = CE_FN(bin_stage)(t, a->ts_r, a->ts_c, rows, cols, f, n, buf[1]);
                 CE_T *lc = loss_out ? loss_out + f : NULL;
+                const CE_T *wc = w ? CE_FN(bin_stage)(w, a->ws_r, a->ws_c, rows, cols, f, n, buf[2])
+                                   : buf[5];
                 if (probs) {
                     int bad = 0;
                     if (want_none)
-                        acc += CE_FN(bcep_chunk)(n, xc, tc, lo, hi, lc, 1, &bad);
+                        acc += CE_FN(bcep_chunk)(n, xc, tc, wc, lo, hi, lc, 1, &bad);
                     else
-                        acc += CE_FN(bcep_chunk)(n, xc, tc, lo, hi, lc, 0, &bad);
+                        acc += CE_FN(bcep_chunk)(n, xc, tc, wc, lo, hi, lc, 0, &bad);
                     if (bad) {
                         const int64_t bp = CE_FN(bin_first_bad)(xc, n);
                         const int64_t bt = CE_FN(bin_first_bad)(tc, n);
@@ -183,8 +185,6 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
                     }
                     continue;
                 }
-                const CE_T *wc = w ? CE_FN(bin_stage)(w, a->ws_r, a->ws_c, rows, cols, f, n, buf[2])
-                                   : buf[5];
                 const CE_T *pc = pw ? CE_FN(bin_stage)(pw, a->pws_r, a->pws_c, rows, cols, f, n, buf[3])
                                     : buf[5];
                 const CE_T *gc = go ? CE_FN(bin_stage)(go, a->gos_r, a->gos_c, rows, cols, f, n, buf[4])

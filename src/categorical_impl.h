@@ -63,6 +63,10 @@ int CE_FN(ce_categorical)(ce_cat_args *a) {
     /* upstream scale of the gradient; "mean" over nothing is 0/0 */
     double gscale = a->grad_output_scalar;
     if (a->reduction == CE_RED_MEAN) gscale = denom != 0.0 ? gscale / denom : NAN;
+    if (a->lse && a->grad) {
+        a->loss = 0.0;
+        return CE_FN(cat_from_lse)(a, &k, gscale);
+    }
 
     double total = 0.0;
     if (ce_split_rows(N, C) && a->softcap <= 0.0) {

@@ -8,10 +8,11 @@
  * are bitwise identical for every thread count. */
 
 /* One whole row on one thread. `fac` (softcap only) holds the chain-rule
- * factors written by the capping pass. */
+ * factors written by the capping pass; *lse gets the row's log-sum-exp. */
 CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                 const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
-                                const CE_T *fac, double sw, double gscale, const ce_prefetch *pf) {
+                                const CE_T *fac, double sw, double gscale, const ce_prefetch *pf,
+                                double *lse) {
     const int64_t C = k->C;
     /* in place (g == x) pass 2 overwrites x: read the target logit first */
     const double xy = k->prob ? 0.0 : (double)x[y * sx];
@@ -19,12 +20,14 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     CE_FN(scan_span)(k, x, sx, q, sq, k->w, C, g, sg, &st, pf);
     if (st.bad || st.empty) {
         if (g) CE_FN(fill_span)(g, sg, C, (CE_T)NAN);
+        *lse = NAN;
         return NAN;
     }
     CE_FN(row_coef) cf;
     const double sp = st.s_less + (st.n_max - 1.0);
     const double loss = CE_FN(row_finish)(k, st.r, sp, log1p(sp), st.dot, st.W, xy,
                                           y, sw, gscale, &cf);
+    *lse = (double)st.r + log1p(sp);
     if (!g) return loss;
     const double e_y = k->prob ? 0.0 : (double)g[y * sg];
     CE_FN(span_grad)(k, &cf, 1.0, 1, q, sq, k->w, C, g, sg, fac);
@@ -39,13 +42,13 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
 CE_INLINE double CE_FN(cat_row_any)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                     const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
                                     const CE_T *fac, double sw, double gscale,
-                                    const ce_prefetch *pf) {
+                                    const ce_prefetch *pf, double *lse) {
     if (sx == 1 && sg == 1 && (!q || sq == 1)) {
-        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale, pf)
-                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale, pf);
+        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale, pf, lse)
+                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale, pf, lse);
     }
-    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale, pf)
-             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale, pf);
+    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale, pf, lse)
+             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale, pf, lse);
 }
 
 /* Soft-capping: xc = cap * tanh(x / cap) into scratch, and the chain-rule
@@ -90,13 +93,13 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
         }
         for (int64_t r = b * rb; !tile && r < r_end; ++r) {
             CE_FN(row_ptrs) p = CE_FN(locate_row)(a, r, gscale);
-            double loss = 0.0;
+            double loss = 0.0, lse = NAN;
             if (p.ignored) { /* ignored samples are never read: loss 0, gradient 0 */
                 if (p.g) CE_FN(fill_span)(p.g, inner, C, (CE_T)0);
             } else if (cap > 0.0) {
                 CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
                 loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, p.g, inner, scratch + C,
-                                          p.sw, p.gs, NULL);
+                                          p.sw, p.gs, NULL, &lse);
             } else {
                 /* the next row of a block, requested during this one */
                 const int ahead = a->xs_c == 1 && inner == 1 && r + 1 < r_end;
@@ -104,8 +107,9 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                                           ahead && p.g ? (char *)(p.g + C) : NULL};
                 const ce_prefetch *pf = ahead ? &next : NULL;
                 loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL, p.sw,
-                                          p.gs, pf);
+                                          p.gs, pf, &lse);
             }
+            if (a->lse_out) a->lse_out[r] = lse;
             if (loss_out) loss_out[r] = (CE_T)loss;
             acc += loss;
         }

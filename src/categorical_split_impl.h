@@ -50,6 +50,7 @@ static int CE_FN(cat_split)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsc
             const CE_FN(span_stats) *s = st + r * nch;
             row_loss[r] = 0.0;
             cf[r].bad = 0;
+            if (a->lse_out) a->lse_out[r] = NAN;
             if (p.ignored) continue;
             int bad = 0, all_empty = 1;
             CE_T m = -INFINITY;
@@ -82,6 +83,7 @@ static int CE_FN(cat_split)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsc
             const double sp = sl + (nm - 1.0);
             row_loss[r] = CE_FN(row_finish)(k, m, sp, log1p(sp), dot, W, e_y[2 * r], p.y, p.sw,
                                             p.gs, &cf[r]);
+            if (a->lse_out) a->lse_out[r] = (double)m + log1p(sp);
         }
         if (want_g) {
 #pragma omp for schedule(static)

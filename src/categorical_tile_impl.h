@@ -200,6 +200,10 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
 #pragma omp simd
     for (int64_t j = 0; j < CE_TILE; ++j) sp[j] = (CE_T)(sl[j] + (nm[j] - 1.0));
     for (int64_t j = 0; j < CE_TILE; ++j) e_y[j] = want_g && y[j] >= 0 ? xt[y[j] * CE_TILE + j] : 0;
+    /* the per-row log-sum-exp for a later backward: log1p in double here (the
+     * lanes' CE_T one would lose float32's rounding twice) */
+    for (int64_t j = 0; a->lse_out && j < nb; ++j)
+        a->lse_out[r0 + j] = st[j] == 0 ? (double)m[j] + log1p(sl[j] + (nm[j] - 1.0)) : NAN;
     double loss[CE_TILE];
     CE_T ga[CE_TILE], gb[CE_TILE], g_y[CE_TILE], post[CE_TILE];
     const CE_FN(tile_in) in = {m, xy, e_y, sp, wy, sw, gs, st, dot};

@@ -9,14 +9,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CE_OK 0
-#define CE_ERR_TARGET_INDEX 1 /* class index outside [0, C) and != ignore_index */
-#define CE_ERR_NOMEM 2        /* a per-thread scratch row could not be allocated */
-#define CE_ERR_DOMAIN 3       /* a value outside the function's domain (err_pos, err_fval) */
+/* The binding (src/_core.pxd) declares these enums too and exposes them to
+ * Python by name: every constant crossing the boundary is named on both sides. */
+typedef enum ce_status {
+    CE_OK = 0,
+    CE_ERR_TARGET_INDEX = 1, /* class index outside [0, C) and != ignore_index */
+    CE_ERR_NOMEM = 2,        /* a per-thread scratch row could not be allocated */
+    CE_ERR_DOMAIN = 3        /* a value outside the function's domain (err_pos, err_fval) */
+} ce_status;
 
-#define CE_RED_NONE 0
-#define CE_RED_SUM 1
-#define CE_RED_MEAN 2
+typedef enum ce_reduction { CE_RED_NONE = 0, CE_RED_SUM = 1, CE_RED_MEAN = 2 } ce_reduction;
 
 /* Categorical cross-entropy over logits laid out as (outer, C, inner).
  * Element (o, c, i) of the logits is x[o*xs_o + c*xs_c + i*xs_i] (strides in
@@ -49,6 +51,13 @@ typedef struct {
     void *grad;     /* gradient (outer, C, inner) contiguous, or NULL for loss only */
     int num_threads;
 
+    /* the per-sample log-sum-exp of the (capped) logits, float64 whatever
+     * the dtype: stored into lse_out [N] when it is not NULL (NaN for ignored
+     * samples and NaN rows); with lse [N] and grad, the gradient alone is
+     * computed from it (categorical_from_lse_impl.h), no loss */
+    double *lse_out;
+    const double *lse;
+
     /* results */
     double loss;     /* the reduced loss for "sum" / "mean" */
     int64_t err_pos; /* CE_ERR_TARGET_INDEX: first offending flat position ... */
@@ -63,8 +72,10 @@ typedef int (*ce_cat_fn)(ce_cat_args *a);
  * (rows, cols) view, so broadcast operands carry zero strides and are never
  * materialised. Per-element outputs (loss_out, grad) are contiguous in f; grad
  * may alias x exactly when x is contiguous (out=logits). */
-#define CE_BIN_LOGITS 0 /* binary_cross_entropy_with_logits */
-#define CE_BIN_PROBS 1  /* binary_cross_entropy (clipped probabilities) */
+typedef enum ce_bin_mode {
+    CE_BIN_LOGITS = 0, /* binary_cross_entropy_with_logits */
+    CE_BIN_PROBS = 1   /* binary_cross_entropy (clipped probabilities) */
+} ce_bin_mode;
 typedef struct {
     int mode; /* CE_BIN_* */
     int64_t rows, cols;
@@ -93,11 +104,13 @@ typedef int (*ce_bin_fn)(ce_bin_args *a);
  * Row results (logsumexp, entropies) go to out[r], r = o*inner + i;
  * softmax / log_softmax write out contiguous (outer, C, inner), which may alias
  * x exactly (in place). */
-#define CE_SM_LOGSUMEXP 0
-#define CE_SM_LOG_SOFTMAX 1
-#define CE_SM_SOFTMAX 2
-#define CE_SM_ENTROPY 3
-#define CE_SM_SOFTMAX_ENTROPY 4
+typedef enum ce_sm_op {
+    CE_SM_LOGSUMEXP = 0,
+    CE_SM_LOG_SOFTMAX = 1,
+    CE_SM_SOFTMAX = 2,
+    CE_SM_ENTROPY = 3,
+    CE_SM_SOFTMAX_ENTROPY = 4
+} ce_sm_op;
 typedef struct {
     int op; /* CE_SM_* */
     const void *x;
@@ -113,9 +126,116 @@ typedef struct {
 
 typedef int (*ce_sm_fn)(ce_sm_args *a);
 
-/* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (kind 0),
- * log1p(x[i]) (kind 1) or exp(x[i]) for x[i] <= 0 (kind 2), n contiguous
+/* Divergences between a teacher distribution P and the student's
+ * Q = softmax(x / T), per row, with the gradient with respect to the student's
+ * logits x. Student and teacher are laid out as ce_cat_args' logits, each with
+ * its own strides; samples r = o*inner + i; per-sample arrays (target,
+ * sample_weight, grad_output, loss_out) are contiguous in r; the gradient is
+ * contiguous (outer, C, inner) and may alias x exactly (out=student). */
+typedef enum ce_div_kind {
+    CE_DIV_KL_FORWARD = 0, /* KL(P || Q) */
+    CE_DIV_KL_REVERSE = 1, /* KL(Q || P) */
+    CE_DIV_JS = 2          /* beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q */
+} ce_div_kind;
+typedef enum ce_teacher_kind {
+    CE_TEACHER_LOGITS = 0,    /* P = softmax(t / T) */
+    CE_TEACHER_LOG_PROBS = 1, /* P = exp(t) */
+    CE_TEACHER_PROBS = 2      /* P = t */
+} ce_teacher_kind;
+typedef struct {
+    int kind;       /* CE_DIV_* */
+    int teacher_is; /* CE_TEACHER_* */
+    const void *x;  /* the student's logits */
+    int64_t outer, C, inner;
+    int64_t xs_o, xs_c, xs_i;
+    const void *t; /* the teacher (same dtype as x) */
+    int64_t ts_o, ts_c, ts_i;
+    double inv_temperature; /* 1 / T > 0 */
+    double beta;            /* CE_DIV_JS: in (0, 1) */
+
+    const int64_t *target; /* per-sample tokens, or NULL: rows equal to ignore_index are skipped */
+    int64_t ignore_index;
+    const void *sample_weight; /* [N] or NULL (all 1) */
+    const void *grad_output;   /* [N] ("none") or NULL */
+    double grad_output_scalar; /* used when grad_output is NULL */
+    int reduction;             /* CE_RED_* */
+
+    void *loss_out; /* per-sample divergences [N] for "none", else NULL */
+    void *grad;     /* gradient (outer, C, inner) contiguous, or NULL */
+    int num_threads;
+
+    /* results */
+    double loss; /* the reduced divergence for "sum" / "mean" */
+} ce_div_args;
+
+typedef int (*ce_div_fn)(ce_div_args *a);
+/* SciPy's b-weighted log-sum-exp with its sign (scipy.special.logsumexp with
+ * b=): per row r = o*inner + i of the (outer, C, inner) layout of a (strides
+ * in elements), S = sum_c b_c exp(a_c) with b laid out in the same index
+ * space with its own strides (zero strides broadcast); out[r] = log|S| and
+ * sign[r] = sign(S) (sign NULL: out[r] = NaN where S < 0). out and sign are
+ * contiguous in r. */
+typedef struct {
+    const void *a;
+    int64_t outer, C, inner;
+    int64_t as_o, as_c, as_i;
+    const void *b;
+    int64_t bs_o, bs_c, bs_i;
+    void *out;
+    void *sign;
+    int num_threads;
+} ce_wlse_args;
+
+typedef int (*ce_wlse_fn)(ce_wlse_args *a);
+
+/* Shannon entropy and Kullback-Leibler divergence of probability vectors
+ * that are normalised per row first (scipy.stats.entropy): per row of the
+ * (outer, C, inner) layout, u = p / sum p and (q not NULL) v = q / sum q,
+ * out[r] = -sum u log u, or sum u log(u / v), with 0 log 0 = 0 and an
+ * infinite term where v = 0 < u. omit_nan leaves out every position where
+ * p (or q) is NaN (nan_policy="omit"); an empty row gives 0. */
+typedef struct {
+    const void *p;
+    int64_t outer, C, inner;
+    int64_t ps_o, ps_c, ps_i;
+    const void *q; /* or NULL: entropy of p */
+    int64_t qs_o, qs_c, qs_i;
+    int omit_nan;
+    void *out;
+    int num_threads;
+} ce_prob_args;
+
+typedef int (*ce_prob_fn)(ce_prob_args *a);
+
+/* sklearn.metrics.log_loss on class indices: probabilities p laid out as
+ * (N, C) with element strides (C == 1: the positive class of a binary
+ * problem, whose other column is 1 - p), label[i] in [0, max(C, 2)); loss_i =
+ * -log(clip(p[i, label[i]], eps, 1 - eps)); results: sum_i w_i loss_i and
+ * sum_i w_i (w NULL: all 1), and the checks made in the same pass. */
+typedef struct {
+    const void *p;
+    int64_t N, C;
+    int64_t ps_r, ps_c;
+    const int64_t *label;
+    const double *w; /* sample weights [N], or NULL */
+    double eps;      /* clip bound */
+    double sum_tol;  /* a row "sums to one" when |sum - 1| <= sum_tol */
+    int num_threads;
+
+    /* results */
+    double loss_sum, weight_sum;
+    int nonfinite;      /* a NaN or an infinity in p */
+    int out_of_range;   /* a finite p > 1 or < 0 */
+    int not_normalised; /* a row whose sum is not within sum_tol of 1 */
+    int64_t err_pos;    /* CE_ERR_TARGET_INDEX: first row with a bad label */
+} ce_logloss_args;
+
+typedef int (*ce_logloss_fn)(ce_logloss_args *a);
+
+/* Test hook for the vector math (ce_vecmath*.h): y[i] = log(x[i]) (CE_VM_LOG),
+ * log1p(x[i]) (CE_VM_LOG1P) or exp(x[i]) for x[i] <= 0 (CE_VM_EXP), n contiguous
  * elements (ce_vecmath also splits them over threads, for the benchmark). */
+typedef enum ce_vm_kind { CE_VM_LOG = 0, CE_VM_LOG1P = 1, CE_VM_EXP = 2 } ce_vm_kind;
 typedef void (*ce_vecmath_fn)(int kind, const void *x, void *y, int64_t n);
 
 /* One set of kernels, compiled once per instruction-set level. */
@@ -127,14 +247,26 @@ typedef struct {
     ce_bin_fn binary_f64;
     ce_sm_fn softmax_family_f32;
     ce_sm_fn softmax_family_f64;
+    ce_div_fn divergence_f32;
+    ce_div_fn divergence_f64;
     ce_vecmath_fn vecmath_f32;
     ce_vecmath_fn vecmath_f64;
+    ce_wlse_fn wlse_f32;
+    ce_wlse_fn wlse_f64;
+    ce_prob_fn prob_f32;
+    ce_prob_fn prob_f64;
+    ce_logloss_fn logloss_f32;
+    ce_logloss_fn logloss_f64;
 } ce_kernel_table;
 
 /* Entry points used by the binding (dispatch.c). */
 int ce_categorical(int is_double, ce_cat_args *a);
 int ce_binary(int is_double, ce_bin_args *a);
 int ce_softmax_family(int is_double, ce_sm_args *a);
+int ce_divergence(int is_double, ce_div_args *a);
+int ce_wlse(int is_double, ce_wlse_args *a);
+int ce_prob(int is_double, ce_prob_args *a);
+int ce_logloss(int is_double, ce_logloss_args *a);
 void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads);
 
 /* The ISA level in use: "baseline", "avx2" or "avx512". */

@@ -10,6 +10,8 @@
 #include <omp.h>
 #endif
 
+#include "ce_fork.h"
+
 #define CE_CAT_(a, b) a##b
 #define CE_CAT(a, b) CE_CAT_(a, b)
 #ifdef _MSC_VER
@@ -36,17 +38,29 @@
 #define CE_PARALLEL_MIN_ELEMENTS 32768
 
 /* The thread count for a call: requested > 0 wins, otherwise the OpenMP
- * default (which honours OMP_NUM_THREADS and threadpoolctl); never more than
- * the number of work blocks, one below the parallel threshold. */
+ * default (which honours OMP_NUM_THREADS and threadpoolctl); but never more
+ * than the OpenMP thread limit, than the number of work blocks, or than the
+ * processors unless the default is higher still; one below the parallel
+ * threshold, or on a thread whose pool a fork left stale (ce_fork.c). The
+ * kernels never block, so threads beyond the processors only take turns, and
+ * far beyond them the runtime cannot create them: it aborts or crashes.
+ * Results never depend on the count. */
 static inline int ce_threads_for(int requested, int64_t blocks, int64_t elements) {
-    int nt = requested;
+    if (elements < CE_PARALLEL_MIN_ELEMENTS || blocks <= 1) return 1;
 #ifdef _OPENMP
-    if (nt <= 0) nt = omp_get_max_threads();
+    const int dflt = omp_get_max_threads(), limit = omp_get_thread_limit();
+    int nt = requested > 0 ? requested : dflt;
+    if (nt > dflt) { /* omp_get_num_procs is a system call: only here */
+        const int procs = omp_get_num_procs();
+        nt = nt < procs ? nt : procs > dflt ? procs : dflt;
+    }
+    if (nt > limit && limit > 0) nt = limit;
+    if (nt > 1 && ce_fork_serial()) nt = 1;
 #else
-    nt = 1;
+    int nt = 1;
+    (void)requested;
 #endif
-    if (elements < CE_PARALLEL_MIN_ELEMENTS) nt = 1;
-    if ((int64_t)nt > blocks) nt = blocks > 0 ? (int)blocks : 1;
+    if ((int64_t)nt > blocks) nt = (int)blocks;
     return nt < 1 ? 1 : nt;
 }
 

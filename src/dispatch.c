@@ -111,6 +111,26 @@ int ce_softmax_family(int is_double, ce_sm_args *a) {
     return is_double ? t->softmax_family_f64(a) : t->softmax_family_f32(a);
 }
 
+int ce_divergence(int is_double, ce_div_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->divergence_f64(a) : t->divergence_f32(a);
+}
+
+int ce_wlse(int is_double, ce_wlse_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->wlse_f64(a) : t->wlse_f32(a);
+}
+
+int ce_prob(int is_double, ce_prob_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->prob_f64(a) : t->prob_f32(a);
+}
+
+int ce_logloss(int is_double, ce_logloss_args *a) {
+    const ce_kernel_table *t = table();
+    return is_double ? t->logloss_f64(a) : t->logloss_f32(a);
+}
+
 void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads) {
     const ce_kernel_table *t = table();
     const ce_vecmath_fn f = is_double ? t->vecmath_f64 : t->vecmath_f32;

@@ -42,14 +42,26 @@
 #define CE_TILE_OUT ce_tile_out_double
 #include "kernels_for_dtype.h"
 
+/* Designated: each entry names its field, so the order of the struct does
+ * not matter here. */
+#define CE_ENTRY(name) .name = CE_CAT(ce_##name##_, CE_ISA)
 const ce_kernel_table CE_CAT(ce_table_, CE_ISA) = {
-    CE_STR(CE_ISA),
-    CE_CAT(ce_categorical_f32_, CE_ISA),
-    CE_CAT(ce_categorical_f64_, CE_ISA),
-    CE_CAT(ce_binary_f32_, CE_ISA),
-    CE_CAT(ce_binary_f64_, CE_ISA),
-    CE_CAT(ce_softmax_family_f32_, CE_ISA),
-    CE_CAT(ce_softmax_family_f64_, CE_ISA),
-    CE_CAT(ce_vecmath_f32_, CE_ISA),
-    CE_CAT(ce_vecmath_f64_, CE_ISA),
+    .isa = CE_STR(CE_ISA),
+    CE_ENTRY(categorical_f32),
+    CE_ENTRY(categorical_f64),
+    CE_ENTRY(binary_f32),
+    CE_ENTRY(binary_f64),
+    CE_ENTRY(softmax_family_f32),
+    CE_ENTRY(softmax_family_f64),
+    CE_ENTRY(divergence_f32),
+    CE_ENTRY(divergence_f64),
+    CE_ENTRY(vecmath_f32),
+    CE_ENTRY(vecmath_f64),
+    CE_ENTRY(wlse_f32),
+    CE_ENTRY(wlse_f64),
+    CE_ENTRY(prob_f32),
+    CE_ENTRY(prob_f64),
+    CE_ENTRY(logloss_f32),
+    CE_ENTRY(logloss_f64),
 };
+#undef CE_ENTRY

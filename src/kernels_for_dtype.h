@@ -13,9 +13,14 @@
 #include "categorical_tile_impl.h"
 #include "categorical_rows_impl.h"
 #include "categorical_split_impl.h"
+#include "categorical_from_lse_impl.h"
 #include "categorical_impl.h"
 #include "binary_impl.h"
 #include "softmax_impl.h"
+#include "divergence_impl.h"
+#include "weighted_lse_impl.h"
+#include "prob_divergence_impl.h"
+#include "log_loss_impl.h"
 
 /* Test hook: the vector math of this ISA level, elementwise over n
  * contiguous elements (tests/test_vecmath.py): kind 0 log, 1 log1p,

@@ -117,6 +117,32 @@ def isa(request):
 
 
 # ---------------------------------------------------------------------------
+# Thread counts
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def oversubscribed():
+    """``num_threads`` up to 4 is used as asked, even on a machine with fewer
+    processors, so that tests comparing 1, 2 and 3 threads compare three
+    different splits anywhere. ce_fast clamps a request to max(default,
+    processors); this raises the OpenMP default of the calling thread to 4
+    (as OMP_NUM_THREADS=4 would) for the test, through threadpoolctl."""
+    from ce_fast import _core
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a test dependency
+        yield  # requests above the processors are clamped: fewer splits
+        return
+    default = _core.build_facts()["default_threads"]
+    with threadpool_limits(limits=max(4, default), user_api="openmp"):
+        if _core.build_facts()["openmp"]:
+            assert _core.threads_for(4, 4, 1 << 20) == 4
+        yield
+
+
+# ---------------------------------------------------------------------------
 # Tolerances and comparisons
 # ---------------------------------------------------------------------------
 

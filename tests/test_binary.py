@@ -219,6 +219,7 @@ def test_gradient_matches_finite_differences(reduction, opts, rng):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_threads_bitwise_identical(dtype, reduction, rng):
@@ -414,6 +415,7 @@ def test_probs_hard_targets_clip_and_broadcast(isa, dtype, rng):
                (ref.binary_cross_entropy(pp, tb, reduction="sum"),), dtype)  # fmt: skip
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_probs_domain_errors(dtype):
     N = 3 * BLOCK + 11  # several blocks: the reported position is the first one

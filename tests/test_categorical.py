@@ -236,8 +236,10 @@ def test_shapes_match_reference(dtype, shape, axis, kind, reduction):
 @pytest.mark.parametrize(
     ("shape", "axis"), [((13, 7), -1), ((9, 7, 41), 1), ((5, 3, 4, 6), 2)], ids=str
 )
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("option", OPTION_NAMES)
+@pytest.mark.parametrize(
+    ("kind", "option"),
+    [(k, o) for k in KINDS for o in OPTION_NAMES if not (k == "prob" and o.startswith("ignore"))],
+)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_options_match_reference(dtype, shape, axis, kind, option, reduction):
     rng = np.random.default_rng(seed_for(dtype, shape, axis, kind, option, reduction))
@@ -374,6 +376,7 @@ BIG_SHAPES = [
 ]
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis"), BIG_SHAPES, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
@@ -420,6 +423,7 @@ def test_threads_bitwise_identical(dtype, shape, axis, kind, option):
         assert_close(loss1, rloss, dtype, err_msg=f"loss {red}")
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
@@ -458,6 +462,7 @@ SPLIT_CASES = [
 ]
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis", "kind", "option"), SPLIT_CASES, ids=str)
 def test_split_rows_match_reference_and_are_deterministic(
@@ -550,6 +555,7 @@ def test_split_rows_special_values(dtype, opts):
     )
 
 
+@pytest.mark.usefixtures("oversubscribed")
 def test_threads_bitwise_with_special_rows():
     """NaN rows, masked classes and ignored rows scattered over the blocks."""
     rng = np.random.default_rng(7)
@@ -1467,6 +1473,7 @@ ISA_CASES = [
 ]
 
 
+@pytest.mark.usefixtures("oversubscribed")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis", "kind", "option"), ISA_CASES, ids=str)
 def test_every_isa_matches_reference(isa, dtype, shape, axis, kind, option):

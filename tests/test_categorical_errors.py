@@ -1,4 +1,4 @@
-"""Every error path of the categorical cross-entropy functions (API.md):
+"""Every error path of the categorical cross-entropy functions (as documented in the docstrings):
 the exact exception type, and a message that names what is wrong.
 
 Each case runs through all three ce_fast functions and through the
@@ -116,6 +116,7 @@ def test_index_error_nd_flat_position(impl, func):
     _message_names(str(exc.value), 6, 7)
 
 
+@pytest.mark.usefixtures("oversubscribed")
 def test_index_error_large_parallel_problem(func):
     """The first offender is found also when the work is split over threads."""
     x = _x((6000, 13), np.float32)
@@ -155,6 +156,7 @@ def test_index_error_leaves_out_logits_untouched(func, dtype):
     assert np.all(out == 42.0), "out written before the IndexError"
 
 
+@pytest.mark.usefixtures("oversubscribed")
 def test_index_error_large_in_place_untouched():
     x = _x((6000, 13), np.float32)
     before = fingerprint(x)

@@ -21,14 +21,19 @@ MODULES = [
     "ce_fast._binary",
     "ce_fast._softmax",
     "ce_fast._linear",
+    "ce_fast._divergence",
     "ce_fast._config",
     "ce_fast.reference",
+    "ce_fast.scipy",
+    "ce_fast.sklearn",
 ]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_doctests(name, monkeypatch):
     monkeypatch.delenv("CE_FAST_ISA", raising=False)
+    if name == "ce_fast.sklearn":
+        pytest.importorskip("sklearn")
     mod = importlib.import_module(name)
     with np.printoptions(legacy=False):
         res = doctest.testmod(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ce_fast
-from ce_fast import _categorical, _core
+from ce_fast import _core
 from tests.conftest import assert_bitwise
 
 FUNCS = ["cross_entropy", "cross_entropy_grad", "cross_entropy_and_grad"]
@@ -18,11 +18,11 @@ FUNCS = ["cross_entropy", "cross_entropy_grad", "cross_entropy_and_grad"]
 
 def _general(monkeypatch, name, *args, **kw):
     """The same call with the fast paths switched off."""
-    with monkeypatch.context() as m:
-        m.setattr(_categorical, "_fast", lambda *a: None)
-        for fast in ("softmax_family_fast", "binary_logits_fast"):
-            m.setattr(_core, fast, lambda *a: None)
+    prev = _core.set_fast_paths(False)
+    try:
         return getattr(ce_fast, name)(*args, **kw)
+    finally:
+        _core.set_fast_paths(prev)
 
 
 def _as_tuple(r):
@@ -127,7 +127,7 @@ def test_family_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, na
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     if name == "entropy":
         x = np.abs(x)
-    if shape[-1] == 0:  # an empty class axis is an error for every op
+    if shape[-1] == 0 and name in ("entropy", "softmax_entropy"):  # no distribution: an error
         with pytest.raises(ValueError):
             getattr(ce_fast, name)(x)
         return

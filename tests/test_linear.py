@@ -218,6 +218,7 @@ def test_edge_values_propagate(rng, dtype):
     assert_close(loss, want, dtype, **tol(dtype))
 
 
+@pytest.mark.usefixtures("oversubscribed")
 def test_bitwise_across_thread_counts(rng):
     h, w, b, t = problem(rng, 256, 300, 16, np.float32)  # above the one-thread threshold
     runs = [ce_fast.linear_cross_entropy_and_grad(h, w, t, bias=b, num_threads=n) for n in (1, 2, 3)]

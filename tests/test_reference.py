@@ -5,6 +5,7 @@ mpmath (high-precision checks of the accuracy claims).  Each peer is
 optional: tests that need an absent one are skipped.
 """
 
+import itertools
 import zlib
 
 import numpy as np
@@ -27,8 +28,8 @@ def seed_for(*args):
     return zlib.crc32(repr(args).encode())
 
 
-def close(actual, desired, dtype):
-    np.testing.assert_allclose(actual, desired, **tol(dtype))
+def close(actual, desired, dtype, err_msg=""):
+    np.testing.assert_allclose(actual, desired, **tol(dtype), err_msg=err_msg)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def torch_ce_manual(
     z_loss=0.0,
     softcap=None,
 ):
-    """API.md's formulas written with torch ops, differentiated by autograd."""
+    """The documented formulas written with torch ops, differentiated by autograd."""
     xt = torch.tensor(np.moveaxis(x, axis, -1).astype(np.float64), requires_grad=True)
     z = softcap * torch.tanh(xt / softcap) if softcap else xt
     C = z.shape[-1]
@@ -149,64 +150,64 @@ def grad_output_for(rng, reduction, sshape):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+# The option grids below loop inside each test (a failure names its case):
+# without torch, each grid is one skipped test, not hundreds.
+
+
 @pytest.mark.parametrize(("shape", "axis"), CAT_SHAPES)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("use_weight", [False, True])
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.15])
-@pytest.mark.parametrize("ignore_index", [-100, 1])
-def test_ce_integer_target_vs_torch(
-    torch, dtype, shape, axis, reduction, use_weight, label_smoothing, ignore_index
-):
-    rng = np.random.default_rng(seed_for(shape, axis, reduction))
-    C = shape[axis]
-    if ignore_index >= C:
-        pytest.skip("ignore_index is not a class here")
-    x = make_logits(rng, shape, dtype)
-    y = make_int_target(rng, shape, axis, ignore=ignore_index)
-    weight = rng.random(C) + 0.5 if use_weight else None
-    go = grad_output_for(rng, reduction, y.shape)
-    kw = {
-        "weight": weight,
-        "ignore_index": ignore_index,
-        "label_smoothing": label_smoothing,
-    }
-    expected_loss, expected_grad = torch_ce(torch, x, y, axis=axis, reduction=reduction, grad_output=go, **kw)
-    kw.update(axis=axis, reduction=reduction)
-    loss = ref.cross_entropy(x, y, **kw)
-    grad = ref.cross_entropy_grad(x, y, grad_output=go, **kw)
-    loss2, grad2 = ref.cross_entropy_and_grad(x, y, grad_output=go, **kw)
+def test_ce_integer_target_vs_torch(torch, shape, axis):
+    grid = itertools.product(DTYPES, ["mean", "sum", "none"], [False, True], [0.0, 0.15], [-100, 1])
+    for dtype, reduction, use_weight, label_smoothing, ignore_index in grid:
+        case = f"{dtype.__name__} {reduction} weight={use_weight} eps={label_smoothing} ignore={ignore_index}"
+        rng = np.random.default_rng(seed_for(shape, axis, reduction))
+        C = shape[axis]
+        if ignore_index >= C:
+            continue  # ignore_index is not a class here
+        x = make_logits(rng, shape, dtype)
+        y = make_int_target(rng, shape, axis, ignore=ignore_index)
+        weight = rng.random(C) + 0.5 if use_weight else None
+        go = grad_output_for(rng, reduction, y.shape)
+        kw = {"weight": weight, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
+        expected_loss, expected_grad = torch_ce(
+            torch, x, y, axis=axis, reduction=reduction, grad_output=go, **kw
+        )
+        kw.update(axis=axis, reduction=reduction)
+        loss = ref.cross_entropy(x, y, **kw)
+        grad = ref.cross_entropy_grad(x, y, grad_output=go, **kw)
+        loss2, grad2 = ref.cross_entropy_and_grad(x, y, grad_output=go, **kw)
 
-    if reduction == "none":
-        assert isinstance(loss, np.ndarray) and loss.shape == y.shape
-    else:
-        assert isinstance(loss, np.generic) and np.ndim(loss) == 0
-    assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == x.shape
-    assert grad.flags.c_contiguous
-    close(loss, expected_loss, dtype)
-    close(grad, expected_grad, dtype)
-    np.testing.assert_array_equal(loss2, loss)
-    np.testing.assert_array_equal(grad2, grad)
+        if reduction == "none":
+            assert isinstance(loss, np.ndarray) and loss.shape == y.shape, case
+        else:
+            assert isinstance(loss, np.generic) and np.ndim(loss) == 0, case
+        assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == x.shape, case
+        assert grad.flags.c_contiguous, case
+        close(loss, expected_loss, dtype, err_msg=case)
+        close(grad, expected_grad, dtype, err_msg=case)
+        np.testing.assert_array_equal(loss2, loss, err_msg=case)
+        np.testing.assert_array_equal(grad2, grad, err_msg=case)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis"), CAT_SHAPES)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("use_weight", [False, True])
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
-def test_ce_probability_target_vs_torch(torch, dtype, shape, axis, reduction, use_weight, label_smoothing):
-    rng = np.random.default_rng(seed_for(shape, axis, reduction, 1))
-    C = shape[axis]
-    x = make_logits(rng, shape, dtype)
-    q = make_prob_target(rng, shape, axis, dtype)
-    weight = rng.random(C) + 0.5 if use_weight else None
-    go = grad_output_for(rng, reduction, sample_shape(shape, axis))
-    kw = {"weight": weight, "label_smoothing": label_smoothing}
-    expected_loss, expected_grad = torch_ce(torch, x, q, axis=axis, reduction=reduction, grad_output=go, **kw)
-    loss, grad = ref.cross_entropy_and_grad(x, q, axis=axis, reduction=reduction, grad_output=go, **kw)
-    assert loss.dtype == dtype and grad.dtype == dtype
-    close(loss, expected_loss, dtype)
-    close(grad, expected_grad, dtype)
+def test_ce_probability_target_vs_torch(torch, shape, axis):
+    for dtype, reduction, use_weight, label_smoothing in itertools.product(
+        DTYPES, ["mean", "sum", "none"], [False, True], [0.0, 0.2]
+    ):
+        case = f"{dtype.__name__} {reduction} weight={use_weight} eps={label_smoothing}"
+        rng = np.random.default_rng(seed_for(shape, axis, reduction, 1))
+        C = shape[axis]
+        x = make_logits(rng, shape, dtype)
+        q = make_prob_target(rng, shape, axis, dtype)
+        weight = rng.random(C) + 0.5 if use_weight else None
+        go = grad_output_for(rng, reduction, sample_shape(shape, axis))
+        kw = {"weight": weight, "label_smoothing": label_smoothing}
+        expected_loss, expected_grad = torch_ce(
+            torch, x, q, axis=axis, reduction=reduction, grad_output=go, **kw
+        )
+        loss, grad = ref.cross_entropy_and_grad(x, q, axis=axis, reduction=reduction, grad_output=go, **kw)
+        assert loss.dtype == dtype and grad.dtype == dtype, case
+        close(loss, expected_loss, dtype, err_msg=case)
+        close(grad, expected_grad, dtype, err_msg=case)
 
 
 EXTENDED = [
@@ -221,36 +222,36 @@ EXTENDED = [
 ]
 
 
-@pytest.mark.parametrize("opts", EXTENDED)
 @pytest.mark.parametrize("target_kind", ["int", "prob"])
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize(("shape", "axis"), [((12, 6), -1), ((5, 4, 3), 1)])
-def test_ce_extended_options_vs_torch_autograd(torch, opts, target_kind, reduction, shape, axis):
+def test_ce_extended_options_vs_torch_autograd(torch, target_kind):
     """sample_weight, z_loss and softcap (not in torch) against autograd."""
-    opts = dict(opts)
-    if target_kind == "prob" and opts.get("ignore_index", -100) >= 0:
-        pytest.skip("ignore_index >= 0 needs an integer target")
-    rng = np.random.default_rng(7)
-    sshape = sample_shape(shape, axis)
-    C = shape[axis]
-    x = make_logits(rng, shape, np.float64)
-    if target_kind == "int":
-        t = make_int_target(rng, shape, axis, ignore=opts.get("ignore_index"))
-    else:
-        t = make_prob_target(rng, shape, axis, np.float64)
-    if opts.get("weight"):
-        opts["weight"] = rng.random(C) + 0.5
-    if opts.get("sample_weight") == "per-sample":
-        opts["sample_weight"] = rng.random(sshape) + 0.1
-    elif opts.get("sample_weight") == "broadcast":
-        opts["sample_weight"] = rng.random(sshape[-1:]) + 0.1
-    go = grad_output_for(rng, reduction, sshape)
-    expected_loss, expected_grad = torch_ce_manual(
-        torch, x, t, axis=axis, reduction=reduction, grad_output=go, **opts
-    )
-    loss, grad = ref.cross_entropy_and_grad(x, t, axis=axis, reduction=reduction, grad_output=go, **opts)
-    close(loss, expected_loss, np.float64)
-    close(grad, expected_grad, np.float64)
+    grid = itertools.product(EXTENDED, ["mean", "sum", "none"], [((12, 6), -1), ((5, 4, 3), 1)])
+    for opts, reduction, (shape, axis) in grid:
+        case = f"{opts} {reduction} {shape} axis={axis}"
+        opts = dict(opts)
+        if target_kind == "prob" and opts.get("ignore_index", -100) >= 0:
+            continue  # ignore_index >= 0 needs an integer target
+        rng = np.random.default_rng(7)
+        sshape = sample_shape(shape, axis)
+        C = shape[axis]
+        x = make_logits(rng, shape, np.float64)
+        if target_kind == "int":
+            t = make_int_target(rng, shape, axis, ignore=opts.get("ignore_index"))
+        else:
+            t = make_prob_target(rng, shape, axis, np.float64)
+        if opts.get("weight"):
+            opts["weight"] = rng.random(C) + 0.5
+        if opts.get("sample_weight") == "per-sample":
+            opts["sample_weight"] = rng.random(sshape) + 0.1
+        elif opts.get("sample_weight") == "broadcast":
+            opts["sample_weight"] = rng.random(sshape[-1:]) + 0.1
+        go = grad_output_for(rng, reduction, sshape)
+        expected_loss, expected_grad = torch_ce_manual(
+            torch, x, t, axis=axis, reduction=reduction, grad_output=go, **opts
+        )
+        loss, grad = ref.cross_entropy_and_grad(x, t, axis=axis, reduction=reduction, grad_output=go, **opts)
+        close(loss, expected_loss, np.float64, err_msg=case)
+        close(grad, expected_grad, np.float64, err_msg=case)
 
 
 def test_ce_matches_torch_with_masked_classes(torch):
@@ -612,45 +613,44 @@ def test_ce_readonly_out_rejected():
 BIN_SHAPES = [(0,), (17,), (6, 5), (3, 4, 5), ()]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", BIN_SHAPES)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("use_weight", [False, True])
-@pytest.mark.parametrize("use_pos_weight", [False, True])
-def test_bce_logits_vs_torch(torch, dtype, shape, reduction, use_weight, use_pos_weight):
+def test_bce_logits_vs_torch(torch, shape):
     F = torch.nn.functional
-    rng = np.random.default_rng(11)
-    x = (rng.standard_normal(shape) * 4).astype(dtype)
-    t = rng.random(shape).astype(dtype)  # soft labels
-    if len(shape):
-        t.reshape(-1)[::2] = np.round(t.reshape(-1)[::2])
-    last = shape[-1:] if shape else ()
-    weight = (rng.random(shape) + 0.5).astype(dtype) if use_weight else None
-    pos_weight = (rng.random(last) * 3).astype(dtype) if use_pos_weight else None
-    go = rng.standard_normal(shape) if reduction == "none" else np.float64(0.7)
+    grid = itertools.product(DTYPES, ["mean", "sum", "none"], [False, True], [False, True])
+    for dtype, reduction, use_weight, use_pos_weight in grid:
+        case = f"{dtype.__name__} {reduction} weight={use_weight} pos_weight={use_pos_weight}"
+        rng = np.random.default_rng(11)
+        x = (rng.standard_normal(shape) * 4).astype(dtype)
+        t = rng.random(shape).astype(dtype)  # soft labels
+        if len(shape):
+            t.reshape(-1)[::2] = np.round(t.reshape(-1)[::2])
+        last = shape[-1:] if shape else ()
+        weight = (rng.random(shape) + 0.5).astype(dtype) if use_weight else None
+        pos_weight = (rng.random(last) * 3).astype(dtype) if use_pos_weight else None
+        go = rng.standard_normal(shape) if reduction == "none" else np.float64(0.7)
 
-    xt = torch.tensor(x, requires_grad=True)
-    kw_t = {}
-    if weight is not None:
-        kw_t["weight"] = torch.tensor(weight)
-    if pos_weight is not None:
-        kw_t["pos_weight"] = torch.tensor(pos_weight)
-    lt = F.binary_cross_entropy_with_logits(xt, torch.tensor(t), reduction=reduction, **kw_t)
-    (lt * torch.tensor(go, dtype=xt.dtype)).sum().backward()
+        xt = torch.tensor(x, requires_grad=True)
+        kw_t = {}
+        if weight is not None:
+            kw_t["weight"] = torch.tensor(weight)
+        if pos_weight is not None:
+            kw_t["pos_weight"] = torch.tensor(pos_weight)
+        lt = F.binary_cross_entropy_with_logits(xt, torch.tensor(t), reduction=reduction, **kw_t)
+        (lt * torch.tensor(go, dtype=xt.dtype)).sum().backward()
 
-    kw = {"weight": weight, "pos_weight": pos_weight, "reduction": reduction}
-    loss = ref.binary_cross_entropy_with_logits(x, t, **kw)
-    grad = ref.binary_cross_entropy_with_logits_grad(x, t, grad_output=go, **kw)
-    loss2, grad2 = ref.binary_cross_entropy_with_logits_and_grad(x, t, grad_output=go, **kw)
-    assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == x.shape
-    if reduction == "none":
-        assert isinstance(loss, np.ndarray) and loss.shape == x.shape
-    else:
-        assert isinstance(loss, np.generic)
-    close(loss, lt.detach().numpy(), dtype)
-    close(grad, xt.grad.numpy(), dtype)
-    np.testing.assert_array_equal(loss2, loss)
-    np.testing.assert_array_equal(grad2, grad)
+        kw = {"weight": weight, "pos_weight": pos_weight, "reduction": reduction}
+        loss = ref.binary_cross_entropy_with_logits(x, t, **kw)
+        grad = ref.binary_cross_entropy_with_logits_grad(x, t, grad_output=go, **kw)
+        loss2, grad2 = ref.binary_cross_entropy_with_logits_and_grad(x, t, grad_output=go, **kw)
+        assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == x.shape, case
+        if reduction == "none":
+            assert isinstance(loss, np.ndarray) and loss.shape == x.shape, case
+        else:
+            assert isinstance(loss, np.generic), case
+        close(loss, lt.detach().numpy(), dtype, err_msg=case)
+        close(grad, xt.grad.numpy(), dtype, err_msg=case)
+        np.testing.assert_array_equal(loss2, loss, err_msg=case)
+        np.testing.assert_array_equal(grad2, grad, err_msg=case)
 
 
 def test_bce_logits_broadcast_target_and_weights(torch):
@@ -731,15 +731,15 @@ def test_bce_probs_vs_sklearn(dtype):
     close(loss, metrics.log_loss(t, p, labels=[0, 1]), dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_bce_probs_vs_torch(torch, dtype, reduction):
+def test_bce_probs_vs_torch(torch):
     F = torch.nn.functional
-    rng = np.random.default_rng(6)
-    p = (rng.random((7, 3)) * 0.98 + 0.01).astype(dtype)
-    t = rng.random((7, 3)).astype(dtype)
-    expected = F.binary_cross_entropy(torch.tensor(p), torch.tensor(t), reduction=reduction)
-    close(ref.binary_cross_entropy(p, t, reduction=reduction), expected.numpy(), dtype)
+    for dtype, reduction in itertools.product(DTYPES, ["mean", "sum", "none"]):
+        rng = np.random.default_rng(6)
+        p = (rng.random((7, 3)) * 0.98 + 0.01).astype(dtype)
+        t = rng.random((7, 3)).astype(dtype)
+        expected = F.binary_cross_entropy(torch.tensor(p), torch.tensor(t), reduction=reduction)
+        got = ref.binary_cross_entropy(p, t, reduction=reduction)
+        close(got, expected.numpy(), dtype, err_msg=f"{dtype.__name__} {reduction}")
 
 
 def test_bce_probs_clipping_and_zero_terms():
@@ -891,6 +891,11 @@ def test_softmax_family_out_and_errors():
         ref.log_softmax(x, out=np.empty((3, 4), dtype=np.float32))
     with pytest.raises(TypeError):
         ref.softmax(x, out=[0.0])
+    # an empty class axis: log(0) for logsumexp, empty softmaxes, an error
+    # where there is no distribution
+    np.testing.assert_array_equal(ref.logsumexp(np.zeros((3, 0))), np.full(3, -np.inf))
+    assert ref.log_softmax(np.zeros((3, 0))).shape == (3, 0)
+    assert ref.softmax(np.zeros((3, 0)), axis=1).shape == (3, 0)
     for fn in (
         ref.logsumexp,
         ref.log_softmax,
@@ -898,8 +903,9 @@ def test_softmax_family_out_and_errors():
         ref.entropy,
         ref.softmax_entropy,
     ):
-        with pytest.raises(ValueError, match="C == 0"):
-            fn(np.zeros((3, 0)))
+        if fn in (ref.entropy, ref.softmax_entropy):
+            with pytest.raises(ValueError, match="C == 0"):
+                fn(np.zeros((3, 0)))
         with pytest.raises(ValueError):
             fn(np.zeros((3, 2)), axis=2)
         with pytest.raises(ValueError):
@@ -945,7 +951,18 @@ def test_public_names_match_api():
         "softmax_entropy",
         "linear_cross_entropy",
         "linear_cross_entropy_and_grad",
+        "kl_divergence",
+        "kl_divergence_and_grad",
+        "js_divergence",
+        "js_divergence_and_grad",
+        "linear_kl_divergence",
+        "linear_kl_divergence_and_grad",
+        "linear_js_divergence",
+        "linear_js_divergence_and_grad",
     }
+    # the twins of the drop-ins (ce_fast.scipy, ce_fast.sklearn), by their
+    # peer's name: the semantics of the kernels the NumPy API does not expose
+    expected |= {"scipy_logsumexp", "scipy_entropy", "sklearn_log_loss"}
     assert set(ref.__all__) == expected
     for name in expected:
         assert getattr(ref, name).__doc__

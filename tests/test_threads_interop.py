@@ -132,13 +132,16 @@ def test_omp_num_threads_is_honoured():
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc/self/task")
 def test_num_threads_per_call():
     # OMP_NUM_THREADS=1 as default, but the call asks for 3: the runtime starts
-    # two workers for that call, and the default stays 1.
+    # workers for that call -- two, or fewer on a machine with fewer than 3
+    # processors (a request is clamped to max(default, processors)) -- and the
+    # default stays 1.
     out = run_python(_COUNT_THREADS.format(nt=3), env={"OMP_NUM_THREADS": "1"})
     default, t0, t1 = map(int, out.split())
     assert default == 1
-    assert t1 == t0 + 2
+    assert t1 == t0 + min(3, len(os.sched_getaffinity(0))) - 1
 
 
+@pytest.mark.usefixtures("oversubscribed")
 def test_num_threads_results_identical(rng):
     x = rng.standard_normal((300, 257)).astype(np.float32)
     y = rng.integers(0, 257, 300)
@@ -218,3 +221,75 @@ def test_torch_threads_and_ce_fast_threads_interleaved():
     print("ok")
     """
     assert run_python(code).startswith("ok")
+
+
+# ---------------------------------------------------------------------------
+# num_threads beyond what the machine can run
+# ---------------------------------------------------------------------------
+
+_HUGE_THREADS = """
+import numpy as np, ce_fast
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4096, 96), dtype=np.float32)
+y = rng.integers(0, 96, 4096)
+t = (rng.random(x.shape) < 0.5).astype(np.float32)
+z = rng.standard_normal((1, 3, 1 << 20), dtype=np.float32)  # tiles along axis 2: crashed at 10**9
+s = rng.standard_normal((8, 100000))  # a few huge rows: the class-split path
+p = ce_fast.softmax(x)
+calls = [
+    lambda nt: ce_fast.cross_entropy_and_grad(x, y, label_smoothing=0.1, num_threads=nt),
+    lambda nt: ce_fast.cross_entropy_and_grad(x.T, y, axis=0, num_threads=nt),
+    lambda nt: ce_fast.cross_entropy_and_grad(s, np.arange(8) * 999, num_threads=nt),
+    lambda nt: ce_fast.binary_cross_entropy_with_logits_and_grad(x, t, num_threads=nt),
+    lambda nt: ce_fast.binary_cross_entropy(p, t, num_threads=nt),
+    lambda nt: ce_fast.softmax(z, axis=1, num_threads=nt),
+    lambda nt: ce_fast.log_softmax(z, axis=1, num_threads=nt),
+    lambda nt: ce_fast.logsumexp(z, axis=1, num_threads=nt),
+    lambda nt: ce_fast.softmax(x, num_threads=nt),
+    lambda nt: ce_fast.entropy(p, num_threads=nt),
+    lambda nt: ce_fast.entropy(ce_fast.softmax(z, axis=1), axis=1, num_threads=nt),
+    lambda nt: ce_fast.softmax_entropy(x, num_threads=nt),
+]
+def flat(r):
+    return [np.asarray(a) for a in (r if isinstance(r, tuple) else (r,))]
+for i, f in enumerate(calls):
+    want = flat(f(1))
+    for nt in [{nts}]:
+        for a, b in zip(flat(f(nt)), want, strict=True):
+            assert a.tobytes() == b.tobytes(), (i, nt)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("nts", ["10**9", "50000, 2**31 - 1, 3"])
+def test_huge_num_threads_is_clamped(nts):
+    # every family, each in-process parallel path; before the clamp, 10**9
+    # crashed the softmax family along a non-last axis and 50000 aborted
+    # ("libgomp: Thread creation failed")
+    assert run_python(_HUGE_THREADS.replace("{nts}", nts)).strip() == "ok"
+
+
+@needs_openmp
+def test_thread_count_rule():
+    """min(num_threads, OMP_THREAD_LIMIT, max(default, processors), blocks);
+    one thread below 32768 elements."""
+    big = 1 << 30
+    procs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    default = _core.build_facts()["default_threads"]
+    cap = max(default, procs)
+    assert _core.threads_for(10**9, big, big) == cap
+    assert _core.threads_for(0, big, big) == default
+    assert _core.threads_for(1, big, big) == 1
+    assert _core.threads_for(cap, big, big) == cap
+    assert _core.threads_for(10**9, 3, big) == min(3, cap)
+    assert _core.threads_for(10**9, big, 32767) == 1
+    assert _core.threads_for(10**9, 1, big) == 1
+    # the default above the processors is honoured; the thread limit is not passed
+    code = """
+    from ce_fast import _core
+    print(*(_core.threads_for(n, 1 << 30, 1 << 30) for n in (0, 5, 7, 10**9)))
+    """
+    out = run_python(code, env={"OMP_NUM_THREADS": str(procs + 5)})
+    assert out.split() == [str(procs + 5), str(min(5, procs + 5)), str(min(7, procs + 5)), str(procs + 5)]
+    out = run_python(code, env={"OMP_NUM_THREADS": str(procs + 5), "OMP_THREAD_LIMIT": "4"})
+    assert out.split() == ["4", "4", "4", "4"]

@@ -9,6 +9,7 @@ inputs, so results must be bitwise identical to serial calls."""
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -99,7 +100,8 @@ def test_many_threads_bitwise_identical_to_serial(dtype):
 
 
 def test_oversubscribed_pool_does_not_deadlock():
-    """A thread pool whose tasks each ask for 4 OpenMP threads on 2 cores,
+    """A thread pool whose tasks each ask for 4 OpenMP threads (2 on 2 cores:
+    a request is clamped to the processors), 6 tasks at once on 2 cores,
     and tasks that themselves start Python threads calling ce_fast
     (nested parallelism): everything finishes, results unchanged."""
     x, y, p, t = _inputs(np.float32, seed=1)
@@ -133,58 +135,85 @@ def test_openmp_inside_openmp_threads_via_threadpoolctl():
         assert_bitwise(g, want)
 
 
-def test_keyboard_interrupt_waits_for_the_kernel():
-    """A KeyboardInterrupt raised (``_thread.interrupt_main``, i.e. Ctrl-C)
-    while a multi-second kernel runs does not abort the kernel: kernels
-    release the GIL and do not poll for signals, so the C code runs to the
-    end and the interrupt is raised at the next Python bytecode boundary --
-    in practice still inside ce_fast's thin Python wrapper, so the call
-    raises KeyboardInterrupt *after* the full computation (its return value
-    is lost, but an ``out=`` buffer holds the complete, correct gradient and
-    nothing is left half-written or locked: the next call works)."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((1024, 8192)).astype(np.float32)  # 32 MiB
-    y = rng.integers(0, 8192, 1024)
-    want = ce_fast.cross_entropy_grad(x, y, num_threads=1, reduction="sum")
-    t0 = time.perf_counter()
-    ce_fast.cross_entropy_grad(x, y, num_threads=1, reduction="sum")
-    one = time.perf_counter() - t0
-    reps = max(2, int(2.0 / max(one, 1e-3)))
-    big = np.tile(x, (reps, 1))  # one call of ~2 s on one thread
-    bigy = np.tile(y, reps)
-    out = np.zeros_like(big)
-    delay = 0.25
+def _interrupted(call, delay):
+    """Run ``call`` while another thread raises KeyboardInterrupt in this one
+    ``delay`` seconds after the call began; return when it began, when the
+    interrupt fired and when the call (or its interruption) ended."""
+    go = threading.Event()
+    fired: list[float] = []
 
     def interrupter():
+        go.wait(TIMEOUT)
         time.sleep(delay)
+        fired.append(time.perf_counter())
         _thread.interrupt_main()
 
     th = threading.Thread(target=interrupter)
+    th.start()
     raised_in_call = False
-    t0 = time.perf_counter()
     try:
         try:
-            th.start()
-            ce_fast.cross_entropy_grad(big, bigy, reduction="sum", num_threads=1, out=out)
+            go.set()
+            start = time.perf_counter()
+            call()
         except KeyboardInterrupt:
             raised_in_call = True
-        elapsed = time.perf_counter() - t0
+        end = time.perf_counter()
         if not raised_in_call:  # delivered after the wrapper returned
             try:
+                time.sleep(1)
                 for _ in range(10**6):
                     pass
-                time.sleep(1)
             except KeyboardInterrupt:
                 pass
             else:  # pragma: no cover
                 pytest.fail("the interrupt was lost")
     finally:
         th.join()
-    # the interrupt arrived mid-call but the kernel was not cut short
-    assert elapsed > delay, "the call ended before the interrupt fired (input too small?)"
-    # ...and every row of out= is complete and exact (an aborted kernel would
-    # have left the zeros of the later rows in place)
-    for k in range(reps):
-        assert_bitwise(out[k * x.shape[0] : (k + 1) * x.shape[0]], want)
+    return start, fired[0], end
+
+
+def test_keyboard_interrupt_waits_for_the_kernel():
+    """A KeyboardInterrupt raised (``_thread.interrupt_main``, i.e. Ctrl-C)
+    while a kernel runs does not abort the kernel: kernels release the GIL
+    and do not poll for signals, so the C code runs to the end and the
+    interrupt is raised at the next Python bytecode boundary -- in practice
+    still inside ce_fast's thin Python wrapper, so the call raises
+    KeyboardInterrupt *after* the full computation (its return value is lost,
+    but an ``out=`` buffer holds the complete, correct gradient and nothing is
+    left half-written or locked: the next call works).
+
+    The input is fixed (3 x 48 MiB in all); the interrupt fires a quarter of
+    the way through a call whose length is first measured on the same input,
+    so the test takes the same memory on every machine and the interrupt
+    lands mid-call on a fast one as on a slow one. One thread and softcap (a
+    tanh per logit) make the call long: 0.7 s on a 2-vCPU AVX-512 machine."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1536, 8192)).astype(np.float32)  # 48 MiB
+    y = rng.integers(0, 8192, 1536)
+    kw = dict(reduction="sum", num_threads=1, softcap=30.0, label_smoothing=0.1)
+    want = np.empty_like(x)
+    t0 = time.perf_counter()
+    ce_fast.cross_entropy_grad(x, y, out=want, **kw)
+    duration = time.perf_counter() - t0
+    out = np.zeros_like(x)
+    # Python's own Ctrl-C handler, even where the suite started with SIGINT
+    # ignored (a background job of a non-interactive shell): interrupt_main
+    # does nothing then
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for _ in range(3):  # a scheduler stall may delay the interrupter past the call
+            out[...] = 0
+            call = lambda: ce_fast.cross_entropy_grad(x, y, out=out, **kw)  # noqa: E731
+            start, fired, end = _interrupted(call, duration / 4)
+            if start < fired < end:
+                break
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    # the interrupt was issued mid-call, but the kernel was not cut short: every
+    # row of out= is complete and exact (an aborted kernel would have left the
+    # zeros of the later rows in place)
+    assert start < fired < end, "the interrupt never fired during the call"
+    assert_bitwise(out, want)
     # and the library is still fully usable
-    assert_bitwise(ce_fast.cross_entropy_grad(x, y, num_threads=2, reduction="sum"), want)
+    assert_bitwise(ce_fast.cross_entropy_grad(x, y, **dict(kw, num_threads=2)), want)

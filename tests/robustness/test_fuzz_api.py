@@ -191,10 +191,9 @@ def test_fixed_unaligned_input_is_realigned(which, monkeypatch):
     name = "categorical" if which == "cross_entropy" else "softmax_family"
     real = getattr(_core, name)
 
-    def spy(*args):
-        arr = args[0] if name == "categorical" else args[1]
-        seen.append(arr.flags.aligned)
-        return real(*args)
+    def spy(**kw):
+        seen.append(kw["x"].flags.aligned)
+        return real(**kw)
 
     monkeypatch.setattr(_core, name, spy)
     x = _unaligned_f64(4, 3)

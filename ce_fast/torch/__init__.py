@@ -1,0 +1,59 @@
+"""ce_fast.torch: differentiable drop-ins for ``torch.nn.functional`` on the CPU.
+
+Importing this module requires PyTorch (``import ce_fast`` never imports
+it). The functions have torch's signatures and semantics, plus ce_fast's
+extras as keyword-only arguments where they apply (``sample_weight``,
+``z_loss``, ``softcap``):
+
+* ``cross_entropy``, ``binary_cross_entropy_with_logits``,
+  ``binary_cross_entropy``, ``log_softmax``, ``softmax``, ``logsumexp``,
+  ``linear_cross_entropy`` (torch 2.13's signature; always chunked, so the
+  N x C logits never exist at once);
+* the modules ``CrossEntropyLoss``, ``BCEWithLogitsLoss``,
+  ``LinearCrossEntropyLoss`` (torch's classes, forward through the above);
+* ``patch()`` / ``unpatch()``: swap them into ``torch.nn.functional`` and
+  ``torch.nn`` for a whole program (``with ce_fast.torch.patch(): ...``).
+
+They are torch custom operators (``torch.library.custom_op``, namespace
+``ce_fast``) with autograd and fake implementations, so they work under
+``torch.compile(fullgraph=True)``, ``torch.autograd.gradcheck`` and double
+backward. Tensors are read in place and results written into tensors
+allocated by torch: no copy either way. The kernels use
+``torch.get_num_threads()`` threads. The forward of ``cross_entropy`` keeps
+only the per-sample log-sum-exp (N float64 values) for the backward, which
+reads the logits once.
+
+What the CPU kernels do not take goes to torch's own implementation (or,
+with ce_fast's extras, to a composition of torch operations with the same
+semantics), so nothing raises where torch would not: other devices (CUDA,
+meta, ...), float16 / bfloat16 (until ce_fast has 16-bit kernels), complex
+and mixed dtypes, tensor subclasses, the deprecated ``size_average`` /
+``reduce`` arguments, class weights (or ``pos_weight``) that require grad,
+0-d and empty inputs of the softmax family, and ``binary_cross_entropy`` on
+probabilities (always torch's: see its docstring). Double backward
+(``create_graph=True``) differentiates torch's operations.
+"""
+
+from __future__ import annotations
+
+from ._binary import binary_cross_entropy, binary_cross_entropy_with_logits
+from ._categorical import cross_entropy
+from ._linear import linear_cross_entropy
+from ._modules import BCEWithLogitsLoss, CrossEntropyLoss, LinearCrossEntropyLoss
+from ._patch import patch, unpatch
+from ._softmax import log_softmax, logsumexp, softmax
+
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "linear_cross_entropy",
+    "log_softmax",
+    "logsumexp",
+    "patch",
+    "softmax",
+    "unpatch",
+]

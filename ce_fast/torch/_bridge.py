@@ -1,0 +1,88 @@
+"""Tensors in and out of the kernels without a copy, and the routing rule:
+which calls ce_fast's CPU kernels take, and which go to torch's own
+implementation (saved here before ``patch()`` can replace it)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._validation import as_array
+
+# torch's own functions, kept before patch() swaps F's attributes: every
+# fall-through calls these, never F.<name> (which may be ce_fast's).
+TORCH = {
+    name: getattr(F, name)
+    for name in (
+        "cross_entropy",
+        "binary_cross_entropy_with_logits",
+        "binary_cross_entropy",
+        "log_softmax",
+        "softmax",
+        "linear_cross_entropy",
+        "linear",
+    )
+}
+TORCH_LOGSUMEXP = torch.logsumexp
+
+# calls each front end left to torch (or to the torch composite): tests read
+# this to prove which samples the kernels took
+FALLBACKS: Counter[str] = Counter()
+
+
+def fell_through(name: str) -> None:
+    FALLBACKS[name] += 1
+
+
+# float16 and bfloat16 go to torch until ce_fast has 16-bit kernels
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def ready(input: torch.Tensor, *others: torch.Tensor | None) -> bool:
+    """Whether the CPU kernels take these operands: every tensor a plain CPU
+    tensor, ``input`` float32 or float64 and every other one of its dtype.
+    Anything else (CUDA and other devices, 16-bit or complex dtypes, mixed
+    dtypes, which torch promotes or refuses, tensor subclasses) is torch's
+    to handle."""
+    if not plain_cpu(input) or input.dtype not in _KERNEL_DTYPES:
+        return False
+    return all(t is None or (plain_cpu(t) and t.dtype == input.dtype) for t in others)
+
+
+def plain_cpu(t: Any) -> bool:
+    return (type(t) is torch.Tensor or type(t) is torch.nn.Parameter) and t.device.type == "cpu"
+
+
+def threads() -> int:
+    """torch's intra-op thread count (torch.set_num_threads), which the
+    kernels use too."""
+    return max(1, torch.get_num_threads())
+
+
+def view(t: torch.Tensor, name: str) -> np.ndarray:
+    """A CPU tensor's memory as an ndarray (shared, whatever its strides)."""
+    return as_array(t, name)
+
+
+def maybe_view(t: torch.Tensor | None, name: str) -> np.ndarray | None:
+    return None if t is None else as_array(t, name)
+
+
+def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """A new tensor and the ndarray that shares its memory, for a kernel to
+    write into."""
+    t = torch.empty(shape, dtype=dtype)
+    return t, t.numpy()
+
+
+def scalar(value: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A 0-d tensor holding a reduced loss."""
+    return torch.tensor(float(value), dtype=dtype)
+
+
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
