@@ -250,10 +250,18 @@ class Prepared:
         loss = self._kernel(self.x, loss_out=loss_out, lse_out=lse_out)
         return loss_out if self.opts.reduction == _NONE else lay.dtype.type(loss)
 
-    def backward(self, grad: np.ndarray, grad_output: Any, *, lse: np.ndarray | None = None) -> Any:
+    def backward(
+        self,
+        grad: np.ndarray,
+        grad_output: Any,
+        *,
+        lse: np.ndarray | None = None,
+        lse_out: np.ndarray | None = None,
+    ) -> Any:
         """The gradient into ``grad`` (a checked output buffer) and, without
-        ``lse``, the loss of the fused pass (as :meth:`forward`); with a
-        saved ``lse`` (float64, checked) the gradient alone, from it."""
+        ``lse``, the loss of the fused pass (as :meth:`forward`, with the
+        per-sample log-sum-exp into ``lse_out`` when given); with a saved
+        ``lse`` (float64, checked) the gradient alone, from it."""
         lay, dt = self.layout, self.layout.dtype
         go_arr, go = upstream(grad_output, self.opts.reduction != _NONE, lay.sample_shape, dt, "per-sample")
         go_arr = None if go_arr is None else np.ascontiguousarray(go_arr)
@@ -264,8 +272,9 @@ class Prepared:
         ops = dict(target=tgt, q=q, weight=w, sample_weight=sw)
         loss_out = np.empty(lay.sample_shape, dt) if self.opts.reduction == _NONE and lse is None else None
         loss = self._kernel(
-            x, grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out, lse=lse, **ops
-        )
+            x, grad_output=go_arr, grad_output_scalar=go, grad=grad, loss_out=loss_out, lse=lse,
+            lse_out=lse_out, **ops,
+        )  # fmt: skip
         if lse is not None:
             return None
         return loss_out if loss_out is not None else dt.type(loss)

@@ -64,16 +64,16 @@ def build_info() -> dict[str, Any]:
     an error, since threads beyond the processors would only take turns.
     Results are bitwise identical for every thread count.
 
-    Fork. ``openmp_fork_safe`` says whether the OpenMP runtime survives
-    ``fork()``: LLVM's and Intel's reset their thread pool in the child, GNU
-    libgomp does not (a child would wait forever on its parent's pool). With
-    libgomp, a child forked from a multi-threaded process (``multiprocessing``
+    Fork. A child forked from a multi-threaded process (``multiprocessing``
     fork pools, PyTorch DataLoader workers) runs the ce_fast calls of its
-    first thread -- the one that forked -- on that thread alone, with the same
-    results. Threads the child starts, ``spawn`` children, and children forked
-    from a single-threaded process (a ``forkserver`` server without BLAS
-    threads) use threads as usual. The check costs one thread-local read per
-    call large enough for threads. ``None`` without OpenMP.
+    first thread -- the one that forked -- on that thread alone, with the
+    same results: GNU libgomp's thread pool does not survive ``fork()`` (a
+    child would wait forever on its parent's workers), and no runtime is
+    trusted to (LLVM's libomp in libgomp's place still hung now and then).
+    Threads the child starts, ``spawn`` children, and children forked from a
+    single-threaded process (a ``forkserver`` server without BLAS threads)
+    use threads as usual. The check costs one thread-local read per call
+    large enough for threads.
 
     Examples
     --------
@@ -95,7 +95,6 @@ def build_info() -> dict[str, Any]:
         "openmp_version": omp or None,
         "openmp_runtime": _openmp_runtime() if omp else None,
         "default_threads": facts["default_threads"],
-        "openmp_fork_safe": facts["fork_safe_runtime"] if omp else None,
         "isa": facts["isa"],
         "isa_compiled": facts["isa_compiled"],
         "isa_supported": facts["isa_supported"],
@@ -119,13 +118,7 @@ def show_config() -> None:
         if info["openmp"]
         else "no: built without OpenMP, every call runs on one thread"
     )
-    fork = (
-        "n/a"
-        if not info["openmp"]
-        else "as before (the runtime survives fork)"
-        if info["openmp_fork_safe"]
-        else "one, on the thread that forked a multi-threaded process"
-    )
+    fork = "one, on the thread that forked a multi-threaded process" if info["openmp"] else "n/a"
     rows = [
         ("python", info["python"]),
         ("numpy", info["numpy"]),

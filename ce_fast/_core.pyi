@@ -52,7 +52,6 @@ class _BuildFacts(TypedDict):
     compiler: str
     openmp: int
     default_threads: int
-    fork_safe_runtime: bool
     isa: str
     isa_compiled: list[str]
     isa_supported: list[str]

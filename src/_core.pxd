@@ -174,4 +174,3 @@ cdef extern from "ce_util.h" nogil:
 cdef extern from "ce_fork.h" nogil:
     void ce_fork_init()
     int ce_fork_serial()
-    int ce_fork_runtime_safe()

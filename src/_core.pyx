@@ -479,7 +479,6 @@ def build_facts():
         "compiler": ce_compiler().decode(),
         "openmp": ce_openmp_version(),
         "default_threads": ce_default_threads(),
-        "fork_safe_runtime": ce_fork_runtime_safe() != 0,
         "isa": ce_isa().decode(),
         "isa_compiled": ce_isa_compiled().decode().split(","),
         "isa_supported": ce_isa_supported().decode().split(","),

@@ -4,32 +4,29 @@
  * and keeps them parked for the next team. fork() copies only the calling
  * thread: in the child, that thread's pool still lists the parent's workers,
  * and its next team waits for them forever (multiprocessing's fork Pool,
- * PyTorch DataLoader workers). LLVM's and Intel's runtimes reset themselves
- * in the child, and a thread the child starts later gets a fresh pool.
+ * PyTorch DataLoader workers). A thread the child starts later gets a fresh
+ * pool. LLVM's and Intel's runtimes reset themselves in the child, yet with
+ * LLVM's libomp in libgomp's place a forked child still hung now and then in
+ * our tests, so no runtime is trusted: the rule is the same for all.
  *
- * So the child handler marks the thread that forked — thread-locally, since
- * it is the only one that can hold a stale pool — when the runtime does not
- * reset itself and the parent had more than one thread at the fork: workers
- * are threads of their own, so a single-threaded parent had no pool (the
- * forkserver's server, a fresh interpreter). Calls on a marked thread run on
- * that thread alone, with the same results (they never depend on the thread
- * count). The cost is one thread-local read per call; the thread count is
- * read once per fork, from /proc/self/stat (anything else, or a failed read,
- * counts as multi-threaded). */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* dladdr */
-#endif
+ * The child handler marks the thread that forked — thread-locally, since it
+ * is the only one that can hold a stale pool — when the parent had more than
+ * one thread at the fork: workers are threads of their own, so a
+ * single-threaded parent had no pool (the forkserver's server, a fresh
+ * interpreter). Calls on a marked thread run on that thread alone, with the
+ * same results (they never depend on the thread count). The cost is one
+ * thread-local read per call; the thread count is read once per fork, from
+ * /proc/self/stat (anything else, or a failed read, counts as
+ * multi-threaded). */
 #include "ce_fork.h"
 
 #if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
-#include <dlfcn.h>
 #include <fcntl.h>
-#include <omp.h>
 #include <pthread.h>
 #include <unistd.h>
 
 static _Thread_local int stale_pool;
-static int runtime_safe = -1;
+static int registered;
 static int parent_threads;
 
 /* The parent's thread count: field 20 of /proc/self/stat, which is the 18th
@@ -56,43 +53,21 @@ static int thread_count(void) {
 static void before_fork(void) { parent_threads = thread_count(); }
 
 static void in_child(void) {
-    if (!runtime_safe && parent_threads != 1) stale_pool = 1;
-}
-
-/* The runtime that defines omp_get_max_threads for this library resets after
- * fork if it is LLVM's or Intel's, recognised by their own entry point. */
-static int detect_runtime_safe(void) {
-    Dl_info info;
-    if (!dladdr((void *)&omp_get_max_threads, &info) || !info.dli_fname) return 0;
-    void *lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    if (!lib) return 0;
-    const int safe = dlsym(lib, "__kmpc_fork_call") != NULL;
-    dlclose(lib);
-    return safe;
+    if (parent_threads != 1) stale_pool = 1;
 }
 
 void ce_fork_init(void) {
-    if (runtime_safe >= 0) return;
-    runtime_safe = detect_runtime_safe();
+    if (registered) return;
+    registered = 1;
     pthread_atfork(before_fork, NULL, in_child);
 }
 
 int ce_fork_serial(void) { return stale_pool; }
-
-int ce_fork_runtime_safe(void) { return runtime_safe > 0; }
 
 #else /* no OpenMP, or no fork(): nothing to guard */
 
 void ce_fork_init(void) {}
 
 int ce_fork_serial(void) { return 0; }
-
-int ce_fork_runtime_safe(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 #endif

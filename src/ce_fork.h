@@ -9,8 +9,4 @@ void ce_fork_init(void);
  * that did not survive fork(): the kernels then run on this thread alone. */
 int ce_fork_serial(void);
 
-/* 1 when the OpenMP runtime resets its thread pool in a forked child (LLVM's
- * and Intel's do; GNU libgomp does not), 0 otherwise or without OpenMP. */
-int ce_fork_runtime_safe(void);
-
 #endif

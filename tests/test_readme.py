@@ -40,6 +40,7 @@ MARKERS = {
     "linear": "ce_fast.linear_cross_entropy_and_grad(",
     "dask": "import ce_fast.dask as cfd",
     "dropins": "from ce_fast.scipy import",
+    "torch": "import ce_fast.torch as cft",
     "distill": "ce_fast.kl_divergence_and_grad(",
 }
 
@@ -54,6 +55,7 @@ SHRINK = {
         ("chunks=1024)", "chunks=32)"),
     ],
     "dropins": [("rng.standard_normal((100_000, 10))", "rng.standard_normal((500, 10))")],
+    "torch": [],
     "distill": [("(512, 1000)", "(40, 30)")],
 }
 
@@ -310,3 +312,22 @@ def test_distillation():
         assert_close(ns["jsd"], ref.js_divergence(ns["student"], ns["teacher"], beta=0.5), np.float32)
 
     run(block("distill"), {"ce_fast.kl_divergence_and_grad(": kl, "ce_fast.js_divergence(": js})
+
+
+def test_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+
+    def backward(ns, before, out):
+        x, y = ns["logits"], ns["target"]
+        want = torch.autograd.grad(
+            F.cross_entropy(x, y, label_smoothing=0.1) + 1e-4 * torch.logsumexp(x, 1).square().mean(), x
+        )[0]  # z_loss: λ·lse², meaned like the loss
+        torch.testing.assert_close(x.grad, want, rtol=1e-5, atol=1e-7)
+
+    def patched(ns, before, out):
+        x, y = ns["logits"], ns["target"]
+        torch.testing.assert_close(ns["loss"], F.cross_entropy(x, y), rtol=1e-6, atol=0)
+        assert type(ns["loss"].grad_fn).__name__ != "NllLossBackward0"  # ce_fast's, not torch's
+
+    run(block("torch"), {"loss.backward()": backward, "loss = torch.nn.CrossEntropyLoss()": patched})

@@ -326,10 +326,98 @@ def test_patch_and_unpatch() -> None:
             assert F.cross_entropy is ct.cross_entropy
             # torch's module calls F.cross_entropy at run time: ce_fast's
             out = before(x.requires_grad_(), y)
-            assert type(out.grad_fn).__name__ == "_EagerBackward"
+            assert type(out.grad_fn).__name__ in ("_EagerBackward", "_CommonBackward")
             ct.patch()  # idempotent
         assert not any(_patch.patched().values())
     finally:
         ct.unpatch()
     assert F.cross_entropy is _bridge.TORCH["cross_entropy"]
     assert torch.nn.CrossEntropyLoss is _patch._TORCH_MODULES["CrossEntropyLoss"]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "z_loss": 1e-3, "ignore_index": 2}])
+def test_eager_fused_backward(reduction: str, options: dict[str, Any]) -> None:
+    """Eager calls whose logits need a gradient run the fused kernel in the
+    forward: the backward scales its gradient. It equals the operator's
+    (gradient from the saved lse) to rounding, torch's to rounding, and a
+    retained graph's second backward gives the same bits as the first."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(33, 7, 5, dtype=f64, generator=g, requires_grad=True)
+    y = torch.randint(0, 7, (33, 5), generator=g)
+    up = torch.rand(33, 5, dtype=f64, generator=g) if reduction == "none" else torch.tensor(2.5, dtype=f64)
+    loss = ct.cross_entropy(x, y, reduction=reduction, **options)
+    assert loss.grad_fn is not None and "Eager" in type(loss.grad_fn).__name__
+    first = torch.autograd.grad(loss, x, up, retain_graph=True)[0]
+    second = torch.autograd.grad(loss, x, up)[0]
+    assert torch.equal(first, second)
+    want = torch.autograd.grad(
+        F.cross_entropy(x, y, reduction=reduction, **options)
+        if not options.get("z_loss")
+        else _composite.cross_entropy(
+            x,
+            y,
+            None,
+            None,
+            options["ignore_index"],
+            reduction,
+            options["label_smoothing"],
+            options["z_loss"],
+            0.0,
+        ),
+        x,
+        up,
+    )[0]
+    torch.testing.assert_close(first, want, rtol=1e-12, atol=1e-14)
+    # the operator's path (torch.compile traces it): the gradient from the lse
+    op = torch.ops.ce_fast.cross_entropy(
+        x,
+        y,
+        None,
+        None,
+        options.get("ignore_index", -100),
+        reduction,
+        options.get("label_smoothing", 0.0),
+        options.get("z_loss", 0.0),
+        0.0,
+    )[0]
+    torch.testing.assert_close(torch.autograd.grad(op, x, up)[0], first, rtol=1e-13, atol=1e-15)
+
+
+def test_eager_fused_gradient_is_handed_over_without_a_copy(monkeypatch: Any) -> None:
+    from ce_fast.torch import _categorical as tc
+
+    made = []
+    real = tc._forward_fused
+
+    def spy(*args: Any) -> Any:
+        out = real(*args)
+        made.append(out[2].data_ptr())
+        return out
+
+    monkeypatch.setattr(tc, "_forward_fused", spy)
+    x = torch.randn(64, 10, requires_grad=True)
+    y = torch.randint(0, 10, (64,))
+    ct.cross_entropy(x, y, label_smoothing=0.1).backward()  # an option: the _Eager path
+    assert len(made) == 1 and x.grad.data_ptr() == made[0]  # adopted as .grad, not copied
+
+
+def test_common_call_takes_the_lean_path_and_matches_the_operator() -> None:
+    """The common call (no options) goes through _Common: its gradient is
+    adopted without a copy, a retained graph's second backward gives the same
+    bits, and both equal the operator's to rounding."""
+    for reduction in ("mean", "sum", "none"):
+        x = torch.randn(40, 9, dtype=f64, requires_grad=True)
+        y = torch.randint(0, 9, (40,))
+        loss = ct.cross_entropy(x, y, reduction=reduction)
+        assert type(loss.grad_fn).__name__ == "_CommonBackward"
+        up = torch.rand(40, dtype=f64) if reduction == "none" else torch.tensor(0.5, dtype=f64)
+        first = torch.autograd.grad(loss, x, up, retain_graph=True)[0]
+        assert torch.equal(first, torch.autograd.grad(loss, x, up)[0])
+        op = torch.ops.ce_fast.cross_entropy(x, y, None, None, -100, reduction, 0.0, 0.0, 0.0)[0]
+        torch.testing.assert_close(torch.autograd.grad(op, x, up)[0], first, rtol=1e-13, atol=1e-15)
+        with torch.no_grad():
+            assert torch.equal(ct.cross_entropy(x, y, reduction=reduction), loss.detach())
+    x = torch.randn(64, 10, requires_grad=True)
+    ct.cross_entropy(x, torch.randint(0, 10, (64,))).backward()
+    assert x.grad is not None

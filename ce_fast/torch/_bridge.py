@@ -72,11 +72,21 @@ def maybe_view(t: torch.Tensor | None, name: str) -> np.ndarray | None:
     return None if t is None else as_array(t, name)
 
 
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype[Any]] = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+}
+
+
 def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
     """A new tensor and the ndarray that shares its memory, for a kernel to
-    write into."""
-    t = torch.empty(shape, dtype=dtype)
-    return t, t.numpy()
+    write into. The memory is NumPy's, adopted by torch without a copy
+    (torch.from_numpy): NumPy asks the kernel for transparent huge pages for
+    large arrays and torch's CPU allocator does not, and first touching a
+    fresh N x C gradient costs ~3x more in 4 KiB pages (65 MB: 36 ms against
+    12 ms for the whole fused kernel, measured on our 2-vCPU machine)."""
+    a: np.ndarray = np.empty([int(n) for n in shape], _NUMPY_DTYPES[dtype])
+    return torch.from_numpy(a), a
 
 
 def scalar(value: Any, dtype: torch.dtype) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import _categorical
+from .. import _categorical, _core
 from .._categorical import plain_kernel
 from .._core import ce_reduction
 from .._validation import REDUCTIONS
@@ -102,6 +102,41 @@ def _forward_impl(
 
 
 _forward = torch.library.custom_op("ce_fast::cross_entropy", _forward_impl, mutates_args=())
+
+
+def _forward_fused(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    sample_weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss, lse, gradient for an upstream gradient of 1): the forward and
+    the backward's work in one pass over the logits (the fused kernel)."""
+    g, g_np = empty(input.shape, input.dtype)
+    red = _plain(
+        input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    )
+    if red is not None:
+        x, y, nt = input.detach().numpy(), target.numpy(), threads()
+        lse, lse_np = empty(input.shape[:1], torch.float64)
+        if red != _NONE:
+            loss = plain_kernel(x, y, red, nt, lse_out=lse_np, grad=g_np)
+            return scalar(loss, input.dtype), lse, g
+        loss_t, loss_np = empty(input.shape[:1], input.dtype)
+        plain_kernel(x, y, red, nt, loss_out=loss_np, lse_out=lse_np, grad=g_np)
+        return loss_t, lse, g
+    call = _prepare(input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
+                    softcap)  # fmt: skip
+    lse, lse_np = empty(call.layout.sample_shape, torch.float64)
+    loss_np = call.backward(g_np, 1.0, lse_out=lse_np)
+    if call.opts.reduction == _NONE:
+        return torch.from_numpy(loss_np), lse, g
+    return scalar(loss_np, input.dtype), lse, g
 
 
 @_forward.register_fake
@@ -234,21 +269,124 @@ _forward.register_autograd(_backward, setup_context=_setup_context)
 
 
 class _Eager(torch.autograd.Function):
-    """The same forward, backward and context as the operator, without the
-    operator's dispatch (a few microseconds a call: small calls are
-    dominated by it). Eager calls take this; torch.compile traces the
-    operator. (forward takes ctx: with a separate setup_context, apply()
-    binds the arguments through inspect.signature on every call.)"""
+    """The operator's semantics without the operator's dispatch (a few
+    microseconds a call: small calls are dominated by it). Eager calls take
+    this; torch.compile traces the operator. (forward takes ctx: with a
+    separate setup_context, apply() binds the arguments through
+    inspect.signature on every call.)
+
+    When the logits' gradient will be wanted, the forward runs the fused
+    kernel: the loss and the gradient for an upstream gradient of 1 in one
+    pass over the logits, the gradient kept (as torch keeps log_softmax) for
+    the backward, which only scales it by the upstream gradient -- unless it
+    is 1 -- and hands it over without a copy. That is one read of the logits
+    where the operator's forward + backward make two (and two exps per
+    element). A second backward through a retained graph runs the same
+    fused kernel again, so it gives the same bits."""
 
     @staticmethod
     def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor]:
-        out = _forward_impl(*args)
+        ctx.fused = ctx.needs_input_grad[0] and not ctx.needs_input_grad[1]
+        if ctx.fused:
+            loss, lse, ctx.grad = _forward_fused(*args)
+            out = (loss, lse)
+        else:
+            out = _forward_impl(*args)
         _setup_context(ctx, args, out)
         return out
 
     @staticmethod
     def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
-        return _backward(ctx, *grads)
+        if not ctx.fused or torch.is_grad_enabled():
+            return _backward(ctx, *grads)
+        g = ctx.grad
+        ctx.grad = None  # handed over: autograd may adopt it as .grad without a copy
+        input, target, weight, sample_weight = ctx.saved_tensors[:4]
+        if g is None:  # a retained graph's second backward
+            g = _forward_fused(input, target, weight, sample_weight, *ctx.options)[2]
+        up = grads[0]
+        if up.dim() == 0:
+            if float(up) != 1.0:
+                g.mul_(up)
+        else:  # "none": one upstream value per sample, broadcast over the class dim
+            g.mul_(up.unsqueeze(1) if input.dim() > 1 else up)
+        return (g, *(None,) * 8)
+
+
+class _Common(torch.autograd.Function):
+    """The common call that needs the logits' gradient, kept as lean as the
+    autograd machinery allows: the fused kernel ran before apply() (it
+    declines what it does not take); the forward only wraps its loss, and the
+    backward hands over (or scales) its gradient, as _Eager does."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, loss: Tensor, grad: np.ndarray, target: Tensor, red: Any) -> Tensor:
+        ctx.grad, ctx.target, ctx.red = grad, target, red
+        ctx.save_for_backward(input)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, up: Tensor) -> tuple[Tensor | None, ...]:
+        g = ctx.grad
+        ctx.grad = None  # handed over: autograd may adopt it as .grad without a copy
+        if g is None:  # a retained graph's second backward: the same kernel again
+            (input,) = ctx.saved_tensors
+            g = _common_kernel(input, ctx.target, ctx.red, True)[1]  # type: ignore[index]
+        t = torch.from_numpy(g)
+        if torch.is_grad_enabled():  # create_graph: torch's own, differentiable
+            return _backward_common_graph(ctx, up)
+        if up.dim() == 0:
+            if float(up) != 1.0:
+                t.mul_(up)
+        else:
+            t.mul_(up.unsqueeze(1))
+        return (t, None, None, None, None)
+
+
+def _backward_common_graph(ctx: Any, up: Tensor) -> tuple[Tensor | None, ...]:
+    (input,) = ctx.saved_tensors
+    loss = _composite.cross_entropy(input, ctx.target, None, None, -100, _NAMES[ctx.red], 0.0, 0.0, 0.0)
+    return (torch.autograd.grad(loss, input, up, create_graph=True)[0], None, None, None, None)
+
+
+_NAMES = {code: name for name, code in REDUCTIONS.items()}
+_COMMON_DTYPES = (torch.float32, torch.float64)
+
+
+def _common_kernel(input: Tensor, target: Tensor, red: Any, want_grad: bool) -> tuple[Any, Any] | None:
+    """(loss, gradient or None) of the common call from the NumPy API's C fast
+    path (the same bits as the general path), or None where it declines."""
+    return _core.categorical_fast(
+        input.detach().numpy(), target.numpy(), red, threads(), 1.0, want_grad, None
+    )
+
+
+def _common(input: Tensor, target: Tensor, reduction: str) -> Tensor | None:
+    """cross_entropy's common call -- a contiguous (N, C) float32/float64 CPU
+    input, int64 labels, no options -- with the least glue (small calls are
+    dominated by it); None for anything else."""
+    red = REDUCTIONS.get(reduction)
+    if (
+        red is None
+        or type(input) is not torch.Tensor
+        or type(target) is not torch.Tensor
+        or input.dtype not in _COMMON_DTYPES
+        or target.dtype != torch.int64
+        or not input.is_cpu
+        or not target.is_cpu
+        or input.is_neg()
+        or target.requires_grad
+        or torch.compiler.is_compiling()
+    ):
+        return None
+    want_grad = input.requires_grad and torch.is_grad_enabled()
+    r = _common_kernel(input, target, red, want_grad)
+    if r is None:
+        return None
+    loss = torch.from_numpy(r[0]) if red == _NONE else torch.scalar_tensor(float(r[0]), dtype=input.dtype)
+    if not want_grad:
+        return loss
+    return _Common.apply(input, loss, r[1], target, red)  # type: ignore[no-any-return, no-untyped-call]
 
 
 def cross_entropy(
@@ -265,6 +403,19 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
 ) -> Tensor:
+    if (
+        weight is None
+        and sample_weight is None
+        and ignore_index == -100
+        and not label_smoothing
+        and not z_loss
+        and softcap is None
+        and size_average is None
+        and reduce is None
+    ):
+        common = _common(input, target, reduction)
+        if common is not None:
+            return common
     if size_average is not None or reduce is not None:
         fell_through("cross_entropy")
         # the deprecated pair: torch's own, which has no extras

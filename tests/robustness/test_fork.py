@@ -21,7 +21,6 @@ import ce_fast
 from ce_fast import _core
 
 OPENMP = bool(_core.build_facts()["openmp"])
-FORK_SAFE_RUNTIME = _core.build_facts()["fork_safe_runtime"]
 TIMEOUT = 120  # seconds for one scenario; a hang fails, never blocks
 
 # Run as a script (spawn and forkserver children import it by path). argv:
@@ -132,9 +131,9 @@ def test_fork_after_threaded_calls(tmp_path):
     r = run_scenario(tmp_path, "fork", "before")
     if OPENMP:
         assert r["parent_threads_for"] == 2
-        # libgomp: the thread that forked runs alone; a fork-safe runtime: threads
-        assert r["serial"] is (not FORK_SAFE_RUNTIME)
-        assert r["threads"] == (2 if FORK_SAFE_RUNTIME else 1)
+        # the thread that forked runs alone, whatever the runtime
+        assert r["serial"] is True
+        assert r["threads"] == 1
         # a thread the child starts has a pool of its own
         assert r["new_thread_serial"] is False
         assert r["new_thread_threads"] == 2
@@ -169,13 +168,14 @@ def llvm_openmp() -> str | None:
 
 
 @needs_fork
-@pytest.mark.skipif(not OPENMP or FORK_SAFE_RUNTIME or llvm_openmp() is None, reason="needs libgomp + libomp5")
-def test_fork_with_a_runtime_that_survives_it(tmp_path):
+@pytest.mark.skipif(not OPENMP or llvm_openmp() is None, reason="needs libomp5")
+def test_fork_with_llvm_openmp(tmp_path):
     """LLVM's runtime, preloaded in place of libgomp (it has libgomp's entry
-    points): recognised as fork-safe, so the forked child keeps its threads."""
+    points): the same rule, and the same results."""
     r = run_scenario(tmp_path, "fork", "before", LD_PRELOAD=str(llvm_openmp()))
     assert r["parent_threads_for"] == 2
-    assert r["serial"] is False and r["threads"] == 2
+    assert r["serial"] is True and r["threads"] == 1
+    assert r["new_thread_serial"] is False
 
 
 @needs_fork
@@ -215,6 +215,6 @@ if __name__ == "__main__":
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
-def test_build_info_reports_fork_behaviour():
-    info = ce_fast.build_info()
-    assert info["openmp_fork_safe"] is (FORK_SAFE_RUNTIME if OPENMP else None)
+def test_show_config_reports_fork_behaviour(capsys):
+    ce_fast.show_config()
+    assert "thread that forked" in capsys.readouterr().out or not OPENMP
