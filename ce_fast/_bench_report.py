@@ -103,11 +103,15 @@ def fmt_summary(results: list[dict[str, Any]], peers: dict[str, str]) -> str:
     return "\n".join(lines + notes)
 
 
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
 def _table_lines(e: dict[str, Any]) -> list[str]:
     m = e["median_s"]
     nbytes = e["bytes"]
     n = e["N"] * e["C"]
-    gsize = 4 if e["compute_dtype"] == "float32" else 8
+    csize = 4 if e["compute_dtype"] == "float32" else 8
+    gsize = _ITEMSIZE.get(e.get("grad_dtype") or "", csize)
     grad_moved = nbytes + n * gsize
     ceilings = {
         "loss": ("read", nbytes),
@@ -115,7 +119,7 @@ def _table_lines(e: dict[str, Any]) -> list[str]:
         "grad in place": ("copy", grad_moved),
         "grad fresh": ("alloc+copy", grad_moved),
     }
-    moved = {"read": nbytes, "np.exp": 2 * nbytes, "exp": 2 * n * gsize, "numpy reference": grad_moved}
+    moved = {"read": nbytes, "np.exp": 2 * nbytes, "exp": 2 * n * csize, "numpy reference": grad_moved}
     moved.update({k: v[1] for k, v in ceilings.items()})
     moved["copy"] = moved["alloc+copy"] = grad_moved if e["compute_dtype"] else 2 * nbytes
     cores = e.get("cores", {})
@@ -165,7 +169,7 @@ def fmt_table(results: list[dict[str, Any]]) -> str:
             how = "; ce_fast refuses it"
         elif first["compute_dtype"] != dt:
             cdt = first["compute_dtype"]
-            how = f"; ce_fast computes in {cdt} and returns a {cdt} gradient"
+            how = f"; ce_fast computes in {cdt} and returns a {first.get('grad_dtype') or cdt} gradient"
         lines.append(f"\n== cross_entropy_and_grad  {N} x {C}  {dt}  ({first['bytes'] / 1e6:.1f} MB{how}) ==")
         lines.append(
             f"{'threads':>7} {'variant':<24} {'median ms':>10} {'GB/s':>7} {'vs ceiling':>18} {'vs exp':>7}"

@@ -17,6 +17,7 @@ from ._validation import (
     CategoricalOptions,
     as_array,
     as_float,
+    as_logits,
     categorical_layout,
     categorical_options,
     class_weight,
@@ -27,6 +28,7 @@ from ._validation import (
     no_memory,
     output,
     per_sample,
+    result_dtype,
     saved_lse,
     strided_view,
     target_index_error,
@@ -38,8 +40,13 @@ _DOC_PARAMS = """
     Parameters
     ----------
     logits : array_like
-        Unnormalised scores; float32 and float64 are computed natively,
-        float16 in float32, integer and bool in float64.
+        Unnormalised scores; float32 and float64 are computed natively;
+        float16 and bfloat16 (``ml_dtypes.bfloat16``, or a bfloat16
+        ``__dlpack__`` tensor) are read in place and computed in float32
+        (the loss float32, the gradient float16 / bfloat16, rounded to
+        nearest even; without ml_dtypes a bfloat16 gradient is returned as
+        float32); integer and bool in float64. Probability targets of a
+        16-bit dtype, and every weight, are converted to float32.
     target : array_like
         Either integer class indices with the logits' shape minus the class
         axis (any integer dtype), or floating probabilities with exactly the
@@ -89,8 +96,9 @@ _DOC_GRAD = """
         ``sum(grad_output_i * loss_i)``).
     out : ndarray, optional
         A writable C-contiguous array of the logits' shape and compute dtype
-        that receives the gradient. ``out=logits`` overwrites the logits in
-        place with no extra memory."""
+        (for 16-bit logits: their own dtype or float32) that receives the
+        gradient. ``out=logits`` overwrites the logits in place with no
+        extra memory."""
 
 _DOC_NOTES = """
     Notes
@@ -221,7 +229,7 @@ def _run(
         loss = call.forward(lse_out=lse_out)
         return (loss if lse_out is None else (loss, lse_out)), None
     saved = None if lse is None else saved_lse(lse, lay)
-    grad = output(out, lay.shape, lay.dtype)
+    grad = output(out, lay.shape, result_dtype(call.x.dtype), also=lay.dtype)
     loss = call.backward(grad, grad_output, lse=saved)
     return loss, grad
 
@@ -306,7 +314,7 @@ def prepare(
         reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap, num_threads=num_threads,
     )  # fmt: skip
-    x = as_float(logits, "logits")
+    x = as_logits(logits, "logits")
     t = as_array(target, "target")
     lay = categorical_layout(x, t, axis, opts)
     dt = lay.dtype
@@ -463,7 +471,8 @@ cross_entropy.__doc__ = _doc(
 )
 cross_entropy_grad.__doc__ = _doc(
     "Gradient of :func:`cross_entropy` with respect to the logits.",
-    "    grad : ndarray\n        The logits' shape and compute dtype (``out`` if given).",
+    "    grad : ndarray\n        The logits' shape, in their compute dtype or 16-bit dtype (``out`` if\n"
+    "        given).",
     True,
     "    >>> import numpy as np, ce_fast\n"
     "    >>> g = ce_fast.cross_entropy_grad(np.zeros((2, 4)), np.array([1, 3]))\n"

@@ -22,6 +22,12 @@ class ce_reduction(IntEnum):
     CE_RED_SUM = 1
     CE_RED_MEAN = 2
 
+class ce_dtype(IntEnum):
+    CE_DT_F32 = 0
+    CE_DT_F64 = 1
+    CE_DT_BF16 = 2
+    CE_DT_F16 = 3
+
 class ce_bin_mode(IntEnum):
     CE_BIN_LOGITS = 0
     CE_BIN_PROBS = 1

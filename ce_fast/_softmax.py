@@ -14,11 +14,12 @@ from ._validation import (
     INPUT_NAMES,
     SoftmaxCall,
     as_array,
-    as_float,
+    as_logits,
     fast_threads,
     merge_axes,
     no_memory,
     output,
+    result_dtype,
     softmax_call,
     strided_view,
     unaliased,
@@ -45,11 +46,15 @@ _DOC_AXIS = """
 
 _DOC_OUT = """
     out : ndarray, optional
-        A writable C-contiguous array of ``x``'s shape and compute dtype that
-        receives the result; ``out=x`` works in place."""
+        A writable C-contiguous array of ``x``'s shape and compute dtype (for
+        16-bit ``x``: its own dtype or float32) that receives the result;
+        ``out=x`` works in place."""
 
-_DOC_DTYPES = """float32 and float64 are computed natively, float16 in
-        float32, integer and bool in float64."""
+_DOC_DTYPES = """float32 and float64 are computed natively;
+        float16 and bfloat16 are read in place and computed in float32
+        (results of ``x``'s shape in ``x``'s dtype, rounded to nearest even
+        -- float32 for bfloat16 without ml_dtypes -- reduced ones in
+        float32); integer and bool in float64."""
 
 
 def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None, keepdims: Any = False) -> Any:
@@ -62,23 +67,23 @@ def _run(op: ce_sm_op, x: Any, axis: Any, num_threads: Any, out: Any = None, kee
             return res if rowwise else res[()]
     a = as_array(x, INPUT_NAMES.get(op, "x"))
     call = softmax_call(op, a, axis, num_threads, keepdims=keepdims, multi_axis=True)
-    return family(call, as_float(a, call.name, call.dtype), out)
+    return family(call, as_logits(a, call.name), out)
 
 
 def family(call: SoftmaxCall, a: np.ndarray, out: Any = None) -> Any:
-    """Run a validated softmax-family call on ``a`` (already of the compute
-    dtype): the general path of every front end. The class axes are merged
+    """Run a validated softmax-family call on ``a`` (of the compute dtype,
+    or 16-bit, see as_logits): the general path of every front end. The class axes are merged
     into one (a view when they are consecutive, else a copy with them last).
     Returns the result (reduced results of 0-d as NumPy scalars)."""
     axes = call.axes
     consecutive = axes == tuple(range(axes[0], axes[-1] + 1))
     if call.rowwise:
-        res = output(out, call.shape, call.dtype)
+        res = output(out, call.shape, result_dtype(a.dtype), also=call.dtype)
         a = unaliased(res, a, in_place=True)
         if a.size == 0:
             return res
         merged, ax = merge_axes(a, axes)
-        target = res.reshape(merged.shape) if consecutive else np.empty(merged.shape, call.dtype)
+        target = res.reshape(merged.shape) if consecutive else np.empty(merged.shape, res.dtype)
     else:  # out: the reduced result's buffer (front ends that allocate their own)
         res = (
             np.empty(call.result_shape, call.dtype)
@@ -191,7 +196,8 @@ log_softmax.__doc__ = f"""``x - logsumexp(x, axis)``, computed stably (as ``scip
     Returns
     -------
     y : ndarray
-        ``x``'s shape and compute dtype (``out`` if given).
+        ``x``'s shape and dtype (16-bit or compute, see above; ``out`` if
+        given).
 
     Notes
     -----
@@ -227,7 +233,8 @@ softmax.__doc__ = f"""``exp(x - logsumexp(x, axis))`` (as ``scipy.special.softma
     Returns
     -------
     p : ndarray
-        ``x``'s shape and compute dtype (``out`` if given).
+        ``x``'s shape and dtype (16-bit or compute, see above; ``out`` if
+        given).
 
     Notes
     -----

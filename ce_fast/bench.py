@@ -8,8 +8,8 @@ For every shape x dtype x thread count it times, side by side in one run
   (``np.copyto``) and a copy into a freshly allocated one (``np.empty`` +
   ``np.copyto``, which pays the page faults of first touch);
 * the *exp floor*: ce_fast's vector exp of every logit into an existing
-  buffer, in the dtype the kernels compute in (float32 for float16), the
-  arithmetic no exact softmax can skip (column "vs exp"); beside it NumPy's
+  buffer, in the dtype the kernels compute in (float32 for float16 and
+  bfloat16), the arithmetic no exact softmax can skip (column "vs exp"); beside it NumPy's
   own ``np.exp(x, out=buf)`` of the same array, a yardstick ce_fast did not
   write;
 * ce_fast: loss only, loss + gradient into an existing buffer (``out=``),
@@ -83,6 +83,12 @@ def _exp_floor(x: np.ndarray, compute: np.dtype[Any], nt: int) -> Callable[[], N
     return vecmath_exp(src, np.empty_like(src), nt)
 
 
+def _compute(gdt: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype the kernels compute in, for a gradient of dtype gdt (the
+    16-bit ones compute in float32)."""
+    return np.dtype(np.float32) if gdt.itemsize == 2 else gdt
+
+
 def _cases(x: np.ndarray, y: np.ndarray, gdt: np.dtype[Any] | None, nt: int) -> dict[str, Callable[[], Any]]:
     """The ceilings, the floors and (for a dtype it takes) ce_fast."""
     same = np.empty_like(x)
@@ -99,7 +105,7 @@ def _cases(x: np.ndarray, y: np.ndarray, gdt: np.dtype[Any] | None, nt: int) -> 
             # the ceiling of the gradient calls: read the logits, write a gradient
             "copy": lambda: np.copyto(buf, x),
             "alloc+copy": lambda: np.copyto(np.empty(x.shape, gdt), x),
-            "exp": _exp_floor(x, gdt, nt),
+            "exp": _exp_floor(x, _compute(gdt), nt),
             "loss": lambda: ce_fast.cross_entropy(x, y, num_threads=nt),
             "grad out=": lambda: ce_fast.cross_entropy_and_grad(x, y, out=buf, num_threads=nt),
             "grad fresh": lambda: ce_fast.cross_entropy_and_grad(x, y, num_threads=nt),
@@ -145,7 +151,11 @@ def _one_row(x: np.ndarray, y: np.ndarray, nt: int, repeats: int, ref: bool) -> 
         t_in_place = max(med["grad in place+copy"] - med["copy"], 0.0)
         med = {("grad in place" if k == "grad in place+copy" else k): v for k, v in med.items()}
         med["grad in place"] = t_in_place
-    row: dict[str, Any] = {"median_s": med, "compute_dtype": None if gdt is None else gdt.name}
+    row: dict[str, Any] = {
+        "median_s": med,
+        "compute_dtype": None if gdt is None else _compute(gdt).name,
+        "grad_dtype": None if gdt is None else gdt.name,
+    }
     if gdt is None:
         row["ce_fast_skipped"] = why
         return row

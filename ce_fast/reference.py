@@ -12,8 +12,11 @@ The module only imports NumPy and never imports the rest of ``ce_fast``.
 Conventions shared by every function
 ------------------------------------
 * **dtypes.**  ``float32`` and ``float64`` inputs give ``float32`` /
-  ``float64`` results; ``float16`` gives ``float32``; integer and bool inputs
-  give ``float64``.  complex, ``longdouble``, object, string, bytes, void,
+  ``float64`` results; ``float16`` and bfloat16 (``ml_dtypes.bfloat16``)
+  give ``float32``, except the results of the logits' shape (gradients,
+  ``softmax``, ``log_softmax``), which keep the 16-bit dtype (PyTorch's rule;
+  their ``out=`` may also be ``float32``); integer and bool inputs give
+  ``float64``.  complex, ``longdouble``, object, string, bytes, void,
   datetime and timedelta inputs (and ragged sequences) raise ``TypeError``
   naming the argument.
   Internally everything is computed in float64 (exact for the float32 inputs)
@@ -117,17 +120,29 @@ def _to_array(x, name):
         except Exception as exc:  # ragged lists and other non-arrays
             raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc})") from exc
     if arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (kind "V"): exactly representable in float32
-        arr = arr.astype(np.float32)
+        return arr
     if arr.dtype.kind not in "biuf" or (arr.dtype.kind == "f" and arr.itemsize > 8):
         raise TypeError(f"{name}: unsupported dtype {arr.dtype} (expected float16/32/64, integer or bool)")
     return arr
 
 
 def _compute_dtype(dtype):
-    """float16/float32 -> float32; float64, integer and bool -> float64."""
-    if dtype.kind == "f" and dtype.itemsize <= 4:  # any byte order
+    """float16/bfloat16/float32 -> float32; float64, integer and bool -> float64."""
+    if (dtype.kind == "f" and dtype.itemsize <= 4) or dtype.name == "bfloat16":  # any byte order
         return np.dtype(np.float32)
     return np.dtype(np.float64)
+
+
+def _is_16bit(dtype):
+    return (dtype.kind == "f" and dtype.itemsize == 2) or dtype.name == "bfloat16"
+
+
+def _as_logits(x, name):
+    """``(array as float64, compute dtype, dtype of the results of its
+    shape)``: the 16-bit dtypes keep theirs (native byte order)."""
+    arr = _to_array(x, name)
+    shaped = arr.dtype.newbyteorder("=") if _is_16bit(arr.dtype) else _compute_dtype(arr.dtype)
+    return arr.astype(np.float64), _compute_dtype(arr.dtype), shaped
 
 
 def _as_float(x, name):
@@ -152,10 +167,12 @@ def _normalize_axis(axis, ndim):
 
 
 def _check_out(out, shape, dtype):
-    """``out`` must be a writable C-contiguous ndarray of shape and dtype."""
+    """``out`` must be a writable C-contiguous ndarray of shape and dtype
+    (or float32 for a 16-bit dtype)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != tuple(shape) or out.dtype != dtype:
+    ok = out.dtype == dtype or (_is_16bit(dtype) and out.dtype == np.float32)
+    if out.shape != tuple(shape) or not ok:
         raise ValueError(
             f"out must have shape {tuple(shape)} and dtype {dtype}, "
             f"got shape {out.shape} and dtype {out.dtype}"
@@ -370,7 +387,7 @@ def _categorical(
         raise ValueError(f"ignore_index {ignore_index} does not fit in int64")
 
     # -- logits and axis ----------------------------------------------------
-    x, dtype = _as_float(logits, "logits")
+    x, dtype, shaped = _as_logits(logits, "logits")
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (the class axis)")
     ax = _normalize_axis(axis, x.ndim)
@@ -422,7 +439,7 @@ def _categorical(
         if reduction == "none":
             go = go.reshape(-1)
         if out is not None:
-            _check_out(out, x.shape, dtype)
+            _check_out(out, x.shape, shaped)
         if lse is not None:
             lse = _as_float64(lse, "lse")
             if lse.shape != sample_shape:
@@ -497,7 +514,7 @@ def _categorical(
     grad2 = np.zeros((n_rows, n_classes))
     grad2[keep] = grad_k
     grad = np.moveaxis(grad2.reshape(moved_shape), -1, ax)
-    return loss, _finish(grad, dtype, out)
+    return loss, _finish(grad, shaped, out)
 
 
 def _check_class_indices(y_flat, n_classes, ignore_index):
@@ -1071,12 +1088,14 @@ def binary_cross_entropy(probs, target, *, weight=None, eps=None, reduction="mea
 # ---------------------------------------------------------------------------
 
 
-def _rows_along(x, axis, name, empty_ok=False):
+def _rows_along(x, axis, name, empty_ok=False, rowwise=False):
     """Validate and move the class axes last, flattened into one:
     ``(2-D rows, dtype, axes, shape with the class axes last)``.  ``axis``
     is an int or a tuple of ints (distinct); ``empty_ok``: an empty class
-    axis is allowed."""
-    a, dtype = _as_float(x, name)
+    axis is allowed; ``rowwise``: dtype is that of a result of x's shape
+    (else the compute dtype)."""
+    a, dtype, shaped = _as_logits(x, name)
+    dtype = shaped if rowwise else dtype
     if a.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension")
     axes = axis if isinstance(axis, tuple) else (axis,)
@@ -1156,7 +1175,7 @@ def log_softmax(x, *, axis=-1, out=None, num_threads=None):
     array([-0.69314718, -0.69314718])
     """
     _check_num_threads(num_threads)
-    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True, rowwise=True)
     if out is not None:
         _check_out(out, np.shape(x), dtype)
     if x2.size == 0:
@@ -1184,7 +1203,7 @@ def softmax(x, *, axis=-1, out=None, num_threads=None):
            [1.  , 0.  ]])
     """
     _check_num_threads(num_threads)
-    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True)
+    x2, dtype, axes, moved_shape = _rows_along(x, axis, "x", empty_ok=True, rowwise=True)
     if out is not None:
         _check_out(out, np.shape(x), dtype)
     if x2.size == 0:

@@ -17,6 +17,12 @@ cdef extern from "ce_kernels.h" nogil:
         CE_RED_SUM
         CE_RED_MEAN
 
+    cpdef enum ce_dtype:
+        CE_DT_F32
+        CE_DT_F64
+        CE_DT_BF16
+        CE_DT_F16
+
     cpdef enum ce_bin_mode:
         CE_BIN_LOGITS
         CE_BIN_PROBS
@@ -59,6 +65,7 @@ cdef extern from "ce_kernels.h" nogil:
         int reduction
         void *loss_out
         void *grad
+        int out_wide
         int num_threads
         double *lse_out
         const double *lse
@@ -95,6 +102,7 @@ cdef extern from "ce_kernels.h" nogil:
         int64_t outer, C, inner
         int64_t xs_o, xs_c, xs_i
         void *out
+        int out_wide
         int num_threads
         int64_t err_pos
         double err_fval
@@ -152,12 +160,12 @@ cdef extern from "ce_kernels.h" nogil:
         int nonfinite, out_of_range, not_normalised
         int64_t err_pos
 
-    int ce_categorical(int is_double, ce_cat_args *a)
+    int ce_categorical(int dtype, ce_cat_args *a)
     int ce_wlse(int is_double, ce_wlse_args *a)
     int ce_prob(int is_double, ce_prob_args *a)
     int ce_logloss(int is_double, ce_logloss_args *a)
     int ce_binary(int is_double, ce_bin_args *a)
-    int ce_softmax_family(int is_double, ce_sm_args *a)
+    int ce_softmax_family(int dtype, ce_sm_args *a)
     int ce_divergence(int is_double, ce_div_args *a)
     void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads)
     const char *ce_isa()

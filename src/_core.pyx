@@ -77,6 +77,26 @@ cdef inline int _float_type(object x):
     return tn if tn == cnp.NPY_FLOAT or tn == cnp.NPY_DOUBLE else -1
 
 
+cdef inline int _dtype_code(object x):
+    """The ce_dtype of a general-path operand: float32, float64, float16, or
+    any other 2-byte type, which the Python layer passes only for bfloat16
+    (ml_dtypes.bfloat16, or the tagged uint16 of a DLPack import)."""
+    cdef int tn = (<cnp.ndarray>x).descr.type_num
+    if tn == cnp.NPY_DOUBLE:
+        return CE_DT_F64
+    if tn == cnp.NPY_FLOAT16:
+        return CE_DT_F16
+    if cnp.PyArray_ITEMSIZE(<cnp.ndarray>x) == 2:
+        return CE_DT_BF16
+    return CE_DT_F32
+
+
+cdef inline bint _wide(object x, object out):
+    """16-bit x with a float32 output (out= in the compute dtype)."""
+    return (out is not None and cnp.PyArray_ITEMSIZE(<cnp.ndarray>x) == 2
+            and cnp.PyArray_ITEMSIZE(<cnp.ndarray>out) == 4)
+
+
 cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
     cdef char *pa = <char *>cnp.PyArray_DATA(a)
     cdef char *pb = <char *>cnp.PyArray_DATA(b)
@@ -251,10 +271,11 @@ def categorical(*, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs
                 ce_reduction reduction=CE_RED_MEAN, loss_out=None, grad=None,
                 int num_threads=0, lse_out=None, lse=None):
     """Run the categorical kernel. Returns (status, loss, err_pos, err_val).
-    lse_out / lse: float64 [N] (see ce_cat_args)."""
+    lse_out / lse: float64 [N] (see ce_cat_args). 16-bit x: every other
+    floating operand is float32, grad the x's type or float32."""
     cdef ce_cat_args a
     memset(&a, 0, sizeof(a))
-    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    cdef int dtype = _dtype_code(x)
     a.x = _ptr(x)
     a.outer, a.C, a.inner = outer, C, inner
     a.xs_o, a.xs_c, a.xs_i = xs
@@ -270,12 +291,13 @@ def categorical(*, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, tuple xs
     a.reduction = reduction
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(grad)
+    a.out_wide = _wide(x, grad)
     a.num_threads = num_threads
     a.lse_out = <double *>_ptr(lse_out)
     a.lse = <const double *>_ptr(lse)
     cdef int rc
     with nogil:
-        rc = ce_categorical(is_double, &a)
+        rc = ce_categorical(dtype, &a)
     return ce_status(rc), a.loss, a.err_pos, a.err_val
 
 
@@ -314,19 +336,22 @@ def binary(*, ce_bin_mode mode, x, Py_ssize_t rows, Py_ssize_t cols, tuple xs, t
 
 def softmax_family(*, ce_sm_op op, x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                    tuple xs, out, int num_threads=0):
-    """Run a softmax-family kernel. Returns (status, err_pos, err_val)."""
+    """Run a softmax-family kernel. Returns (status, err_pos, err_val).
+    16-bit x: row results are float32, log_softmax / softmax out the x's
+    type or float32."""
     cdef ce_sm_args a
     memset(&a, 0, sizeof(a))
-    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    cdef int dtype = _dtype_code(x)
     a.op = op
     a.x = _ptr(x)
     a.outer, a.C, a.inner = outer, C, inner
     a.xs_o, a.xs_c, a.xs_i = xs
     a.out = <void *>_ptr(out)
+    a.out_wide = (op == CE_SM_LOG_SOFTMAX or op == CE_SM_SOFTMAX) and _wide(x, out)
     a.num_threads = num_threads
     cdef int rc
     with nogil:
-        rc = ce_softmax_family(is_double, &a)
+        rc = ce_softmax_family(dtype, &a)
     return ce_status(rc), a.err_pos, a.err_fval
 
 

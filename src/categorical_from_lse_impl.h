@@ -125,9 +125,11 @@ static int CE_FN(cat_from_lse)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double 
     int nomem = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : nomem)
     {
-        /* softcap: the span's capped logits and chain-rule factors */
-        CE_T *scratch = cap > 0.0 ? (CE_T *)malloc(2 * CE_SPLIT_CHUNK * sizeof(CE_T)) : NULL;
-        nomem = cap > 0.0 && !scratch;
+        /* softcap: the span's capped logits and chain-rule factors; 16-bit
+         * storage: the span's logits, and its gradient in their place */
+        const int use_scratch = cap > 0.0 || CE_HALF;
+        CE_T *scratch = use_scratch ? (CE_T *)malloc(2 * CE_SPLIT_CHUNK * sizeof(CE_T)) : NULL;
+        nomem = use_scratch && !scratch;
         if (prob_W) {
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < N; ++r) {
@@ -140,26 +142,50 @@ static int CE_FN(cat_from_lse)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double 
             const int64_t r = nch == 1 ? u : u / nch, c0 = (u - r * nch) * CE_SPLIT_CHUNK;
             const int64_t n = c0 + CE_SPLIT_CHUNK < C ? CE_SPLIT_CHUNK : C - c0;
             const CE_FN(row_ptrs) p = CE_FN(locate_row)(a, r, gscale);
-            CE_T *g = p.g + c0 * inner;
             const double lse = a->lse[r];
-            if (p.ignored || lse != lse || (cap > 0.0 && !scratch)) {
+            if (p.ignored || lse != lse || (use_scratch && !scratch)) {
                 /* ignored rows are never read; a NaN lse marks a NaN row */
-                CE_FN(fill_span)(g, inner, n, p.ignored ? (CE_T)0 : (CE_T)NAN);
+#if CE_HALF
+                CE_FN(fill_out)(a->grad, p.goff + c0 * inner, inner, n, p.ignored ? (CE_T)0 : (CE_T)NAN,
+                                a->out_wide);
+#else
+                CE_FN(fill_span)(p.g + c0 * inner, inner, n, p.ignored ? (CE_T)0 : (CE_T)NAN);
+#endif
                 continue;
             }
             const CE_FN(lse_coef) cf = CE_FN(lse_coefs)(k, lse, p.y, p.gs * p.sw, prob_W ? prob_W[r] : 0.0);
             const int64_t yj = !k->prob && p.y >= c0 && p.y < c0 + n ? p.y - c0 : -1;
-            const CE_T *x = p.x + c0 * a->xs_c, *q = p.q ? p.q + c0 * a->qs_c : NULL;
+            const CE_S *xs0 = p.x + c0 * a->xs_c;
+            const CE_T *q = p.q ? p.q + c0 * a->qs_c : NULL;
             const CE_T *w = k->w ? k->w + c0 : NULL, *fac = NULL;
             ptrdiff_t sx = a->xs_c;
+#if CE_HALF
+            const CE_T *x = scratch;
+            CE_T *g = scratch;
+            const ptrdiff_t sg = 1;
+            if (cap > 0.0) {
+                CE_FN(softcap_row)(xs0, sx, n, cap, scratch, scratch + CE_SPLIT_CHUNK);
+                fac = scratch + CE_SPLIT_CHUNK;
+            } else {
+                CE_FN(load_span)(scratch, xs0, sx, n);
+            }
+            sx = 1;
+#else
+            const CE_T *x = xs0;
+            CE_T *g = p.g + c0 * inner;
+            const ptrdiff_t sg = inner;
             if (scratch) {
                 CE_FN(softcap_row)(x, sx, n, cap, scratch, scratch + CE_SPLIT_CHUNK);
                 x = scratch, sx = 1, fac = scratch + CE_SPLIT_CHUNK;
             }
-            if (sx == 1 && inner == 1 && (!q || a->qs_c == 1))
+#endif
+            if (sx == 1 && sg == 1 && (!q || a->qs_c == 1))
                 CE_FN(lse_span)(k, &cf, lse, x, 1, q, 1, w, n, yj, g, 1, fac);
             else
-                CE_FN(lse_span)(k, &cf, lse, x, sx, q, a->qs_c, w, n, yj, g, inner, fac);
+                CE_FN(lse_span)(k, &cf, lse, x, sx, q, a->qs_c, w, n, yj, g, sg, fac);
+#if CE_HALF
+            CE_FN(store_span)(a->grad, p.goff + c0 * inner, inner, scratch, n, a->out_wide);
+#endif
         }
         free(scratch);
     }

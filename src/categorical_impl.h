@@ -69,6 +69,7 @@ int CE_FN(ce_categorical)(ce_cat_args *a) {
     }
 
     double total = 0.0;
+#if !CE_HALF /* (16-bit storage: huge rows are computed whole, one per thread) */
     if (ce_split_rows(N, C) && a->softcap <= 0.0) {
         double *row_loss = (double *)malloc((size_t)(N > 0 ? N : 1) * sizeof(double));
         if (!row_loss) return CE_ERR_NOMEM;
@@ -79,7 +80,9 @@ int CE_FN(ce_categorical)(ce_cat_args *a) {
             total += row_loss[r];
         }
         free(row_loss);
-    } else {
+    } else
+#endif
+    {
         const int64_t rb = ce_rows_per_block(C);
         const int64_t nblocks = (N + rb - 1) / rb;
         double *partial = NULL;

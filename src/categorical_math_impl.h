@@ -252,10 +252,12 @@ CE_INLINE CE_T CE_FN(target_grad)(const CE_FN(row_coef) * cf, double e_y, double
     return v * (CE_T)cf->post * fac_y;
 }
 
-/* Where row r's data starts. */
+/* Where row r's data starts (g: at element goff of the gradient). */
 typedef struct {
-    const CE_T *x, *q;
-    CE_T *g;
+    const CE_S *x;
+    const CE_T *q;
+    CE_S *g;
+    int64_t goff;
     int ignored;
     int64_t y;
     double sw, gs;
@@ -265,9 +267,10 @@ CE_INLINE CE_FN(row_ptrs) CE_FN(locate_row)(const ce_cat_args *a, int64_t r, dou
     CE_FN(row_ptrs) p;
     /* a 64-bit division costs ~40 cycles, more than a 10-class row's arithmetic */
     const int64_t o = a->inner == 1 ? r : r / a->inner, i = r - o * a->inner;
-    p.x = (const CE_T *)a->x + o * a->xs_o + i * a->xs_i;
+    p.x = (const CE_S *)a->x + o * a->xs_o + i * a->xs_i;
     p.q = a->q ? (const CE_T *)a->q + o * a->qs_o + i * a->qs_i : NULL;
-    p.g = a->grad ? (CE_T *)a->grad + o * a->C * a->inner + i : NULL;
+    p.goff = o * a->C * a->inner + i;
+    p.g = a->grad ? (CE_S *)a->grad + p.goff : NULL;
     p.y = a->target ? a->target[r] : 0;
     p.ignored = a->target && p.y == a->ignore_index;
     p.sw = a->sample_weight ? (double)((const CE_T *)a->sample_weight)[r] : 1.0;

@@ -54,10 +54,10 @@ CE_INLINE double CE_FN(cat_row_any)(const CE_FN(cat_ctx) * k, const CE_T *x, ptr
 /* Soft-capping: xc = cap * tanh(x / cap) into scratch, and the chain-rule
  * factor 1 - tanh^2(x / cap) = 4a / (1 + a)^2 with a = exp(-2|x / cap|),
  * which keeps relative accuracy where tanh rounds to +-1. */
-static void CE_FN(softcap_row)(const CE_T *x, ptrdiff_t sx, int64_t C, double cap, CE_T *xc,
+static void CE_FN(softcap_row)(const CE_S *x, ptrdiff_t sx, int64_t C, double cap, CE_T *xc,
                                CE_T *fac) {
     for (int64_t c = 0; c < C; ++c) {
-        double u = (double)x[c * sx] / cap;
+        double u = (double)CE_LD(x[c * sx]) / cap;
         double a = exp(-2.0 * fabs(u));
         xc[c] = (CE_T)(cap * tanh(u));
         fac[c] = (CE_T)(4.0 * a / ((1.0 + a) * (1.0 + a)));
@@ -86,14 +86,32 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
             /* the next whole tile of a block, requested during this one, when
              * rows are contiguous (its logits and gradient are one span each) */
             const int ahead = inner == 1 && a->xs_c == 1 && a->xs_o == C && r + 2 * CE_TILE <= r_end;
-            const ce_prefetch next = {ahead ? (const char *)((const CE_T *)a->x + (r + CE_TILE) * C) : NULL,
-                                      ahead && a->grad ? (char *)((CE_T *)a->grad + (r + CE_TILE) * C) : NULL};
+            const ce_prefetch next = {ahead ? (const char *)((const CE_S *)a->x + (r + CE_TILE) * C) : NULL,
+                                      ahead && a->grad ? (char *)((CE_S *)a->grad + (r + CE_TILE) * C) : NULL};
             acc += CE_FN(cat_tile)(a, k, gscale, r, nb, scratch, loss_out, ahead ? &next : NULL);
             r += nb;
         }
         for (int64_t r = b * rb; !tile && r < r_end; ++r) {
             CE_FN(row_ptrs) p = CE_FN(locate_row)(a, r, gscale);
             double loss = 0.0, lse = NAN;
+#if CE_HALF
+            /* the row in scratch (capped, its factors behind it), and its
+             * gradient in place there (see storage_impl.h) */
+            if (p.ignored) {
+                if (a->grad) CE_FN(fill_out)(a->grad, p.goff, inner, C, 0, a->out_wide);
+            } else {
+                const CE_T *fac = NULL;
+                if (cap > 0.0) {
+                    CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
+                    fac = scratch + C;
+                } else {
+                    CE_FN(load_span)(scratch, p.x, a->xs_c, C);
+                }
+                CE_T *g = a->grad ? scratch : NULL;
+                loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, g, 1, fac, p.sw, p.gs, NULL, &lse);
+                if (g) CE_FN(store_span)(a->grad, p.goff, inner, scratch, C, a->out_wide);
+            }
+#else
             if (p.ignored) { /* ignored samples are never read: loss 0, gradient 0 */
                 if (p.g) CE_FN(fill_span)(p.g, inner, C, (CE_T)0);
             } else if (cap > 0.0) {
@@ -109,6 +127,7 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                 loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL, p.sw,
                                           p.gs, pf, &lse);
             }
+#endif
             if (a->lse_out) a->lse_out[r] = lse;
             if (loss_out) loss_out[r] = (CE_T)loss;
             acc += loss;
@@ -127,9 +146,11 @@ static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsca
     const int64_t N = a->outer * a->inner, C = a->C;
     const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
     const int tile = CE_FN(use_tile)(a);
-    const int regs = CE_TILE_IN_REGISTERS && a->inner == 1 && a->xs_c == 1 && N >= CE_TILE;
+    const int regs = CE_TILE_IN_REGISTERS && !CE_HALF && a->inner == 1 && a->xs_c == 1 && N >= CE_TILE;
     ce_path_hit(!tile ? CE_PATH_ROW : regs ? CE_PATH_TILE_REGISTERS : CE_PATH_TILE_ELEMENTS);
-    const size_t scratch_len = tile ? CE_FN(tile_scratch_len)(C) : cap > 0.0 ? (size_t)(2 * C) : 0;
+    const size_t scratch_len = tile ? CE_FN(tile_scratch_len)(C)
+                               : cap > 0.0 ? (size_t)(2 * C)
+                               : CE_HALF ? (size_t)C : 0;
     int nomem = 0;
     if (nt > 1) {
 #pragma omp parallel num_threads(nt) reduction(| : nomem)

@@ -27,7 +27,7 @@
  * path's vector loops overtake it, measured with 65536 rows, 1 thread (Zen 5,
  * loss and gradient): C ~ 64 (float) and ~40 (double) with the transposes in
  * registers, ~32 and ~8 without (two-lane SSE2 doubles gain nothing). */
-#if CE_TILE_IN_REGISTERS
+#if CE_TILE_IN_REGISTERS && !CE_HALF
 #define CE_TILE_MAX_C ((int64_t)(sizeof(CE_T) == 4 ? 64 : 40))
 #else
 #define CE_TILE_MAX_C ((int64_t)(sizeof(CE_T) == 4 ? 32 : 8))
@@ -144,7 +144,7 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     const CE_FN(row_ptrs) p0 = CE_FN(locate_row)(a, r0, gscale);
     const ptrdiff_t xr = inner == 1 ? a->xs_o : a->xs_i, xs = a->xs_c;
     /* whole tiles of rows with unit class stride go through the registers */
-    const int vec = nb == CE_TILE && inner == 1 && xs == 1;
+    const int vec = !CE_HALF && nb == CE_TILE && inner == 1 && xs == 1;
     CE_T *stage = xt + CE_TILE * C;
 
     int64_t y[CE_TILE];
@@ -155,17 +155,20 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
      * are overwritten) except on the element path, which reads only what a
      * row path would; lanes past nb are zeros. */
     if (pf) ce_prefetch_bytes_l2(pf, 0, CE_TILE * C * (int64_t)sizeof(CE_T));
+#if !CE_HALF /* (16-bit rows: element by element, converted) */
     if (vec) {
         CE_TILE_IN(p0.x, xr, C, xt);
-    } else if (inner > 1) {
+    } else
+#endif
+    if (inner > 1) {
         for (int64_t c = 0; c < C; ++c) {
-            const CE_T *xc = p0.x + c * xs;
-            for (int64_t j = 0; j < CE_TILE; ++j) xt[c * CE_TILE + j] = j < nb ? xc[j * xr] : 0;
+            const CE_S *xc = p0.x + c * xs;
+            for (int64_t j = 0; j < CE_TILE; ++j) xt[c * CE_TILE + j] = j < nb ? CE_LD(xc[j * xr]) : 0;
         }
     } else {
         for (int64_t j = 0; j < CE_TILE; ++j) {
-            const CE_T *x = y[j] < 0 ? NULL : p0.x + j * xr;
-            for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = x ? x[c * xs] : 0;
+            const CE_S *x = y[j] < 0 ? NULL : p0.x + j * xr;
+            for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = x ? CE_LD(x[c * xs]) : 0;
         }
     }
 
@@ -238,6 +241,14 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
         }
     }
     /* out: each row's gradient */
+#if CE_HALF
+    (void)stage, (void)vec;
+    for (int64_t j = 0; j < nb; ++j) {
+        const int64_t off = p0.goff + (inner > 1 ? j : j * C);
+        for (int64_t c = 0; c < C; ++c)
+            CE_FN(store_one)(a->grad, off + c * inner, xt[c * CE_TILE + j], a->out_wide);
+    }
+#else
     if (vec) {
         CE_TILE_OUT(xt, C, p0.g, stage);
     } else if (inner > 1) {
@@ -251,5 +262,6 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
             for (int64_t c = 0; c < C; ++c) g[c] = xt[c * CE_TILE + j];
         }
     }
+#endif
     return acc;
 }

@@ -20,6 +20,14 @@ typedef enum ce_status {
 
 typedef enum ce_reduction { CE_RED_NONE = 0, CE_RED_SUM = 1, CE_RED_MEAN = 2 } ce_reduction;
 
+/* The logits' element type, ce_categorical's and ce_softmax_family's first
+ * argument (the other families take is_double: 0 or 1). 16-bit storage is
+ * computed in float32; every other floating operand of such a call (weights,
+ * probability targets, per-sample arrays, per-sample losses, row results) is
+ * float32, and the outputs the logits' shape (gradient, softmax, log_softmax)
+ * are in the 16-bit type, or float32 with out_wide. */
+typedef enum ce_dtype { CE_DT_F32 = 0, CE_DT_F64 = 1, CE_DT_BF16 = 2, CE_DT_F16 = 3 } ce_dtype;
+
 /* Categorical cross-entropy over logits laid out as (outer, C, inner).
  * Element (o, c, i) of the logits is x[o*xs_o + c*xs_c + i*xs_i] (strides in
  * elements, may be negative); a probability target q has its own strides.
@@ -49,6 +57,7 @@ typedef struct {
 
     void *loss_out; /* per-sample losses [N] for "none", else NULL */
     void *grad;     /* gradient (outer, C, inner) contiguous, or NULL for loss only */
+    int out_wide;   /* 16-bit logits: grad is float32 (else the logits' type) */
     int num_threads;
 
     /* the per-sample log-sum-exp of the (capped) logits, float64 whatever
@@ -117,6 +126,7 @@ typedef struct {
     int64_t outer, C, inner;
     int64_t xs_o, xs_c, xs_i;
     void *out;
+    int out_wide; /* 16-bit x: log_softmax / softmax out is float32 (else x's type) */
     int num_threads;
 
     /* results: CE_ERR_DOMAIN (entropy: a negative probability) */
@@ -243,10 +253,14 @@ typedef struct {
     const char *isa;
     ce_cat_fn categorical_f32;
     ce_cat_fn categorical_f64;
+    ce_cat_fn categorical_bf16;
+    ce_cat_fn categorical_f16;
     ce_bin_fn binary_f32;
     ce_bin_fn binary_f64;
     ce_sm_fn softmax_family_f32;
     ce_sm_fn softmax_family_f64;
+    ce_sm_fn softmax_family_bf16;
+    ce_sm_fn softmax_family_f16;
     ce_div_fn divergence_f32;
     ce_div_fn divergence_f64;
     ce_vecmath_fn vecmath_f32;
@@ -260,9 +274,9 @@ typedef struct {
 } ce_kernel_table;
 
 /* Entry points used by the binding (dispatch.c). */
-int ce_categorical(int is_double, ce_cat_args *a);
+int ce_categorical(int dtype, ce_cat_args *a); /* dtype: a ce_dtype */
 int ce_binary(int is_double, ce_bin_args *a);
-int ce_softmax_family(int is_double, ce_sm_args *a);
+int ce_softmax_family(int dtype, ce_sm_args *a); /* dtype: a ce_dtype */
 int ce_divergence(int is_double, ce_div_args *a);
 int ce_wlse(int is_double, ce_wlse_args *a);
 int ce_prob(int is_double, ce_prob_args *a);

@@ -96,9 +96,10 @@ const char *ce_isa_supported(void) {
     return "baseline";
 }
 
-int ce_categorical(int is_double, ce_cat_args *a) {
+int ce_categorical(int dtype, ce_cat_args *a) {
     const ce_kernel_table *t = table();
-    return is_double ? t->categorical_f64(a) : t->categorical_f32(a);
+    const ce_cat_fn f[] = {t->categorical_f32, t->categorical_f64, t->categorical_bf16, t->categorical_f16};
+    return f[dtype](a);
 }
 
 int ce_binary(int is_double, ce_bin_args *a) {
@@ -106,9 +107,11 @@ int ce_binary(int is_double, ce_bin_args *a) {
     return is_double ? t->binary_f64(a) : t->binary_f32(a);
 }
 
-int ce_softmax_family(int is_double, ce_sm_args *a) {
+int ce_softmax_family(int dtype, ce_sm_args *a) {
     const ce_kernel_table *t = table();
-    return is_double ? t->softmax_family_f64(a) : t->softmax_family_f32(a);
+    const ce_sm_fn f[] = {t->softmax_family_f32, t->softmax_family_f64, t->softmax_family_bf16,
+                          t->softmax_family_f16};
+    return f[dtype](a);
 }
 
 int ce_divergence(int is_double, ce_div_args *a) {

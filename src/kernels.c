@@ -1,4 +1,6 @@
-/* kernels.c — every kernel, instantiated for float32 and float64. CMake
+/* kernels.c — every kernel, instantiated for float32 and float64, and the
+ * categorical and softmax-family kernels for bfloat16 and float16 storage
+ * (computed in float32, see kernels_for_dtype.h). CMake
  * compiles this file once per ISA level with CE_ISA set to the level's name
  * (baseline, avx2, avx512) and the matching -m flags; dispatch.c picks one
  * table at import. */
@@ -11,6 +13,7 @@
 #include "ce_vecmath.h"
 #include "ce_vecmath_log.h"
 #include "ce_transpose.h"
+#include "ce_half.h"
 
 #ifndef CE_ISA
 #define CE_ISA baseline
@@ -22,6 +25,10 @@
  * link side by side. */
 #define CE_SFX CE_CAT(f32_, CE_ISA)
 #define CE_T float
+#define CE_S float
+#define CE_HALF 0
+#define CE_LD(v) (v)
+#define CE_ST(v) (v)
 #define CE_U uint32_t /* the unsigned and signed integers of CE_T's width */
 #define CE_I int32_t
 #define CE_EXP_NONPOS ce_exp_nonpos_f32
@@ -33,6 +40,10 @@
 
 #define CE_SFX CE_CAT(f64_, CE_ISA)
 #define CE_T double
+#define CE_S double
+#define CE_HALF 0
+#define CE_LD(v) (v)
+#define CE_ST(v) (v)
 #define CE_U uint64_t
 #define CE_I int64_t
 #define CE_EXP_NONPOS ce_exp_nonpos_f64
@@ -42,6 +53,43 @@
 #define CE_TILE_OUT ce_tile_out_double
 #include "kernels_for_dtype.h"
 
+/* 16-bit storage, float32 arithmetic: the float32 vector math; the register
+ * transposes are float32's and never called (their rows are converted one
+ * element at a time, categorical_tile_impl.h) */
+#define CE_SFX CE_CAT(bf16_, CE_ISA)
+#define CE_T float
+#define CE_S uint16_t
+#define CE_HALF 1
+#define CE_LOAD_SPAN ce_bf16_load
+#define CE_STORE_SPAN ce_bf16_store
+#define CE_LD ce_bf16_to_f32
+#define CE_ST ce_f32_to_bf16
+#define CE_U uint32_t
+#define CE_I int32_t
+#define CE_EXP_NONPOS ce_exp_nonpos_f32
+#define CE_LOG ce_log_f32
+#define CE_LOG1P ce_log1p_f32
+#define CE_TILE_IN ce_tile_in_float
+#define CE_TILE_OUT ce_tile_out_float
+#include "kernels_for_dtype.h"
+
+#define CE_SFX CE_CAT(f16_, CE_ISA)
+#define CE_T float
+#define CE_S uint16_t
+#define CE_HALF 1
+#define CE_LOAD_SPAN ce_f16_load
+#define CE_STORE_SPAN ce_f16_store
+#define CE_LD ce_f16_to_f32
+#define CE_ST ce_f32_to_f16
+#define CE_U uint32_t
+#define CE_I int32_t
+#define CE_EXP_NONPOS ce_exp_nonpos_f32
+#define CE_LOG ce_log_f32
+#define CE_LOG1P ce_log1p_f32
+#define CE_TILE_IN ce_tile_in_float
+#define CE_TILE_OUT ce_tile_out_float
+#include "kernels_for_dtype.h"
+
 /* Designated: each entry names its field, so the order of the struct does
  * not matter here. */
 #define CE_ENTRY(name) .name = CE_CAT(ce_##name##_, CE_ISA)
@@ -49,10 +97,14 @@ const ce_kernel_table CE_CAT(ce_table_, CE_ISA) = {
     .isa = CE_STR(CE_ISA),
     CE_ENTRY(categorical_f32),
     CE_ENTRY(categorical_f64),
+    CE_ENTRY(categorical_bf16),
+    CE_ENTRY(categorical_f16),
     CE_ENTRY(binary_f32),
     CE_ENTRY(binary_f64),
     CE_ENTRY(softmax_family_f32),
     CE_ENTRY(softmax_family_f64),
+    CE_ENTRY(softmax_family_bf16),
+    CE_ENTRY(softmax_family_f16),
     CE_ENTRY(divergence_f32),
     CE_ENTRY(divergence_f64),
     CE_ENTRY(vecmath_f32),

@@ -1,30 +1,47 @@
 /* kernels_for_dtype.h — every kernel body for one element type. kernels.c
- * includes it once per dtype with CE_T, CE_U, CE_I (integers of CE_T's
- * width), CE_SFX (f32_<isa> | f64_<isa>) and the vector-math macros
- * (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) and the tile transposes (CE_TILE_IN,
- * CE_TILE_OUT) defined; it undefines them afterwards.
- * CE_FN(name) names a function of this instantiation (name_<CE_SFX>). */
+ * includes it once per dtype with CE_T (the compute type), CE_S (the storage
+ * type of the logits and of the gradient / softmax outputs), CE_HALF (1 when
+ * CE_S is a 16-bit format, 0 when it is CE_T), CE_U, CE_I (integers of CE_T's
+ * width), CE_SFX (f32_<isa> | f64_<isa> | bf16_<isa> | f16_<isa>) and the
+ * vector-math macros (CE_EXP_NONPOS, CE_LOG, CE_LOG1P) and the tile
+ * transposes (CE_TILE_IN, CE_TILE_OUT) defined, and for 16-bit storage the
+ * conversions (CE_LD, CE_ST one element; CE_LOAD_SPAN, CE_STORE_SPAN a
+ * span, ce_half.h); it undefines them afterwards.
+ * CE_FN(name) names a function of this instantiation (name_<CE_SFX>).
+ *
+ * 16-bit storage is converted at the edges only: a row (or a tile of rows)
+ * is loaded into a float32 scratch, computed there by the float32 code, and
+ * its results stored back rounded to nearest even (storage_impl.h); every
+ * other operand (weights, targets, per-sample arrays, losses) is float32.
+ * Only the categorical and softmax-family kernels have 16-bit instantiations;
+ * the Python layer converts 16-bit operands of the other families to float32. */
 #define CE_FN(name) CE_CAT(name, CE_CAT(_, CE_SFX))
 
 /* in dependency order: each file uses only those above it */
+#include "storage_impl.h"
 #include "rowscan_impl.h"
 #include "tilescan_impl.h"
 #include "categorical_math_impl.h"
 #include "categorical_tile_impl.h"
 #include "categorical_rows_impl.h"
+#if !CE_HALF
 #include "categorical_split_impl.h"
+#endif
 #include "categorical_from_lse_impl.h"
 #include "categorical_impl.h"
-#include "binary_impl.h"
 #include "softmax_impl.h"
+#if !CE_HALF
+#include "binary_impl.h"
 #include "divergence_impl.h"
 #include "weighted_lse_impl.h"
 #include "prob_divergence_impl.h"
 #include "log_loss_impl.h"
+#endif
 
 /* Test hook: the vector math of this ISA level, elementwise over n
  * contiguous elements (tests/test_vecmath.py): kind 0 log, 1 log1p,
  * 2 exp of arguments <= 0. */
+#if !CE_HALF
 static void CE_FN(ce_vecmath)(int kind, const void *xv, void *yv, int64_t n) {
     const CE_T *x = (const CE_T *)xv;
     CE_T *y = (CE_T *)yv;
@@ -39,10 +56,17 @@ static void CE_FN(ce_vecmath)(int kind, const void *xv, void *yv, int64_t n) {
         for (int64_t i = 0; i < n; ++i) y[i] = CE_EXP_NONPOS(x[i]);
     }
 }
+#endif
 #undef CE_FN
 
 #undef CE_SFX
 #undef CE_T
+#undef CE_S
+#undef CE_HALF
+#undef CE_LD
+#undef CE_ST
+#undef CE_LOAD_SPAN
+#undef CE_STORE_SPAN
 #undef CE_U
 #undef CE_I
 #undef CE_EXP_NONPOS

@@ -186,10 +186,10 @@ static int CE_FN(sm_first_negative)(ce_sm_args *a, int64_t *first_neg, int64_t n
         }
     }
     if (rc != CE_OK) {
-        const CE_T *x = (const CE_T *)a->x;
+        const CE_S *x = (const CE_S *)a->x;
         const int64_t C = a->C, inner = a->inner;
         const int64_t f = a->err_pos, i = f % inner, oc = f / inner, c = oc % C, o = oc / C;
-        a->err_fval = (double)x[o * a->xs_o + c * a->xs_c + i * a->xs_i];
+        a->err_fval = (double)CE_LD(x[o * a->xs_o + c * a->xs_c + i * a->xs_i]);
     }
     free(first_neg);
     return rc;
@@ -200,8 +200,8 @@ static int CE_FN(sm_first_negative)(ce_sm_args *a, int64_t *first_neg, int64_t n
 static int CE_FN(sm_tiled)(ce_sm_args *a) {
     const int64_t outer = a->outer, C = a->C, inner = a->inner;
     const int op = a->op;
-    const CE_T *x = (const CE_T *)a->x;
-    CE_T *out = (CE_T *)a->out;
+    const CE_S *x = (const CE_S *)a->x;
+    CE_T *out = (CE_T *)a->out; /* row results: the compute type */
     const int rowwise = op == CE_SM_LOG_SOFTMAX || op == CE_SM_SOFTMAX;
     const int64_t ntiles = (inner + CE_TILE - 1) / CE_TILE;
     const int64_t items = outer * ntiles;
@@ -211,41 +211,63 @@ static int CE_FN(sm_tiled)(ce_sm_args *a) {
         if (!first_neg) return CE_ERR_NOMEM;
     }
     const int nt = ce_threads_for(a->num_threads, items, outer * C * inner);
+    int nomem = 0;
 
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : nomem)
     for (int64_t it = 0; it < items; ++it) {
         const int64_t o = it / ntiles, i0 = (it - o * ntiles) * CE_TILE;
         const int64_t nb = inner - i0 < CE_TILE ? inner - i0 : CE_TILE;
-        const CE_T *xt = x + o * a->xs_o + i0;
-        CE_T *yt = rowwise ? out + o * C * inner + i0 : NULL;
         CE_T *res = rowwise ? NULL : out + o * inner + i0;
         int64_t f;
+#if CE_HALF
+        /* the tile class-major in scratch, computed in place there */
+        CE_T *xt = (CE_T *)malloc((size_t)(C * CE_TILE) * sizeof(CE_T)), *yt = rowwise ? xt : NULL;
+        if (!xt) {
+            nomem = 1;
+            continue;
+        }
+        for (int64_t c = 0; c < C; ++c) CE_FN(load_span)(xt + c * CE_TILE, x + o * a->xs_o + i0 + c * a->xs_c, 1, nb);
+        const ptrdiff_t sc = CE_TILE, syc = CE_TILE;
+#else
+        const CE_T *xt = x + o * a->xs_o + i0;
+        CE_T *yt = rowwise ? out + o * C * inner + i0 : NULL;
+        const ptrdiff_t sc = a->xs_c, syc = inner;
+#endif
         /* full tiles get a constant lane count: the lane loops unroll and the
          * per-lane accumulators live in registers */
         if (nb == CE_TILE) {
             switch (op) {
             case CE_SM_LOGSUMEXP:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_LOGSUMEXP, 0, inner);
+                f = CE_FN(sm_tile)(xt, sc, C, CE_TILE, yt, syc, res, CE_SM_LOGSUMEXP, 0, inner);
                 break;
             case CE_SM_LOG_SOFTMAX:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_LOG_SOFTMAX, 0, inner);
+                f = CE_FN(sm_tile)(xt, sc, C, CE_TILE, yt, syc, res, CE_SM_LOG_SOFTMAX, 0, inner);
                 break;
             case CE_SM_SOFTMAX:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_SOFTMAX, 0, inner);
+                f = CE_FN(sm_tile)(xt, sc, C, CE_TILE, yt, syc, res, CE_SM_SOFTMAX, 0, inner);
                 break;
             case CE_SM_ENTROPY:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_ENTROPY,
+                f = CE_FN(sm_tile)(xt, sc, C, CE_TILE, yt, syc, res, CE_SM_ENTROPY,
                                    o * C * inner + i0, inner);
                 break;
             default:
-                f = CE_FN(sm_tile)(xt, a->xs_c, C, CE_TILE, yt, inner, res, CE_SM_SOFTMAX_ENTROPY, 0,
+                f = CE_FN(sm_tile)(xt, sc, C, CE_TILE, yt, syc, res, CE_SM_SOFTMAX_ENTROPY, 0,
                                    inner);
                 break;
             }
         } else {
-            f = CE_FN(sm_tile)(xt, a->xs_c, C, nb, yt, inner, res, op, o * C * inner + i0, inner);
+            f = CE_FN(sm_tile)(xt, sc, C, nb, yt, syc, res, op, o * C * inner + i0, inner);
         }
+#if CE_HALF
+        for (int64_t c = 0; rowwise && c < C; ++c)
+            CE_FN(store_span)(a->out, o * C * inner + i0 + c * inner, 1, xt + c * CE_TILE, nb, a->out_wide);
+        free(xt);
+#endif
         if (first_neg) first_neg[it] = f;
+    }
+    if (nomem) {
+        free(first_neg);
+        return CE_ERR_NOMEM;
     }
     return CE_FN(sm_first_negative)(a, first_neg, items);
 }
@@ -253,8 +275,8 @@ static int CE_FN(sm_tiled)(ce_sm_args *a) {
 int CE_FN(ce_softmax_family)(ce_sm_args *a) {
     const int64_t outer = a->outer, C = a->C, inner = a->inner, N = outer * inner;
     const int op = a->op;
-    const CE_T *x = (const CE_T *)a->x;
-    CE_T *out = (CE_T *)a->out;
+    const CE_S *x = (const CE_S *)a->x;
+    CE_T *out = (CE_T *)a->out; /* row results: the compute type */
     const int64_t rb = ce_rows_per_block(C);
     const int64_t nblocks = (N + rb - 1) / rb;
     const int unit = a->xs_c == 1 && inner == 1;
@@ -266,28 +288,51 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
         if (!first_neg) return CE_ERR_NOMEM;
     }
     const int nt = ce_threads_for(a->num_threads, nblocks, N * C);
+    int nomem = 0;
 
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : nomem)
     for (int64_t b = 0; b < nblocks; ++b) {
         const int64_t r_end = (b + 1) * rb < N ? (b + 1) * rb : N;
         int64_t fneg = -1;
+#if CE_HALF
+        /* each row in scratch, computed in place there */
+        CE_T *scratch = (CE_T *)malloc((size_t)(C > 0 ? C : 1) * sizeof(CE_T));
+        if (!scratch) {
+            nomem = 1;
+            continue;
+        }
+        const int unit_c = 1;
+        const ptrdiff_t sxc = 1;
+        (void)unit;
+#else
+        const int unit_c = unit;
+        const ptrdiff_t sxc = a->xs_c;
+#endif
         for (int64_t r = b * rb; r < r_end; ++r) {
             const int64_t o = r / inner, i = r - o * inner;
+#if CE_HALF
+            CE_FN(load_span)(scratch, x + o * a->xs_o + i * a->xs_i, a->xs_c, C);
+            const CE_T *xr = scratch;
+            CE_T *yr = rowwise ? scratch : NULL;
+            const ptrdiff_t syr = 1;
+#else
             const CE_T *xr = x + o * a->xs_o + i * a->xs_i;
             CE_T *yr = rowwise ? out + o * C * inner + i : NULL;
+            const ptrdiff_t syr = inner;
+#endif
             double v = 0.0;
             if (op == CE_SM_ENTROPY) {
                 int neg = 0;
-                v = unit ? CE_FN(ent_row)(xr, 1, C, &neg) : CE_FN(ent_row)(xr, a->xs_c, C, &neg);
+                v = unit_c ? CE_FN(ent_row)(xr, 1, C, &neg) : CE_FN(ent_row)(xr, sxc, C, &neg);
                 if (neg) {
                     int64_t c = 0;
-                    while (!(xr[c * a->xs_c] < 0)) ++c;
+                    while (!(xr[c * sxc] < 0)) ++c;
                     const int64_t f = (o * C + c) * inner + i;
                     if (fneg < 0 || f < fneg) fneg = f;
                 }
-            } else if (unit) {
+            } else if (unit_c) {
                 /* the next row of a block, requested during this one */
-                const int ahead = r + 1 < r_end;
+                const int ahead = !CE_HALF && r + 1 < r_end;
                 const ce_prefetch next = {ahead ? (const char *)(xr + a->xs_o) : NULL,
                                           ahead && yr ? (char *)(yr + C) : NULL};
                 const ce_prefetch *pf = ahead ? &next : NULL;
@@ -298,11 +343,21 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
                 default: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_SOFTMAX_ENTROPY, pf); break;
                 }
             } else {
-                v = CE_FN(sm_row)(xr, a->xs_c, C, yr, inner, op, NULL);
+                v = CE_FN(sm_row)(xr, sxc, C, yr, syr, op, NULL);
             }
+#if CE_HALF
+            if (rowwise) CE_FN(store_span)(a->out, o * C * inner + i, inner, scratch, C, a->out_wide);
+#endif
             if (!rowwise) out[r] = (CE_T)v;
         }
+#if CE_HALF
+        free(scratch);
+#endif
         if (first_neg) first_neg[b] = fneg;
+    }
+    if (nomem) {
+        free(first_neg);
+        return CE_ERR_NOMEM;
     }
 
     return CE_FN(sm_first_negative)(a, first_neg, nblocks);

@@ -383,13 +383,13 @@ def test_bad_out(impl, func, dtype, case):
 
 
 @pytest.mark.parametrize("func", GRAD_FUNCS)
-def test_out_float16_logits_needs_float32_out(func):
+def test_out_float16_logits_takes_float16_or_float32_out(func):
     x = _x(dtype=np.float16)
     with pytest.raises(ValueError, match="out"):
-        getattr(ce_fast, func)(x, _y(), out=x)
-    out = np.empty((4, 5), np.float32)
-    res = getattr(ce_fast, func)(x, _y(), out=out)
-    assert (res[1] if isinstance(res, tuple) else res) is out
+        getattr(ce_fast, func)(x, _y(), out=np.empty((4, 5), np.float64))
+    for out in (np.empty((4, 5), np.float32), np.empty((4, 5), np.float16), x):
+        res = getattr(ce_fast, func)(x, _y(), out=out)
+        assert (res[1] if isinstance(res, tuple) else res) is out
 
 
 @pytest.mark.parametrize("func", GRAD_FUNCS)

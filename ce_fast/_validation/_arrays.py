@@ -27,6 +27,32 @@ def is_bfloat16(dt: np.dtype) -> bool:
     return bool(dt == BFLOAT16) and dict(dt.metadata or {}).get("ce_fast") == tag.get("ce_fast")
 
 
+def is_half(dt: np.dtype) -> bool:
+    """A 16-bit float: float16, or bfloat16 (either representation)."""
+    return (dt.kind == "f" and dt.itemsize == 2) or is_bfloat16(dt)  # any byte order
+
+
+def result_dtype(dt: np.dtype) -> np.dtype:
+    """The dtype of the results of the logits' shape (gradient, softmax,
+    log_softmax) for logits of dtype ``dt`` as a kernel reads them (see
+    as_logits): ``dt`` itself (PyTorch's rule: 16-bit in, 16-bit out), except
+    bfloat16 without ml_dtypes, which NumPy cannot name: float32."""
+    if is_bfloat16(dt) and BFLOAT16.metadata:
+        return np.dtype(np.float32)
+    return dt
+
+
+def as_logits(a: Any, name: str) -> np.ndarray:
+    """The input of a kernel with 16-bit instantiations (categorical, the
+    softmax family): a float16 or bfloat16 array as it is (read in place;
+    float16 in native byte order), anything else as :func:`as_float`. The
+    kernels compute 16-bit inputs in float32."""
+    arr = as_array(a, name)
+    if is_half(arr.dtype):
+        return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+    return as_float(arr, name)
+
+
 def as_array(a: Any, name: str) -> np.ndarray:
     """Any array-like as an ndarray, without a copy where possible.
 
@@ -281,15 +307,21 @@ def upstream_is_scalar(grad_output: Any, reduced: bool) -> bool:
     return not shape
 
 
-def output(out: Any, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:
-    """A fresh result array, or the caller's ``out=`` after checking it."""
+def output(
+    out: Any, shape: tuple[int, ...], dtype: np.dtype, name: str = "out", also: np.dtype | None = None
+) -> np.ndarray:
+    """A fresh result array, or the caller's ``out=`` after checking it
+    (of ``dtype``, or of ``also`` when given: the compute dtype of 16-bit
+    inputs)."""
     if out is None:
         return np.empty(shape, dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype:
+    ok = out.dtype == dtype and (not is_bfloat16(dtype) or is_bfloat16(out.dtype))
+    if out.shape != shape or not (ok or (also is not None and out.dtype == also)):
+        want = f"{dtype}" if also is None or also == dtype else f"{dtype} or {also}"
         raise ValueError(
-            f"{name} must have shape {shape} and dtype {dtype}, got shape {out.shape} and dtype {out.dtype}"
+            f"{name} must have shape {shape} and dtype {want}, got shape {out.shape} and dtype {out.dtype}"
         )
     if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
         raise ValueError(f"{name} must be a writable, aligned, C-contiguous array")

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._core import ce_reduction
 from . import _options
-from ._arrays import as_float, compute_dtype, normalize_axis
+from ._arrays import as_float, compute_dtype, is_bfloat16, normalize_axis
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def categorical_layout(
         raise ValueError("logits: the class axis is empty (C == 0)")
     sample_shape = shape[:ax] + shape[ax + 1 :]
     t_shape, t_dtype = tuple(int(n) for n in target.shape), np.dtype(target.dtype)
-    kind = t_dtype.kind
+    kind = "f" if is_bfloat16(t_dtype) else t_dtype.kind
     if kind == "b":
         raise TypeError("target: a boolean array is ambiguous (class indices or probabilities?)")
     if kind in "iu":

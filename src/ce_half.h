@@ -1,0 +1,118 @@
+/* ce_half.h — bfloat16 and float16 storage: one element to float32 and back,
+ * the conversions the 16-bit kernels use at their loads and stores (see
+ * storage_impl.h). Both formats are stored as uint16_t bits.
+ *
+ * Every conversion is exact (widening) or IEEE round-to-nearest-even
+ * (narrowing), with NaN kept a quiet NaN of the same sign, so every ISA gives
+ * the same bits:
+ *   bfloat16  in integer arithmetic everywhere. AVX-512 BF16's vcvtneps2bf16
+ *             is NOT used: it flushes float32 denormals to zero, so it is not
+ *             round-to-nearest-even on them (a gradient of 1e-39 would become
+ *             0 on one CPU and not on another). GCC 12 vectorises the integer
+ *             form under `omp simd` (a few integer ops per vector).
+ *   float16   through _Float16, which GCC compiles to F16C's
+ *             vcvtph2ps / vcvtps2ph (IEEE RNE) with -mf16c (the AVX2 and
+ *             AVX-512 builds) and to libgcc's soft-float (also IEEE RNE)
+ *             otherwise; compilers without _Float16 (MSVC) get the integer
+ *             form below. */
+#ifndef CE_HALF_H
+#define CE_HALF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+
+static inline float ce_bits_f32(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static inline uint32_t ce_f32_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/* bfloat16 is the upper half of a float32 */
+static inline float ce_bf16_to_f32(uint16_t h) { return ce_bits_f32((uint32_t)h << 16); }
+
+static inline uint16_t ce_f32_to_bf16(float f) {
+    const uint32_t b = ce_f32_bits(f);
+    const uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    const uint32_t quiet = (b >> 16) | 0x40u;
+    return (uint16_t)((b & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
+#if defined(__FLT16_MANT_DIG__) && !defined(CE_HALF_SOFT)
+static inline float ce_f16_to_f32(uint16_t h) {
+    _Float16 v;
+    memcpy(&v, &h, sizeof v);
+    return (float)v;
+}
+
+static inline uint16_t ce_f32_to_f16(float f) {
+    const _Float16 v = (_Float16)f;
+    uint16_t h;
+    memcpy(&h, &v, sizeof h);
+    return h;
+}
+#else
+static inline float ce_f16_to_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return ce_bits_f32(sign | 0x7f800000u | (m << 13)); /* inf, NaN */
+    if (e != 0) return ce_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+    const float v = (float)m * 5.9604644775390625e-8f; /* subnormal: m * 2^-24, exact */
+    return sign ? -v : v;
+}
+
+static inline uint16_t ce_f32_to_f16(float f) {
+    const uint32_t b = ce_f32_bits(f), sign = (b >> 16) & 0x8000u, a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 (and inf): inf */
+    if (a >= 0x38800000u) {                                 /* normal: rebias, round the 13 bits */
+        const uint32_t r = a - 0x38000000u;
+        return (uint16_t)(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
+    }
+    /* subnormal or zero: adding 0.5 leaves the rounded multiple of 2^-24 (the
+     * ulp of 0.5) in the low bits, rounded to nearest even by the addition */
+    return (uint16_t)(sign | (ce_f32_bits(ce_bits_f32(a) + 0.5f) - 0x3f000000u));
+}
+#endif
+
+/* Spans of n elements, 16-bit side strided (s), float side contiguous; the
+ * float side never aliases the other. */
+static inline void ce_bf16_load(float *restrict d, const uint16_t *s, ptrdiff_t ss, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) d[i] = ce_bf16_to_f32(s[i * ss]);
+}
+
+static inline void ce_bf16_store(uint16_t *d, ptrdiff_t sd, const float *restrict s, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) d[i * sd] = ce_f32_to_bf16(s[i]);
+}
+
+/* GCC 12 does not vectorise _Float16 conversions: F16C's 8-lane forms are
+ * called for contiguous spans (the same IEEE conversion, so the same bits) */
+static inline void ce_f16_load(float *restrict d, const uint16_t *s, ptrdiff_t ss, int64_t n) {
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; ss == 1 && i + 8 <= n; i += 8)
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+#endif
+    for (; i < n; ++i) d[i] = ce_f16_to_f32(s[i * ss]);
+}
+
+static inline void ce_f16_store(uint16_t *d, ptrdiff_t sd, const float *restrict s, int64_t n) {
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; sd == 1 && i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; ++i) d[i * sd] = ce_f32_to_f16(s[i]);
+}
+
+#endif
