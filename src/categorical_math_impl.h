@@ -78,7 +78,7 @@ CE_INLINE void CE_FN(scan_span)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     const CE_T eps_c = (CE_T)k->eps_c, one_m_eps = (CE_T)(1.0 - k->eps);
     for (int64_t c0 = 0; c0 < n; c0 += CE_CHUNK) {
         const int64_t c1 = c0 + CE_CHUNK < n ? c0 + CE_CHUNK : n;
-        if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_T), c1 * (int64_t)sizeof(CE_T));
+        if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_S), c1 * (int64_t)sizeof(CE_S));
         CE_T cs = 0, cn = 0, cw = 0;
         double cd = 0.0; /* in double: in float32, r - x may exceed FLT_MAX */
         if (!k->prob) { /* integer target with label smoothing */

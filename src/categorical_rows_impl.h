@@ -108,7 +108,12 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                     CE_FN(load_span)(scratch, p.x, a->xs_c, C);
                 }
                 CE_T *g = a->grad ? scratch : NULL;
-                loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, g, 1, fac, p.sw, p.gs, NULL, &lse);
+                /* the next row of a block, requested during this one */
+                const int ahead = cap <= 0.0 && a->xs_c == 1 && inner == 1 && r + 1 < r_end;
+                const ce_prefetch next = {ahead ? (const char *)(p.x + a->xs_o) : NULL,
+                                          ahead && g ? (char *)CE_FN(out_at)(a->grad, p.goff + C, a->out_wide) : NULL};
+                loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, g, 1, fac, p.sw, p.gs,
+                                          ahead ? &next : NULL, &lse);
                 if (g) CE_FN(store_span)(a->grad, p.goff, inner, scratch, C, a->out_wide);
             }
 #else

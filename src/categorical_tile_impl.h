@@ -154,7 +154,7 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     /* in: the tile, transposed. Ignored rows are read (harmlessly: their lanes
      * are overwritten) except on the element path, which reads only what a
      * row path would; lanes past nb are zeros. */
-    if (pf) ce_prefetch_bytes_l2(pf, 0, CE_TILE * C * (int64_t)sizeof(CE_T));
+    if (pf) ce_prefetch_bytes_l2(pf, 0, CE_TILE * C * (int64_t)sizeof(CE_S));
 #if !CE_HALF /* (16-bit rows: element by element, converted) */
     if (vec) {
         CE_TILE_IN(p0.x, xr, C, xt);

@@ -86,13 +86,21 @@ static inline uint16_t ce_f32_to_f16(float f) {
 /* Spans of n elements, 16-bit side strided (s), float side contiguous; the
  * float side never aliases the other. */
 static inline void ce_bf16_load(float *restrict d, const uint16_t *s, ptrdiff_t ss, int64_t n) {
+    if (ss == 1) { /* (a constant stride: plain vector loads, not gathers) */
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) d[i] = ce_bf16_to_f32(s[i * ss]);
+        for (int64_t i = 0; i < n; ++i) d[i] = ce_bf16_to_f32(s[i]);
+    } else {
+        for (int64_t i = 0; i < n; ++i) d[i] = ce_bf16_to_f32(s[i * ss]);
+    }
 }
 
 static inline void ce_bf16_store(uint16_t *d, ptrdiff_t sd, const float *restrict s, int64_t n) {
+    if (sd == 1) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) d[i * sd] = ce_f32_to_bf16(s[i]);
+        for (int64_t i = 0; i < n; ++i) d[i] = ce_f32_to_bf16(s[i]);
+    } else {
+        for (int64_t i = 0; i < n; ++i) d[i * sd] = ce_f32_to_bf16(s[i]);
+    }
 }
 
 /* GCC 12 does not vectorise _Float16 conversions: F16C's 8-lane forms are

@@ -86,7 +86,7 @@ CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T 
     double s = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += CE_SUM_CHUNK) {
         const int64_t c1 = c0 + CE_SUM_CHUNK < n ? c0 + CE_SUM_CHUNK : n;
-        if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_T), c1 * (int64_t)sizeof(CE_T));
+        if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_S), c1 * (int64_t)sizeof(CE_S));
         CE_T cs = 0;
 #pragma omp simd reduction(+ : cs)
         for (int64_t c = c0; c < c1; ++c) {

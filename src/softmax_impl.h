@@ -43,7 +43,7 @@ CE_INLINE double CE_FN(sm_row)(const CE_T *x, ptrdiff_t sx, int64_t C, CE_T *y, 
     if (op == CE_SM_SOFTMAX_ENTROPY) { /* also sum_c e_c (m - x_c), 0 where e_c == 0 */
         for (int64_t c0 = 0; c0 < C; c0 += CE_CHUNK) {
             const int64_t c1 = c0 + CE_CHUNK < C ? c0 + CE_CHUNK : C;
-            if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_T), c1 * (int64_t)sizeof(CE_T));
+            if (pf) ce_prefetch_bytes(pf, c0 * (int64_t)sizeof(CE_S), c1 * (int64_t)sizeof(CE_S));
             CE_T cs = 0, cn = 0, cd = 0;
 #pragma omp simd reduction(+ : cs, cn, cd)
             for (int64_t c = c0; c < c1; ++c) {
@@ -303,7 +303,6 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
         }
         const int unit_c = 1;
         const ptrdiff_t sxc = 1;
-        (void)unit;
 #else
         const int unit_c = unit;
         const ptrdiff_t sxc = a->xs_c;
@@ -311,14 +310,19 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
         for (int64_t r = b * rb; r < r_end; ++r) {
             const int64_t o = r / inner, i = r - o * inner;
 #if CE_HALF
-            CE_FN(load_span)(scratch, x + o * a->xs_o + i * a->xs_i, a->xs_c, C);
+            const CE_S *xs_r = x + o * a->xs_o + i * a->xs_i;
+            CE_FN(load_span)(scratch, xs_r, a->xs_c, C);
             const CE_T *xr = scratch;
             CE_T *yr = rowwise ? scratch : NULL;
             const ptrdiff_t syr = 1;
+            const char *next_x = (const char *)(xs_r + a->xs_o);
+            char *next_y = yr ? (char *)CE_FN(out_at)(a->out, o * C * inner + i + C, a->out_wide) : NULL;
 #else
             const CE_T *xr = x + o * a->xs_o + i * a->xs_i;
             CE_T *yr = rowwise ? out + o * C * inner + i : NULL;
             const ptrdiff_t syr = inner;
+            const char *next_x = (const char *)(xr + a->xs_o);
+            char *next_y = yr ? (char *)(yr + C) : NULL;
 #endif
             double v = 0.0;
             if (op == CE_SM_ENTROPY) {
@@ -332,9 +336,8 @@ int CE_FN(ce_softmax_family)(ce_sm_args *a) {
                 }
             } else if (unit_c) {
                 /* the next row of a block, requested during this one */
-                const int ahead = !CE_HALF && r + 1 < r_end;
-                const ce_prefetch next = {ahead ? (const char *)(xr + a->xs_o) : NULL,
-                                          ahead && yr ? (char *)(yr + C) : NULL};
+                const int ahead = r + 1 < r_end && (!CE_HALF || unit);
+                const ce_prefetch next = {ahead ? next_x : NULL, ahead ? next_y : NULL};
                 const ce_prefetch *pf = ahead ? &next : NULL;
                 switch (op) {
                 case CE_SM_LOGSUMEXP: v = CE_FN(sm_row)(xr, 1, C, yr, 1, CE_SM_LOGSUMEXP, pf); break;

@@ -23,8 +23,10 @@ CE_INLINE void CE_FN(store_span)(void *base, int64_t off, ptrdiff_t sd, const CE
                                  int64_t n, int wide) {
     if (wide) {
         CE_T *d = (CE_T *)base + off;
-#pragma omp simd
-        for (int64_t c = 0; c < n; ++c) d[c * sd] = s[c];
+        if (sd == 1)
+            memcpy(d, s, (size_t)n * sizeof(CE_T));
+        else
+            for (int64_t c = 0; c < n; ++c) d[c * sd] = s[c];
     } else {
         CE_STORE_SPAN((CE_S *)base + off, sd, s, n);
     }
