@@ -26,7 +26,10 @@ Results are lazy
 Every function only builds a graph and returns dask arrays: a 0-d dask array
 for a "mean"/"sum" loss (its ``.compute()`` is a NumPy scalar of the compute
 dtype, as the NumPy function returns), arrays for "none" and for gradients,
-and a tuple ``(loss, grad)`` of lazy objects for ``*_and_grad``. Compute them
+and a tuple ``(loss, grad)`` of lazy objects for ``*_and_grad``. float16 and
+bfloat16 logits are converted to float32 block by block (as each block is
+computed) and every result is float32: unlike the NumPy functions, which
+read 16-bit logits natively and return 16-bit gradients. Compute them
 together, so that the fused kernel runs once per block::
 
     loss, grad = ce_fast.dask.cross_entropy_and_grad(logits, labels)
@@ -136,6 +139,7 @@ from ._validation import (
     compute_dtype,
     divergence_layout,
     divergence_options,
+    is_half,
     softmax_call,
     upstream_is_scalar,
 )
@@ -189,11 +193,14 @@ def _check_known(a: Any, name: str) -> None:
 
 
 def _input(a: Any, name: str) -> Any:
-    """The logits (or x) as a dask array."""
+    """The logits (or x) as a dask array; 16-bit ones as float32 blocks."""
     if _is_dask(a):
         _check_known(a, name)
-        return a
-    return da.from_array(as_array(a, name))
+    else:
+        a = da.from_array(as_array(a, name))
+    if is_half(a.dtype):
+        a = a.map_blocks(lambda b: as_float(b, name), dtype=np.float32, meta=_meta(a.ndim, np.float32))
+    return a
 
 
 def _sample_letters(k: int) -> str:
