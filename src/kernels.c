@@ -53,41 +53,12 @@
 #define CE_TILE_OUT ce_tile_out_double
 #include "kernels_for_dtype.h"
 
-/* 16-bit storage, float32 arithmetic: the float32 vector math; the register
- * transposes are float32's and never called (their rows are converted one
- * element at a time, categorical_tile_impl.h) */
-#define CE_SFX CE_CAT(bf16_, CE_ISA)
-#define CE_T float
-#define CE_S uint16_t
-#define CE_HALF 1
-#define CE_LOAD_SPAN ce_bf16_load
-#define CE_STORE_SPAN ce_bf16_store
-#define CE_LD ce_bf16_to_f32
-#define CE_ST ce_f32_to_bf16
-#define CE_U uint32_t
-#define CE_I int32_t
-#define CE_EXP_NONPOS ce_exp_nonpos_f32
-#define CE_LOG ce_log_f32
-#define CE_LOG1P ce_log1p_f32
-#define CE_TILE_IN ce_tile_in_float
-#define CE_TILE_OUT ce_tile_out_float
+/* 16-bit storage, float32 arithmetic (kernels_for_dtype.h derives the rest
+ * from the format's name) */
+#define CE_HALF_FMT bf16
 #include "kernels_for_dtype.h"
 
-#define CE_SFX CE_CAT(f16_, CE_ISA)
-#define CE_T float
-#define CE_S uint16_t
-#define CE_HALF 1
-#define CE_LOAD_SPAN ce_f16_load
-#define CE_STORE_SPAN ce_f16_store
-#define CE_LD ce_f16_to_f32
-#define CE_ST ce_f32_to_f16
-#define CE_U uint32_t
-#define CE_I int32_t
-#define CE_EXP_NONPOS ce_exp_nonpos_f32
-#define CE_LOG ce_log_f32
-#define CE_LOG1P ce_log1p_f32
-#define CE_TILE_IN ce_tile_in_float
-#define CE_TILE_OUT ce_tile_out_float
+#define CE_HALF_FMT f16
 #include "kernels_for_dtype.h"
 
 /* Designated: each entry names its field, so the order of the struct does
