@@ -416,3 +416,77 @@ def test_other_families_compute_a_float32_conversion(dt):
         got_h = fn(arg)
         assert got_h.dtype == np.float32
         np.testing.assert_allclose(got_h, getattr(ref, fn.__name__)(wide(arg)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("C", [7, 500])
+@pytest.mark.parametrize("softcap", [None, 4.0])
+def test_gradient_from_saved_lse(dt, C, softcap):
+    """The saved-lse backward (an autograd's) reads 16-bit logits too, into
+    16-bit or float32 gradients, in place included."""
+    x = half_logits(dt, (40, C), seed=15)
+    y = np.arange(40) % C
+    y[3] = -100
+    kw = {"softcap": softcap, "label_smoothing": 0.1, "reduction": "sum"}
+    _, lse = ce_fast.cross_entropy(x, y, return_lse=True, **kw)
+    assert lse.dtype == np.float64
+    g = ce_fast.cross_entropy_grad(x, y, lse=lse, **kw)
+    rg = ref.cross_entropy_grad(wide(x), y, **kw)
+    assert g.dtype == dt
+    e = ulp_error(dt, g, rg, np.max(np.abs(rg), axis=1, keepdims=True))
+    record(dt, e)
+    assert e <= 1.0
+    g32 = ce_fast.cross_entropy_grad(x, y, lse=lse, out=np.empty(x.shape, np.float32), **kw)
+    np.testing.assert_array_equal(g32.astype(dt).view(np.uint16), g.view(np.uint16))
+    xc = x.copy()
+    assert ce_fast.cross_entropy_grad(xc, y, lse=lse, out=xc, **kw) is xc
+    np.testing.assert_array_equal(xc.view(np.uint16), g.view(np.uint16))
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+@pytest.mark.parametrize("tdt", ["same", np.float32, np.float64])
+def test_probability_targets(dt, tdt):
+    """Probability targets of any float dtype (converted to float32, the
+    compute dtype); 16-bit targets exactly."""
+    x = half_logits(dt, (30, 12), seed=16)
+    q = ce_fast.softmax(half_logits(np.dtype(np.float32), (30, 12), seed=17)).astype(np.float64)
+    q = q.astype(dt if tdt == "same" else tdt)
+    loss, g = ce_fast.cross_entropy_and_grad(x, q, weight=np.linspace(0.5, 2, 12), z_loss=1e-3)
+    q32 = q.astype(np.float32).astype(np.float64)  # what the kernel reads
+    rloss, rg = ref.cross_entropy_and_grad(wide(x), q32, weight=np.linspace(0.5, 2, 12), z_loss=1e-3)
+    np.testing.assert_allclose(loss, rloss, rtol=8 * EPS32)
+    e = ulp_error(dt, g, rg, np.max(np.abs(rg), axis=1, keepdims=True))
+    record(dt, e)
+    assert e <= 1.0
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_16bit_weights_and_entropy_errors(dt):
+    x = half_logits(dt, (25, 6), seed=18)
+    y = np.arange(25) % 6
+    w, sw = np.linspace(0.5, 2, 6).astype(dt), np.linspace(1, 3, 25).astype(dt)
+    loss, g = ce_fast.cross_entropy_and_grad(x, y, weight=w, sample_weight=sw)
+    rloss, rg = ref.cross_entropy_and_grad(wide(x), y, weight=wide(w), sample_weight=wide(sw))
+    np.testing.assert_allclose(loss, rloss, rtol=8 * EPS32)
+    assert ulp_error(dt, g, rg, np.max(np.abs(rg), axis=1, keepdims=True)) <= 1.0
+    for shape, axis, where in (((4, 9), -1, (2, 5)), ((3, 5, 8), 1, (1, 3, 6))):
+        p = np.full(shape, 0.1).astype(dt)
+        p[where] = -0.25
+        flat = int(np.ravel_multi_index(where, shape))
+        with pytest.raises(ValueError, match=f"-0.25 at flat position {flat}"):
+            ce_fast.entropy(p, axis=axis)
+
+
+def test_bfloat16_store_rounding_exhaustive_around_halfway():
+    """The bf16 store is round-to-nearest-even on every float32 pattern class
+    (ties, NaNs, infinities, denormals): softmax of [v, -inf] rows stores
+    exactly 1 and 0, and out=float32 vs bf16 output agree with ml_dtypes'
+    RNE for gradients spanning many binades."""
+    rng = np.random.default_rng(19)
+    x = (rng.standard_normal((256, 40)) * np.logspace(-3, 2, 256)[:, None]).astype(BF16)
+    y = np.arange(256) % 40
+    g32 = ce_fast.cross_entropy_grad(x, y, out=np.empty(x.shape, np.float32), reduction="sum")
+    g16 = ce_fast.cross_entropy_grad(x, y, reduction="sum")
+    np.testing.assert_array_equal(g16.view(np.uint16), g32.astype(BF16).view(np.uint16))
+    s = ce_fast.softmax(np.array([[0.0, -np.inf]] * 20, dtype=BF16))
+    np.testing.assert_array_equal(s.astype(np.float32), [[1.0, 0.0]] * 20)
