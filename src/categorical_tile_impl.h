@@ -155,7 +155,21 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
      * are overwritten) except on the element path, which reads only what a
      * row path would; lanes past nb are zeros. */
     if (pf) ce_prefetch_bytes_l2(pf, 0, CE_TILE * C * (int64_t)sizeof(CE_S));
-#if !CE_HALF /* (16-bit rows: element by element, converted) */
+#if CE_HALF
+    /* 16-bit: converted a span at a time (a class's lanes, or the tile's
+     * contiguous rows through the staging), then transposed */
+    (void)vec;
+    if (inner > 1) {
+        for (int64_t c = 0; c < C; ++c) {
+            CE_FN(load_span)(xt + c * CE_TILE, p0.x + c * xs, xr, nb);
+            for (int64_t j = nb; j < CE_TILE; ++j) xt[c * CE_TILE + j] = 0;
+        }
+    } else if (xs == 1 && xr == C) {
+        CE_FN(load_span)(stage, p0.x, 1, nb * C);
+        for (int64_t j = 0; j < CE_TILE; ++j)
+            for (int64_t c = 0; c < C; ++c) xt[c * CE_TILE + j] = j < nb ? stage[j * C + c] : 0;
+    } else
+#else
     if (vec) {
         CE_TILE_IN(p0.x, xr, C, xt);
     } else
@@ -242,11 +256,13 @@ static double CE_FN(cat_tile)(const ce_cat_args *a, const CE_FN(cat_ctx) * k, do
     }
     /* out: each row's gradient */
 #if CE_HALF
-    (void)stage, (void)vec;
-    for (int64_t j = 0; j < nb; ++j) {
-        const int64_t off = p0.goff + (inner > 1 ? j : j * C);
+    if (inner > 1) {
         for (int64_t c = 0; c < C; ++c)
-            CE_FN(store_one)(a->grad, off + c * inner, xt[c * CE_TILE + j], a->out_wide);
+            CE_FN(store_span)(a->grad, p0.goff + c * inner, 1, xt + c * CE_TILE, nb, a->out_wide);
+    } else { /* the rows are contiguous: transposed into the staging, stored at once */
+        for (int64_t j = 0; j < nb; ++j)
+            for (int64_t c = 0; c < C; ++c) stage[j * C + c] = xt[c * CE_TILE + j];
+        CE_FN(store_span)(a->grad, p0.goff, 1, stage, nb * C, a->out_wide);
     }
 #else
     if (vec) {
