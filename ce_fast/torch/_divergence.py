@@ -1,0 +1,270 @@
+"""kl_divergence and js_divergence from the student's logits as torch custom
+operators over the NumPy API's fused divergence kernel (one pass over the
+student's and the teacher's rows for the loss and the student's gradient).
+
+The gradient is with respect to the student's logits. A teacher (or a
+sample weight) that requires grad is differentiated too: such a call is
+computed by the torch composition of the same semantics (_composite), so
+both gradients are exact -- never a silent zero, never an error."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import _divergence
+from .._divergence import Reduction, TeacherIs
+from .._validation import divergence_layout, divergence_options
+from . import _composite
+from ._bridge import empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
+
+# the operator's arguments after the tensors: teacher_is, temperature,
+# direction, beta (None: KL), dim, ignore_index, reduction
+_N_OPTIONS = 7
+
+
+def _run(
+    args: tuple[Any, ...], want_grad: bool, grad_output: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """(loss, student gradient or None) from the NumPy API's kernel; the
+    gradient is for ``grad_output`` (1 when None)."""
+    student, teacher, target, sample_weight, teacher_is, temperature, direction, beta, dim, ignore, red = args
+    options = dict(
+        teacher_is=teacher_is, temperature=temperature, direction=direction, beta=beta, axis=dim,
+        sample_weight=maybe_view(sample_weight, "sample_weight"), ignore_index=ignore,
+        target=maybe_view(target, "target"), reduction=red, num_threads=threads(),
+    )  # fmt: skip
+    g = g_np = None
+    if want_grad:
+        g, g_np = empty(student.shape, student.dtype)
+    go = None if grad_output is None else view(grad_output, "grad_output")
+    loss, _ = _divergence._run(
+        view(student, "student"), view(teacher, "teacher"), options=options, want_grad=want_grad,
+        grad_output=go, out=g_np,
+    )  # fmt: skip
+    if isinstance(loss, np.ndarray):
+        return torch.from_numpy(loss), g
+    return scalar(loss, student.dtype), g
+
+
+def _forward_impl(
+    student: Tensor,
+    teacher: Tensor,
+    target: Tensor | None,
+    sample_weight: Tensor | None,
+    teacher_is: str,
+    temperature: float,
+    direction: str,
+    beta: float | None,
+    dim: int,
+    ignore_index: int | None,
+    reduction: str,
+) -> Tensor:
+    args = (student, teacher, target, sample_weight, teacher_is, temperature, direction, beta, dim,
+            ignore_index, reduction)  # fmt: skip
+    return _run(args, False)[0]
+
+
+_forward = torch.library.custom_op("ce_fast::divergence", _forward_impl, mutates_args=())
+
+
+def _sample_shape(student: Tensor, dim: int) -> tuple[int, ...]:
+    d = dim + student.dim() if dim < 0 else dim
+    return tuple(student.shape[:d]) + tuple(student.shape[d + 1 :])
+
+
+@_forward.register_fake
+def _(student: Tensor, teacher: Tensor, target: Any, sample_weight: Any, teacher_is: str, temperature: float,
+      direction: str, beta: Any, dim: int, ignore_index: Any, reduction: str) -> Tensor:  # fmt: skip
+    return student.new_empty(_sample_shape(student, dim) if reduction == "none" else ())
+
+
+def _backward_impl(
+    grad: Tensor,
+    student: Tensor,
+    teacher: Tensor,
+    target: Tensor | None,
+    sample_weight: Tensor | None,
+    teacher_is: str,
+    temperature: float,
+    direction: str,
+    beta: float | None,
+    dim: int,
+    ignore_index: int | None,
+    reduction: str,
+) -> Tensor:
+    """The student's gradient for the upstream gradient ``grad``."""
+    args = (student, teacher, target, sample_weight, teacher_is, temperature, direction, beta, dim,
+            ignore_index, reduction)  # fmt: skip
+    g = _run(args, True, grad)[1]
+    assert g is not None
+    return g
+
+
+_backward_op = torch.library.custom_op("ce_fast::divergence_backward", _backward_impl, mutates_args=())
+
+
+@_backward_op.register_fake
+def _(grad: Tensor, student: Tensor, *_: Any) -> Tensor:
+    return torch.empty_like(student, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(*inputs[:4])
+    ctx.options = inputs[4:]
+
+
+def _graph_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    """create_graph=True: a gradient that is itself differentiable, from
+    torch's own operations (the kernel's gradient has no gradient)."""
+    student = ctx.saved_tensors[0]
+    loss = _composite.divergence(*ctx.saved_tensors, *ctx.options)
+    return (torch.autograd.grad(loss, student, grad, create_graph=True)[0], *(None,) * (3 + _N_OPTIONS))
+
+
+def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    if torch.is_grad_enabled():
+        return _graph_backward(ctx, grad)
+    # eager: the kernel's function itself (the operator adds a dispatch)
+    eager = type(grad) is torch.Tensor and not torch.compiler.is_compiling()
+    g = (_backward_impl if eager else _backward_op)(grad, *ctx.saved_tensors, *ctx.options)
+    return (g, *(None,) * (3 + _N_OPTIONS))
+
+
+_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """The operator's semantics without its dispatch, for eager calls. When
+    the student's gradient will be wanted, the forward runs the fused kernel
+    (loss and gradient for an upstream gradient of 1 in one pass) and keeps
+    the gradient; the backward scales it by the upstream gradient (unless it
+    is 1) and hands it over without a copy. A second backward through a
+    retained graph runs the kernel again."""
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> Tensor:
+        ctx.fused = ctx.needs_input_grad[0]
+        loss, ctx.grad = _run(args, ctx.fused)
+        _setup_context(ctx, args, loss)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, up: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            return _graph_backward(ctx, up)
+        g = ctx.grad
+        ctx.grad = None  # handed over: autograd may adopt it as .grad without a copy
+        if g is None:  # a retained graph's second backward
+            g = _run((*ctx.saved_tensors, *ctx.options), True)[1]
+        if up.dim() == 0:
+            if float(up) != 1.0:
+                g.mul_(up)
+        else:  # "none": one upstream value per row, broadcast over the class dim
+            student, dim = ctx.saved_tensors[0], ctx.options[4]
+            g.mul_(up.unsqueeze(dim + student.dim() if dim < 0 else dim))
+        return (g, *(None,) * (3 + _N_OPTIONS))
+
+
+class _Layout:
+    """What the front door's layout check reads of a tensor it cannot view
+    (another device, a 16-bit dtype): its shape and the kind of its dtype."""
+
+    def __init__(self, t: Tensor) -> None:
+        self.shape = tuple(t.shape)
+        kind = np.complex128 if t.is_complex() else np.float64 if t.is_floating_point() else np.int64
+        self.dtype = np.dtype(np.bool_ if t.dtype == torch.bool else kind)
+
+
+def _takes(student: Tensor, teacher: Tensor, target: Tensor | None, sample_weight: Tensor | None) -> bool:
+    """Whether the kernel takes the call: ready() (the dtype gate of
+    cross_entropy) for the student, the teacher and the sample weight, a
+    CPU target, and only the student requiring grad."""
+    if not ready(student, teacher, sample_weight) or (target is not None and not plain_cpu(target)):
+        return False
+    return not (teacher.requires_grad or (sample_weight is not None and sample_weight.requires_grad))
+
+
+def _call(
+    student: Tensor, teacher: Tensor, target: Tensor | None, sample_weight: Tensor | None, *options: Any
+) -> Tensor:
+    if _takes(student, teacher, target, sample_weight):
+        if torch.compiler.is_compiling():
+            return _forward(student, teacher, target, sample_weight, *options)  # type: ignore[no-any-return]
+        if not (student.requires_grad and torch.is_grad_enabled()):
+            return _forward_impl(student, teacher, target, sample_weight, *options)
+        return _Eager.apply(student, teacher, target, sample_weight, *options)  # type: ignore[no-any-return, no-untyped-call]
+    fell_through("divergence")
+    teacher_is, temperature, direction, beta, dim, ignore_index, reduction = options
+    opts = divergence_options(
+        teacher_is=teacher_is, temperature=temperature, direction=direction, beta=beta,
+        reduction=reduction, ignore_index=ignore_index, num_threads=None,
+    )  # fmt: skip
+    lay = divergence_layout(
+        _Layout(student), _Layout(teacher), None if target is None else _Layout(target), dim, opts
+    )
+    return _composite.divergence(
+        student, teacher, target, sample_weight, teacher_is, opts.temperature, direction,
+        None if beta is None else opts.beta, lay.axis, ignore_index, reduction,
+    )  # fmt: skip
+
+
+def kl_divergence(
+    student: Tensor,
+    teacher: Tensor,
+    *,
+    teacher_is: TeacherIs = "logits",
+    temperature: float = 1.0,
+    direction: Literal["forward", "reverse"] = "forward",
+    dim: int = -1,
+    sample_weight: Tensor | None = None,
+    ignore_index: int | None = None,
+    target: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Kullback-Leibler divergence between a teacher distribution P and
+    Q = softmax(student / temperature) along ``dim``, differentiable: the
+    semantics of :func:`ce_fast.kl_divergence` (``axis`` is ``dim`` here),
+    with torch tensors in and out.
+
+    P = softmax(teacher / T) (``teacher_is="logits"``), exp(teacher)
+    ("log_probs") or teacher ("probs"); ``direction`` "forward" is
+    KL(P || Q), "reverse" KL(Q || P), per row (no T**2 factor). "mean" is
+    the sum over rows divided by their number (torch's "batchmean"), or by
+    the sum of ``sample_weight`` over the rows not ignored; rows whose
+    ``target`` equals ``ignore_index`` contribute nothing.
+
+    float32 / float64 CPU tensors of one dtype go to the fused kernel: when
+    the student requires grad, the forward computes the loss and its
+    gradient in one pass and the backward only scales the gradient. A
+    teacher or sample weight that requires grad gets its exact gradient: the
+    call is then computed by the torch composition of the same semantics,
+    as are other devices and dtypes (and double backward). Bad options,
+    shapes and dtypes raise ce_fast's ValueError / TypeError."""
+    return _call(student, teacher, target, sample_weight, teacher_is, temperature, direction, None, dim,
+                 ignore_index, reduction)  # fmt: skip
+
+
+def js_divergence(
+    student: Tensor,
+    teacher: Tensor,
+    *,
+    beta: float = 0.5,
+    teacher_is: TeacherIs = "logits",
+    temperature: float = 1.0,
+    dim: int = -1,
+    sample_weight: Tensor | None = None,
+    ignore_index: int | None = None,
+    target: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """The generalised Jensen-Shannon divergence
+    beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q,
+    differentiable: the semantics of :func:`ce_fast.js_divergence` (beta 0
+    is the forward KL(P || Q), beta 1 the reverse KL(Q || P)); the other
+    arguments, the routing and the gradients as :func:`kl_divergence`."""
+    return _call(student, teacher, target, sample_weight, teacher_is, temperature, "forward", beta, dim,
+                 ignore_index, reduction)  # fmt: skip
