@@ -20,10 +20,7 @@ from .._divergence import Reduction, TeacherIs
 from .._validation import divergence_layout, divergence_options
 from . import _composite
 from ._bridge import empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
-
-# the operator's arguments after the tensors: teacher_is, temperature,
-# direction, beta (None: KL), dim, ignore_index, reduction
-_N_OPTIONS = 7
+from ._fused import Fused
 
 
 def _run(
@@ -112,61 +109,16 @@ def _(grad: Tensor, student: Tensor, *_: Any) -> Tensor:
     return torch.empty_like(student, memory_format=torch.contiguous_format)
 
 
-def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-    ctx.save_for_backward(*inputs[:4])
-    ctx.options = inputs[4:]
+def _expand(up: Tensor, args: tuple[Any, ...]) -> Tensor:
+    """A per-row upstream gradient, broadcast over the class dim."""
+    student, dim = args[0], args[8]
+    return up.unsqueeze(dim + student.dim() if dim < 0 else dim)
 
 
-def _graph_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-    """create_graph=True: a gradient that is itself differentiable, from
-    torch's own operations (the kernel's gradient has no gradient)."""
-    student = ctx.saved_tensors[0]
-    loss = _composite.divergence(*ctx.saved_tensors, *ctx.options)
-    return (torch.autograd.grad(loss, student, grad, create_graph=True)[0], *(None,) * (3 + _N_OPTIONS))
-
-
-def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-    if torch.is_grad_enabled():
-        return _graph_backward(ctx, grad)
-    # eager: the kernel's function itself (the operator adds a dispatch)
-    eager = type(grad) is torch.Tensor and not torch.compiler.is_compiling()
-    g = (_backward_impl if eager else _backward_op)(grad, *ctx.saved_tensors, *ctx.options)
-    return (g, *(None,) * (3 + _N_OPTIONS))
-
-
-_forward.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _Eager(torch.autograd.Function):
-    """The operator's semantics without its dispatch, for eager calls. When
-    the student's gradient will be wanted, the forward runs the fused kernel
-    (loss and gradient for an upstream gradient of 1 in one pass) and keeps
-    the gradient; the backward scales it by the upstream gradient (unless it
-    is 1) and hands it over without a copy. A second backward through a
-    retained graph runs the kernel again."""
-
-    @staticmethod
-    def forward(ctx: Any, *args: Any) -> Tensor:
-        ctx.fused = ctx.needs_input_grad[0]
-        loss, ctx.grad = _run(args, ctx.fused)
-        _setup_context(ctx, args, loss)
-        return loss
-
-    @staticmethod
-    def backward(ctx: Any, up: Tensor) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            return _graph_backward(ctx, up)
-        g = ctx.grad
-        ctx.grad = None  # handed over: autograd may adopt it as .grad without a copy
-        if g is None:  # a retained graph's second backward
-            g = _run((*ctx.saved_tensors, *ctx.options), True)[1]
-        if up.dim() == 0:
-            if float(up) != 1.0:
-                g.mul_(up)
-        else:  # "none": one upstream value per row, broadcast over the class dim
-            student, dim = ctx.saved_tensors[0], ctx.options[4]
-            g.mul_(up.unsqueeze(dim + student.dim() if dim < 0 else dim))
-        return (g, *(None,) * (3 + _N_OPTIONS))
+_FUSED = Fused(
+    run=_run, composite=_composite.divergence, n_tensors=4, expand=_expand, backward_op=_backward_op
+)
+_forward.register_autograd(_FUSED.backward, setup_context=_FUSED.setup_context)
 
 
 class _Layout:
@@ -196,7 +148,7 @@ def _call(
             return _forward(student, teacher, target, sample_weight, *options)  # type: ignore[no-any-return]
         if not (student.requires_grad and torch.is_grad_enabled()):
             return _forward_impl(student, teacher, target, sample_weight, *options)
-        return _Eager.apply(student, teacher, target, sample_weight, *options)  # type: ignore[no-any-return, no-untyped-call]
+        return _FUSED.eager(student, teacher, target, sample_weight, *options)
     fell_through("divergence")
     teacher_is, temperature, direction, beta, dim, ignore_index, reduction = options
     opts = divergence_options(
