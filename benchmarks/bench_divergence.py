@@ -12,6 +12,8 @@ median is reported:
   (forward, reverse) and ``js_divergence_and_grad`` (beta 0.5);
 * ``torch``: ``F.kl_div(F.log_softmax(s), F.log_softmax(t), log_target=True,
   reduction="batchmean")`` + ``backward()``, ``torch.set_num_threads(n)``;
+* ``ce_torch``: ``ce_fast.torch.kl_divergence(s, t)`` + ``backward()`` (the
+  same loss through the torch front end: the fused kernel and its glue);
 * ``reference``: ``ce_fast.reference.kl_divergence_and_grad`` (one call; at
   most --reference-max elements: it holds ~10 float64 copies of the input).
 
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 from bench_lm_head import peak_rss, reset_peak_rss  # the same peak-RSS measurement (run from any cwd)
 
-TIME_VARIANTS = ("ce", "kl", "kl_rev", "js", "torch")
+TIME_VARIANTS = ("ce", "kl", "kl_rev", "js", "torch", "ce_torch")
 
 
 def shape_arg(text: str) -> tuple[int, int]:
@@ -84,7 +86,16 @@ def calls(N: int, C: int, dtype: Any, nt: int) -> dict[str, Callable[[], Any]]:
         loss.backward()
         return x.grad
 
+    def ce_torch_call() -> Any:
+        import ce_fast.torch as ct
+
+        torch.set_num_threads(nt)
+        x = ts.detach().requires_grad_(True)
+        ct.kl_divergence(x, tt).backward()
+        return x.grad
+
     out["torch"] = torch_call
+    out["ce_torch"] = ce_torch_call
     return out
 
 

@@ -23,6 +23,7 @@ import ce_fast  # noqa: E402
 import ce_fast.torch as ct  # noqa: E402
 from ce_fast.torch import _bridge, _patch  # noqa: E402
 from ce_fast.torch import _divergence as tdiv  # noqa: E402
+from ce_fast.torch import _kl_div as tkl  # noqa: E402
 
 f64 = torch.float64
 TORCH_KL_DIV = _bridge.TORCH["kl_div"]
@@ -63,34 +64,71 @@ def _kl_div_operands(shape_x: tuple[int, ...], shape_t: tuple[int, ...], dtype: 
     return x, (t.log() if log_target else t)
 
 
+SAME_SHAPES = [((4, 5), (4, 5)), ((2, 3, 4), (2, 3, 4)), ((5,), (5,)), ((), ()), ((300, 500), (300, 500))]
+BROADCASTS = [((4, 5), (1, 5)), ((1, 5), (3, 5))]
+
+
+def _close(got: Any, expected: Any, dtype: Any) -> None:
+    """Agreement to rounding: the kernel's log / exp are ce_fast's and its
+    sums are accumulated in float64."""
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == f64 else {"rtol": 2e-6, "atol": 1e-7}
+    torch.testing.assert_close(got, expected, equal_nan=True, **tol)
+
+
 @pytest.mark.parametrize("log_target", [False, True])
 @pytest.mark.parametrize("reduction", KL_DIV_REDUCTIONS)
-@pytest.mark.parametrize(
-    "shapes",
-    [((4, 5), (4, 5)), ((2, 3, 4), (2, 3, 4)), ((4, 5), (1, 5)), ((1, 5), (3, 5)), ((5,), (5,)), ((), ())],
-)
-def test_kl_div_is_torchs_bit_for_bit(shapes: Any, reduction: str, log_target: bool) -> None:
-    for dtype in (torch.float32, f64):
-        x, t = _kl_div_operands(*shapes, dtype, log_target)
-        x.requires_grad_()
-        t.requires_grad_()
-        kw = dict(reduction=reduction, log_target=log_target)
-        got, fell = _fell(_quiet, ct.kl_div, x, t, **kw)
-        expected = _quiet(F.kl_div, x, t, **kw)
-        assert fell == 0
+@pytest.mark.parametrize("shapes", SAME_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_kl_div_kernel_matches_torch(shapes: Any, reduction: str, log_target: bool, dtype: Any) -> None:
+    x, t = _kl_div_operands(*shapes, dtype, log_target)
+    x.requires_grad_()
+    kw = dict(reduction=reduction, log_target=log_target)
+    got, fell = _fell(_quiet, ct.kl_div, x, t, **kw)
+    expected = _quiet(F.kl_div, x, t, **kw)
+    assert fell == 0  # the kernel's
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    _close(got, expected, dtype)
+    up = torch.rand(expected.shape, dtype=dtype) + 0.5
+    _close(torch.autograd.grad(got, [x], up)[0], torch.autograd.grad(expected, [x], up)[0], dtype)
+    with torch.no_grad():
+        _close(_quiet(ct.kl_div, x, t, **kw), expected, dtype)
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.parametrize("reduction", KL_DIV_REDUCTIONS)
+@pytest.mark.parametrize("shapes", SAME_SHAPES[:4] + BROADCASTS)
+def test_kl_div_is_torchs_where_the_kernel_declines(shapes: Any, reduction: str, log_target: bool) -> None:
+    """Broadcasting, a target that requires grad, 16-bit dtypes: torch's
+    operator, bit for bit (both gradients)."""
+    x, t = _kl_div_operands(*shapes, f64, log_target)
+    x.requires_grad_()
+    t.requires_grad_()
+    kw = dict(reduction=reduction, log_target=log_target)
+    for a, b in [(x, t), (x.detach().half(), t.detach().half())]:
+        got, fell = _fell(_quiet, ct.kl_div, a, b, **kw)
+        expected = _quiet(F.kl_div, a, b, **kw)
+        assert fell == 1
         _same(got, expected)
-        assert got.shape == expected.shape and got.dtype == expected.dtype
-        for a, b in zip(torch.autograd.grad(got.sum(), [x, t]), torch.autograd.grad(expected.sum(), [x, t])):
-            _same(a, b)
+    leaves = [x, t]
+    got, expected = _quiet(ct.kl_div, x, t, **kw), _quiet(F.kl_div, x, t, **kw)
+    for a, b in zip(torch.autograd.grad(got.sum(), leaves), torch.autograd.grad(expected.sum(), leaves)):
+        _same(a, b)
 
 
-def test_kl_div_edge_values_are_torchs() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_kl_div_edge_values_are_torchs(dtype: Any) -> None:
     inf, nan = float("inf"), float("nan")
-    x = torch.tensor([[-inf, -1.0, 0.5, nan, -2.0, -inf], [0.0, -inf, inf, -1.0, -3.0, -0.1]])
-    t = torch.tensor([[0.0, 0.0, -0.5, 0.3, nan, 0.2], [1.0, 0.2, 0.0, inf, 0.4, 1e-45]])
+    x = torch.tensor([[-inf, -1.0, 0.5, nan, -2.0, -inf, -1.0], [0.0, -inf, inf, -1.0, -3.0, -0.1, -1e30]])
+    t = torch.tensor([[0.0, 0.0, -0.5, 0.3, nan, 0.2, -inf], [1.0, 0.2, 0.0, inf, 0.4, 1e-45, 1e-30]])
+    x, t = x.to(dtype), t.to(dtype)
     for log_target, reduction in itertools.product([False, True], KL_DIV_REDUCTIONS):
         kw = dict(reduction=reduction, log_target=log_target)
-        _same(_quiet(ct.kl_div, x, t, **kw), _quiet(F.kl_div, x, t, **kw))
+        got, fell = _fell(_quiet, ct.kl_div, x, t, **kw)
+        assert fell == 0
+        _close(got, _quiet(F.kl_div, x, t, **kw), dtype)
+        # row by row too: each NaN / inf where torch has it
+        for r in range(2):
+            _close(_quiet(ct.kl_div, x[r], t[r], **kw), _quiet(F.kl_div, x[r], t[r], **kw), dtype)
 
 
 def test_kl_div_gradients_match_finite_differences() -> None:
@@ -99,8 +137,49 @@ def test_kl_div_gradients_match_finite_differences() -> None:
     t = (torch.rand(3, 4, dtype=f64, generator=g) + 0.1).requires_grad_()
     for reduction, log_target in itertools.product(KL_DIV_REDUCTIONS, [False, True]):
         fn = functools.partial(_quiet, ct.kl_div, reduction=reduction, log_target=log_target)
-        assert torch.autograd.gradcheck(fn, (x, t))
+        assert torch.autograd.gradcheck(fn, (x, t))  # torch's (the target requires grad)
         assert torch.autograd.gradgradcheck(fn, (x, t))
+        fx = functools.partial(fn, target=t.detach())  # the kernel's (double backward: torch's)
+        assert torch.autograd.gradcheck(fx, (x,))
+        assert torch.autograd.gradgradcheck(fx, (x,))
+
+
+def test_kl_div_threads_bitwise() -> None:
+    x, t = _kl_div_operands((300, 700), (300, 700), torch.float32, False)
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            xx = x.clone().requires_grad_()
+            loss = ct.kl_div(xx, t, reduction="sum")
+            results.append((loss, torch.autograd.grad(loss, [xx])[0]))
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_kl_div_forward_runs_the_fused_kernel_once(monkeypatch: Any) -> None:
+    calls: list[bool] = []
+    run = tkl._run
+
+    def counted(args: Any, want_grad: bool, grad_output: Any) -> Any:
+        calls.append(want_grad)
+        return run(args, want_grad, grad_output)
+
+    monkeypatch.setattr(tkl, "_run", counted)
+    monkeypatch.setattr(tkl, "_FUSED", dataclasses.replace(tkl._FUSED, run=counted))
+    x, t = _kl_div_operands((5, 6), (5, 6), torch.float32, False)
+    x.requires_grad_()
+    loss = ct.kl_div(x, t, reduction="batchmean")
+    loss.backward(retain_graph=True)
+    assert calls == [True]  # loss and gradient in one pass; the backward hands it over
+    first = x.grad.clone()
+    x.grad = None
+    loss.backward(torch.tensor(3.0))  # a retained graph: the kernel again, scaled
+    assert calls == [True, True]
+    torch.testing.assert_close(x.grad, 3 * first)
+    torch.testing.assert_close(first, -t / 5)
 
 
 def test_kl_div_warnings_are_torchs() -> None:
@@ -170,15 +249,17 @@ def test_kl_div_compiles_without_a_graph_break(reduction: str) -> None:
     torch._dynamo.reset()
     x, t = _kl_div_operands((4, 5), (4, 5), torch.float32, False)
     x.requires_grad_()
-    t = (t + 0.05).requires_grad_()  # no 0: inductor's xlogy gradient there is NaN, eager's -inf
+    t = t + 0.05  # no 0: inductor's xlogy gradient there is NaN, eager's -inf
     fn = lambda x, t: ct.kl_div(x, t, reduction=reduction).sum()  # noqa: E731
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        got = torch.compile(fn, fullgraph=True)(x, t)
-        expected = F.kl_div(x, t, reduction=reduction).sum()
-    torch.testing.assert_close(got, expected)
-    for a, b in zip(torch.autograd.grad(got, [x, t]), torch.autograd.grad(expected, [x, t])):
-        torch.testing.assert_close(a, b)
+    for target in (t, t.clone().requires_grad_()):  # the kernel's operator, torch's
+        leaves = [x] if target is t else [x, target]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = torch.compile(fn, fullgraph=True)(x, target)
+            expected = F.kl_div(x, target, reduction=reduction).sum()
+        torch.testing.assert_close(got, expected)
+        for a, b in zip(torch.autograd.grad(got, leaves), torch.autograd.grad(expected, leaves)):
+            torch.testing.assert_close(a, b)
 
 
 # ---------------------------------------------------------------------------
@@ -406,6 +487,10 @@ def test_opcheck() -> None:
     torch.library.opcheck(ops.divergence, (x, t, y, sw, *js))
     # the backward's own operator has no derivative (double backward is torch's composition)
     torch.library.opcheck(ops.divergence_backward, (torch.rand(6, dtype=f64), s, t, y, sw, *js))
+    p = torch.rand(6, 4, dtype=f64)
+    for options in [("mean", False, False), ("sum", True, True), ("none", False, True)]:
+        torch.library.opcheck(ops.kl_div, (x, p, *options))
+    torch.library.opcheck(ops.kl_div_backward, (torch.rand(6, 4, dtype=f64), s, p, "none", False, False))
 
 
 def test_patch_and_unpatch_kl_div() -> None:
@@ -414,7 +499,9 @@ def test_patch_and_unpatch_kl_div() -> None:
     try:
         with ct.patch():
             assert F.kl_div is ct.kl_div and _patch.patched()["F.kl_div"]
-            _same(before(x, t), TORCH_KL_DIV(x, t, reduction="batchmean"))
+            got, fell = _fell(before, x, t)
+            assert fell == 0  # the kernel's
+            _close(got, TORCH_KL_DIV(x, t, reduction="batchmean"), torch.float32)
         assert F.kl_div is TORCH_KL_DIV
     finally:
         ct.unpatch()

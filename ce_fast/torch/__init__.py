@@ -9,7 +9,7 @@ extras as keyword-only arguments where they apply (``sample_weight``,
   ``binary_cross_entropy``, ``log_softmax``, ``softmax``, ``logsumexp``,
   ``linear_cross_entropy`` (torch 2.13's signature; always chunked, so the
   N x C logits never exist at once), ``kl_div`` (torch's, on
-  log-probabilities: ce_fast's option parsing over torch's own operator);
+  log-probabilities: terms, reduction and gradient in one elementwise pass);
 * ``kl_divergence`` and ``js_divergence`` from the student's logits (the
   NumPy API's fused divergence kernel: loss and gradient in one pass);
 * the modules ``CrossEntropyLoss``, ``BCEWithLogitsLoss``,
