@@ -47,61 +47,40 @@ def _run(
     return scalar(loss, student.dtype), g
 
 
-def _forward_impl(
-    student: Tensor,
-    teacher: Tensor,
-    target: Tensor | None,
-    sample_weight: Tensor | None,
-    teacher_is: str,
-    temperature: float,
-    direction: str,
-    beta: float | None,
-    dim: int,
-    ignore_index: int | None,
-    reduction: str,
-) -> Tensor:
-    args = (student, teacher, target, sample_weight, teacher_is, temperature, direction, beta, dim,
-            ignore_index, reduction)  # fmt: skip
+# The operators' arguments: the tensors, then the options (beta None: KL)
+_ARGS = (
+    "Tensor student, Tensor teacher, Tensor? target, Tensor? sample_weight, str teacher_is, "
+    "float temperature, str direction, float? beta, int dim, int? ignore_index, str reduction"
+)
+
+
+def _forward_impl(*args: Any) -> Tensor:
     return _run(args, False)[0]
 
 
-_forward = torch.library.custom_op("ce_fast::divergence", _forward_impl, mutates_args=())
-
-
-def _sample_shape(student: Tensor, dim: int) -> tuple[int, ...]:
-    d = dim + student.dim() if dim < 0 else dim
-    return tuple(student.shape[:d]) + tuple(student.shape[d + 1 :])
+_forward = torch.library.custom_op(
+    "ce_fast::divergence", _forward_impl, mutates_args=(), schema=f"({_ARGS}) -> Tensor"
+)
 
 
 @_forward.register_fake
-def _(student: Tensor, teacher: Tensor, target: Any, sample_weight: Any, teacher_is: str, temperature: float,
-      direction: str, beta: Any, dim: int, ignore_index: Any, reduction: str) -> Tensor:  # fmt: skip
-    return student.new_empty(_sample_shape(student, dim) if reduction == "none" else ())
+def _(student: Tensor, *args: Any) -> Tensor:
+    dim, reduction = args[7], args[9]
+    d = dim + student.dim() if dim < 0 else dim
+    shape = tuple(student.shape[:d]) + tuple(student.shape[d + 1 :])
+    return student.new_empty(shape if reduction == "none" else ())
 
 
-def _backward_impl(
-    grad: Tensor,
-    student: Tensor,
-    teacher: Tensor,
-    target: Tensor | None,
-    sample_weight: Tensor | None,
-    teacher_is: str,
-    temperature: float,
-    direction: str,
-    beta: float | None,
-    dim: int,
-    ignore_index: int | None,
-    reduction: str,
-) -> Tensor:
+def _backward_impl(grad: Tensor, *args: Any) -> Tensor:
     """The student's gradient for the upstream gradient ``grad``."""
-    args = (student, teacher, target, sample_weight, teacher_is, temperature, direction, beta, dim,
-            ignore_index, reduction)  # fmt: skip
     g = _run(args, True, grad)[1]
     assert g is not None
     return g
 
 
-_backward_op = torch.library.custom_op("ce_fast::divergence_backward", _backward_impl, mutates_args=())
+_backward_op = torch.library.custom_op(
+    "ce_fast::divergence_backward", _backward_impl, mutates_args=(), schema=f"(Tensor grad, {_ARGS})->Tensor"
+)
 
 
 @_backward_op.register_fake
