@@ -450,6 +450,20 @@ def test_other_dtypes_and_devices_take_the_composition() -> None:
     assert fell == 1 and got.device.type == "meta" and got.shape == (4,)
 
 
+def test_16_bit_students_are_computed_in_float32_and_cast_back() -> None:
+    """The kernel glue on float16 tensors (today ready() sends them to the
+    composition; the 16-bit kernels will take them through the same glue)."""
+    s, t = _pair((4, 6), 62, torch.float32)
+    args = (s.half(), t.half(), None, None, "logits", 2.0, "forward", None, -1, None)
+    for red in ("mean", "none"):
+        loss, g = tdiv._run((*args, red), True)
+        assert loss.dtype == torch.float16 and g is not None and g.dtype == torch.float16
+        x = s.half().float().requires_grad_()
+        expected = ct.kl_divergence(x, t.half().float(), temperature=2.0, reduction=red)
+        torch.testing.assert_close(loss, expected.half())
+        torch.testing.assert_close(g, torch.autograd.grad(expected.sum(), [x])[0].half())
+
+
 # ---------------------------------------------------------------------------
 # torch.compile, the operators' registrations, patch()
 # ---------------------------------------------------------------------------

@@ -34,17 +34,22 @@ def _run(
         sample_weight=maybe_view(sample_weight, "sample_weight"), ignore_index=ignore,
         target=maybe_view(target, "target"), reduction=red, num_threads=threads(),
     )  # fmt: skip
+    # the NumPy API computes 16-bit students in float32 (its out= too): the
+    # results are cast back to the student's dtype
+    dt = student.dtype
+    work = dt if dt in (torch.float32, torch.float64) else torch.float32
     g = g_np = None
     if want_grad:
-        g, g_np = empty(student.shape, student.dtype)
+        g, g_np = empty(student.shape, work)
     go = None if grad_output is None else view(grad_output, "grad_output")
     loss, _ = _divergence._run(
         view(student, "student"), view(teacher, "teacher"), options=options, want_grad=want_grad,
         grad_output=go, out=g_np,
     )  # fmt: skip
+    g = None if g is None else g.to(dt)
     if isinstance(loss, np.ndarray):
-        return torch.from_numpy(loss), g
-    return scalar(loss, student.dtype), g
+        return torch.from_numpy(loss).to(dt), g
+    return scalar(loss, dt), g
 
 
 # The operators' arguments: the tensors, then the options (beta None: KL)

@@ -105,8 +105,12 @@ _forward.register_autograd(_FUSED.backward, setup_context=_FUSED.setup_context)
 
 
 def _takes(input: Tensor, target: Tensor) -> bool:
+    """ready() (the dtype gate of every front end), and what this kernel
+    has: float32 / float64 (no 16-bit instantiation), operands of one shape,
+    at least one element, no target gradient."""
     return (
         ready(input, target)
+        and input.dtype in (torch.float32, torch.float64)
         and input.shape == target.shape
         and input.numel() > 0
         and not target.requires_grad
