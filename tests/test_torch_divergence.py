@@ -489,6 +489,22 @@ def test_compile_fullgraph(reduction: str) -> None:
     torch.testing.assert_close(gx, torch.autograd.grad(expected, [xe])[0])
 
 
+def test_compile_fullgraph_with_a_teacher_that_requires_grad() -> None:
+    """The composition's path, its front-door checks run while tracing."""
+    torch._dynamo.reset()
+    s, t = _pair((6, 5), 72, torch.float32)
+    fn = lambda x, t: ct.js_divergence(x, t, beta=0.3, temperature=2.0)  # noqa: E731
+    x, tt = s.clone().requires_grad_(), t.clone().requires_grad_()
+    got = torch.compile(fn, fullgraph=True)(x, tt)
+    xe, te = s.clone().requires_grad_(), t.clone().requires_grad_()
+    expected = oracle(xe, te, "js", temperature=2.0)
+    torch.testing.assert_close(got, expected)
+    for a, b in zip(torch.autograd.grad(got, [x, tt]), torch.autograd.grad(expected, [xe, te])):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(Exception, match=r"beta must be a finite number in \[0, 1\]"):
+        torch.compile(lambda x, t: ct.js_divergence(x, t, beta=3.0), fullgraph=True)(x, tt)
+
+
 @pytest.mark.slow
 def test_opcheck() -> None:
     s, t = _pair((6, 4), 81)

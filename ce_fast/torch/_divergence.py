@@ -107,12 +107,33 @@ _forward.register_autograd(_FUSED.backward, setup_context=_FUSED.setup_context)
 
 class _Layout:
     """What the front door's layout check reads of a tensor it cannot view
-    (another device, a 16-bit dtype): its shape and the kind of its dtype."""
+    (another device, a 16-bit dtype): its shape and the kind of its dtype
+    ("c" complex, "f" floating, "b" bool, "i" integer)."""
 
-    def __init__(self, t: Tensor) -> None:
-        self.shape = tuple(t.shape)
-        kind = np.complex128 if t.is_complex() else np.float64 if t.is_floating_point() else np.int64
-        self.dtype = np.dtype(np.bool_ if t.dtype == torch.bool else kind)
+    def __init__(self, shape: tuple[int, ...], kind: str) -> None:
+        self.shape = shape
+        self.dtype = np.dtype({"c": np.complex128, "f": np.float64, "b": np.bool_, "i": np.int64}[kind])
+
+
+def _kind(t: Tensor) -> str:
+    return "c" if t.is_complex() else "f" if t.is_floating_point() else "b" if t.dtype == torch.bool else "i"
+
+
+@torch._dynamo.assume_constant_result  # type: ignore[untyped-decorator]
+def _checked(
+    options: tuple[Any, ...], layouts: tuple[tuple[tuple[int, ...], str] | None, ...]
+) -> tuple[float, float | None, int]:
+    """The front door's checks of a call the kernel declines: (temperature,
+    beta, the class axis), validated. Plain values in and out, so that
+    torch.compile runs it while tracing and keeps its result as a constant."""
+    teacher_is, temperature, direction, beta, dim, ignore_index, reduction = options
+    opts = divergence_options(
+        teacher_is=teacher_is, temperature=temperature, direction=direction, beta=beta,
+        reduction=reduction, ignore_index=ignore_index, num_threads=None,
+    )  # fmt: skip
+    student, teacher, target = (None if lay is None else _Layout(*lay) for lay in layouts)
+    lay = divergence_layout(student, teacher, target, dim, opts)
+    return opts.temperature, None if beta is None else opts.beta, lay.axis
 
 
 def _takes(student: Tensor, teacher: Tensor, target: Tensor | None, sample_weight: Tensor | None) -> bool:
@@ -134,17 +155,12 @@ def _call(
             return _forward_impl(student, teacher, target, sample_weight, *options)
         return _FUSED.eager(student, teacher, target, sample_weight, *options)
     fell_through("divergence")
-    teacher_is, temperature, direction, beta, dim, ignore_index, reduction = options
-    opts = divergence_options(
-        teacher_is=teacher_is, temperature=temperature, direction=direction, beta=beta,
-        reduction=reduction, ignore_index=ignore_index, num_threads=None,
-    )  # fmt: skip
-    lay = divergence_layout(
-        _Layout(student), _Layout(teacher), None if target is None else _Layout(target), dim, opts
-    )
+    layouts = tuple(None if t is None else (tuple(t.shape), _kind(t)) for t in (student, teacher, target))
+    temperature, beta, axis = _checked(options, layouts)
+    teacher_is, _, direction, _, _, ignore_index, reduction = options
     return _composite.divergence(
-        student, teacher, target, sample_weight, teacher_is, opts.temperature, direction,
-        None if beta is None else opts.beta, lay.axis, ignore_index, reduction,
+        student, teacher, target, sample_weight, teacher_is, temperature, direction, beta, axis,
+        ignore_index, reduction,
     )  # fmt: skip
 
 
