@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from bench_lm_head import peak_rss, reset_peak_rss  # the same peak-RSS measurement (run from any cwd)
+from ce_fast import _bench_memory  # the peak-RSS measurement every benchmark uses
 
 TIME_VARIANTS = ("ce", "kl", "kl_rev", "js", "torch", "ce_torch")
 
@@ -146,11 +146,10 @@ def memory_child(variant: str, spec: str) -> None:
         def run() -> Any:
             return f()
 
-    base = reset_peak_rss()
     t0 = time.perf_counter()
-    run()
+    peak = _bench_memory.peak_extra_bytes(run, repeats=1)
     elapsed = time.perf_counter() - t0
-    print(json.dumps({"peak": peak_rss() - base, "seconds": elapsed}))
+    print(json.dumps({"peak": peak, "seconds": elapsed}))
 
 
 def memory(variant: str, spec: str) -> dict[str, float] | None:
@@ -219,9 +218,8 @@ def main() -> None:
         for v, spec in specs:
             m = memory(v, spec)
             if m is not None:
-                print(
-                    f"  peak memory {v:>12} {spec:>22}: {m['peak'] / 2**20:9.1f} MiB ({m['seconds']:.2f} s)"
-                )
+                peak = "-" if m["peak"] is None else f"{m['peak'] / 2**20:9.1f}"
+                print(f"  peak memory {v:>12} {spec:>22}: {peak:>9} MiB ({m['seconds']:.2f} s)")
                 results["memory"].append({"variant": v, "spec": spec, **m})
     with open("/proc/loadavg") as f:
         print("load average:", f.read().strip())
