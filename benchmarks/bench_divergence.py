@@ -12,6 +12,8 @@ median is reported:
   (forward, reverse) and ``js_divergence_and_grad`` (beta 0.5);
 * ``torch``: ``F.kl_div(F.log_softmax(s), F.log_softmax(t), log_target=True,
   reduction="batchmean")`` + ``backward()``, ``torch.set_num_threads(n)``;
+* ``ce_torch``: ``ce_fast.torch.kl_divergence(s, t)`` + ``backward()`` (the
+  same loss through the torch front end: the fused kernel and its glue);
 * ``reference``: ``ce_fast.reference.kl_divergence_and_grad`` (one call; at
   most --reference-max elements: it holds ~10 float64 copies of the input).
 
@@ -41,9 +43,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from bench_lm_head import peak_rss, reset_peak_rss  # the same peak-RSS measurement (run from any cwd)
+from ce_fast import _bench_memory  # the peak-RSS measurement every benchmark uses
 
-TIME_VARIANTS = ("ce", "kl", "kl_rev", "js", "torch")
+TIME_VARIANTS = ("ce", "kl", "kl_rev", "js", "torch", "ce_torch")
 
 
 def shape_arg(text: str) -> tuple[int, int]:
@@ -84,7 +86,16 @@ def calls(N: int, C: int, dtype: Any, nt: int) -> dict[str, Callable[[], Any]]:
         loss.backward()
         return x.grad
 
+    def ce_torch_call() -> Any:
+        import ce_fast.torch as ct
+
+        torch.set_num_threads(nt)
+        x = ts.detach().requires_grad_(True)
+        ct.kl_divergence(x, tt).backward()
+        return x.grad
+
     out["torch"] = torch_call
+    out["ce_torch"] = ce_torch_call
     return out
 
 
@@ -135,11 +146,10 @@ def memory_child(variant: str, spec: str) -> None:
         def run() -> Any:
             return f()
 
-    base = reset_peak_rss()
     t0 = time.perf_counter()
-    run()
+    peak = _bench_memory.peak_extra_bytes(run, repeats=1)
     elapsed = time.perf_counter() - t0
-    print(json.dumps({"peak": peak_rss() - base, "seconds": elapsed}))
+    print(json.dumps({"peak": peak, "seconds": elapsed}))
 
 
 def memory(variant: str, spec: str) -> dict[str, float] | None:
@@ -208,9 +218,8 @@ def main() -> None:
         for v, spec in specs:
             m = memory(v, spec)
             if m is not None:
-                print(
-                    f"  peak memory {v:>12} {spec:>22}: {m['peak'] / 2**20:9.1f} MiB ({m['seconds']:.2f} s)"
-                )
+                peak = "-" if m["peak"] is None else f"{m['peak'] / 2**20:9.1f}"
+                print(f"  peak memory {v:>12} {spec:>22}: {peak:>9} MiB ({m['seconds']:.2f} s)")
                 results["memory"].append({"variant": v, "spec": spec, **m})
     with open("/proc/loadavg") as f:
         print("load average:", f.read().strip())

@@ -31,6 +31,8 @@ class ce_dtype(IntEnum):
 class ce_bin_mode(IntEnum):
     CE_BIN_LOGITS = 0
     CE_BIN_PROBS = 1
+    CE_BIN_KL_DIV = 2
+    CE_BIN_KL_DIV_LOG = 3
 
 class ce_sm_op(IntEnum):
     CE_SM_LOGSUMEXP = 0

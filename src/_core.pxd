@@ -26,6 +26,8 @@ cdef extern from "ce_kernels.h" nogil:
     cpdef enum ce_bin_mode:
         CE_BIN_LOGITS
         CE_BIN_PROBS
+        CE_BIN_KL_DIV
+        CE_BIN_KL_DIV_LOG
 
     cpdef enum ce_sm_op:
         CE_SM_LOGSUMEXP

@@ -1,5 +1,6 @@
 /* binary_impl.h — elementwise binary cross-entropy (on logits and on
- * probabilities), written once and instantiated per dtype by
+ * probabilities) and torch's elementwise kl_div (kldiv_chunk, on the same
+ * blocking, staging and reductions), written once and instantiated per dtype by
  * kernels_for_dtype.h (CE_T, CE_FN, and the vector math it uses: CE_EXP_NONPOS
  * from ce_vecmath.h, CE_LOG and CE_LOG1P from ce_vecmath_log.h).
  *
@@ -109,6 +110,48 @@ CE_INLINE double CE_FN(bcep_chunk)(int64_t n, const CE_T *p, const CE_T *t, cons
     return acc;
 }
 
+/* One chunk of torch's kl_div (x log-probabilities, t the target), in the
+ * element type as torch: loss = xlogy(t, t) - t x (xlogy: 0 at t = 0, so
+ * 0 * -inf is still NaN), or exp(t) (t - x) for log_t; d loss / dx = -t,
+ * resp. -exp(t). exp(t) is the cheap exp for t <= 0 (every log-probability)
+ * and 1 / exp(-t) above (one more rounding; inf at t = +inf). Returns the
+ * loss sum. */
+CE_INLINE double CE_FN(kldiv_chunk)(int64_t n, const CE_T *x, const CE_T *t, const CE_T *go,
+                                    CE_T *loss_out, CE_T *g, const int log_t, const int want_loss,
+                                    const int want_none, const int want_grad) {
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < n; ++c) {
+        const CE_T xv = x[c], tv = t[c];
+        CE_T coef = tv; /* the weight of -x in the term, and -d/dx */
+        if (log_t) {
+            const CE_T e = CE_EXP_NONPOS(tv <= 0 ? tv : -tv);
+            coef = tv != tv ? tv : (tv <= 0 ? e : (CE_T)1 / e);
+        }
+        if (want_loss) {
+            const CE_T per = log_t ? coef * (tv - xv) : (tv == 0 ? (CE_T)0 : tv * CE_LOG(tv)) - tv * xv;
+            if (want_none) loss_out[c] = per;
+            acc += (double)per;
+        }
+        if (want_grad) g[c] = -coef * go[c];
+    }
+    return acc;
+}
+
+/* One chunk of kl_div with the flags as constants at each call. */
+CE_INLINE double CE_FN(kldiv_dispatch)(int64_t n, const CE_T *x, const CE_T *t, const CE_T *go,
+                                       CE_T *loss_out, CE_T *g, int log_t, int want_loss, int want_none,
+                                       int want_grad) {
+#define CE_KL_CALL(lt, wl, wn, wg) CE_FN(kldiv_chunk)(n, x, t, go, loss_out, g, lt, wl, wn, wg)
+#define CE_KL_FLAGS(lt)                                                                     \
+    (want_grad ? (want_none ? CE_KL_CALL(lt, 1, 1, 1)                                       \
+                            : (want_loss ? CE_KL_CALL(lt, 1, 0, 1) : CE_KL_CALL(lt, 0, 0, 1))) \
+               : (want_none ? CE_KL_CALL(lt, 1, 1, 0) : CE_KL_CALL(lt, 1, 0, 0)))
+    return log_t ? CE_KL_FLAGS(1) : CE_KL_FLAGS(0);
+#undef CE_KL_FLAGS
+#undef CE_KL_CALL
+}
+
 /* First position in [0, n) whose value is outside [0, 1] (or NaN), or -1. */
 CE_INLINE int64_t CE_FN(bin_first_bad)(const CE_T *v, int64_t n) {
     for (int64_t c = 0; c < n; ++c)
@@ -119,6 +162,7 @@ CE_INLINE int64_t CE_FN(bin_first_bad)(const CE_T *v, int64_t n) {
 int CE_FN(ce_binary)(ce_bin_args *a) {
     const int64_t rows = a->rows, cols = a->cols, N = rows * cols;
     const int probs = a->mode == CE_BIN_PROBS;
+    const int kl = a->mode == CE_BIN_KL_DIV || a->mode == CE_BIN_KL_DIV_LOG;
     const int red = a->reduction;
     const int64_t nblocks = (N + CE_BIN_BLOCK - 1) / CE_BIN_BLOCK;
     double gscale = a->grad_output_scalar;
@@ -185,11 +229,16 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
                     }
                     continue;
                 }
-                const CE_T *pc = pw ? CE_FN(bin_stage)(pw, a->pws_r, a->pws_c, rows, cols, f, n, buf[3])
-                                    : buf[5];
                 const CE_T *gc = go ? CE_FN(bin_stage)(go, a->gos_r, a->gos_c, rows, cols, f, n, buf[4])
                                     : buf[4];
                 CE_T *gg = g ? g + f : NULL;
+                if (kl) {
+                    acc += CE_FN(kldiv_dispatch)(n, xc, tc, gc, lc, gg, a->mode == CE_BIN_KL_DIV_LOG,
+                                                 want_loss, want_none, want_grad);
+                    continue;
+                }
+                const CE_T *pc = pw ? CE_FN(bin_stage)(pw, a->pws_r, a->pws_c, rows, cols, f, n, buf[3])
+                                    : buf[5];
                 if (want_grad) {
                     if (want_none)
                         acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 1, 1);

@@ -75,7 +75,8 @@ typedef struct {
 
 typedef int (*ce_cat_fn)(ce_cat_args *a);
 
-/* Elementwise binary cross-entropy. The logits (or probabilities) have some
+/* Elementwise binary cross-entropy, and torch's elementwise kl_div (w, pw
+ * unused; the gradient is with respect to x). The logits (or probabilities) have some
  * shape seen as (rows, cols); flat element f = r*cols + c (C order of that
  * shape). Every operand is described by element strides (s_r, s_c) over that
  * (rows, cols) view, so broadcast operands carry zero strides and are never
@@ -83,7 +84,9 @@ typedef int (*ce_cat_fn)(ce_cat_args *a);
  * may alias x exactly when x is contiguous (out=logits). */
 typedef enum ce_bin_mode {
     CE_BIN_LOGITS = 0, /* binary_cross_entropy_with_logits */
-    CE_BIN_PROBS = 1   /* binary_cross_entropy (clipped probabilities) */
+    CE_BIN_PROBS = 1,  /* binary_cross_entropy (clipped probabilities) */
+    CE_BIN_KL_DIV = 2, /* torch's kl_div: x log-probabilities, t probabilities */
+    CE_BIN_KL_DIV_LOG = 3 /* torch's kl_div with log_target: t log-probabilities */
 } ce_bin_mode;
 typedef struct {
     int mode; /* CE_BIN_* */

@@ -44,8 +44,10 @@ from ._categorical import (
 from ._divergence import (
     DivergenceLayout,
     DivergenceOptions,
+    KlDivOptions,
     divergence_layout,
     divergence_options,
+    kl_div_options,
     tokens,
 )
 from ._options import REDUCTION_NAMES, REDUCTIONS, fast_scale, fast_threads, flag, no_memory
@@ -54,6 +56,7 @@ from ._softmax import INPUT_NAMES, SoftmaxCall, softmax_call
 
 __all__ = [
     "INPUT_NAMES",
+    "KlDivOptions",
     "NAN_POLICIES",
     "REDUCTIONS",
     "REDUCTION_NAMES",
@@ -84,6 +87,7 @@ __all__ = [
     "is_half",
     "merge_axes",
     "int_target",
+    "kl_div_options",
     "nan_policy",
     "no_memory",
     "normalize_axes",

@@ -5,6 +5,7 @@ from ``.shape`` / ``.dtype`` alone (NumPy or dask arrays)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,3 +145,41 @@ def tokens(y: np.ndarray, options: DivergenceOptions) -> np.ndarray:
         assert ign is not None
         y = np.where(y == ign, ign, ign ^ 1) if ign >= 0 else np.zeros(y.shape, np.int64)
     return np.ascontiguousarray(y, dtype=np.int64)
+
+
+# torch.nn.functional.kl_div's options (ce_fast.torch.kl_div): torch's
+# reductions, its legacy pair and its warnings, word for word.
+_KL_DIV_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+
+
+@dataclass(frozen=True)
+class KlDivOptions:
+    """torch.nn.functional.kl_div's options, resolved as torch resolves them."""
+
+    reduction: str  # of the elementwise terms: "none", "sum" or "mean" (over all elements)
+    batchmean: bool  # the reduced value is then divided by the input's first dimension
+    log_target: bool
+
+
+def kl_div_options(
+    *, size_average: Any, reduce: Any, reduction: Any, log_target: Any, warn: bool = True
+) -> KlDivOptions:
+    """torch's rules: the legacy ``size_average`` / ``reduce`` pair, when
+    either is given, decides the reduction (with torch's deprecation
+    warning), yet a ``reduction="batchmean"`` passed along still divides by
+    the batch size; otherwise "mean" warns that it is not the batch mean,
+    and "batchmean" is the sum divided by the batch size. ``warn=False``:
+    no warnings (torch.compile cannot trace ``warnings.warn``)."""
+    flag = _options.flag(log_target, "log_target")
+    if size_average is not None or reduce is not None:
+        legacy = _options.legacy_reduction(size_average, reduce, warn)
+        return KlDivOptions(legacy, reduction == "batchmean", flag)
+    if reduction == "mean" and warn:
+        warnings.warn(_KL_DIV_MEAN_WARNING, stacklevel=3)
+    if reduction == "batchmean":
+        return KlDivOptions("sum", True, flag)
+    return KlDivOptions(_options.torch_reduction(reduction, warn), False, flag)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -97,3 +98,28 @@ def ignore_index(value: Any) -> int:
 def no_memory() -> MemoryError:
     """The error for a kernel's CE_ERR_NOMEM (its scratch or partials)."""
     return MemoryError("ce_fast: a kernel could not allocate its scratch memory")
+
+
+def torch_reduction(value: Any, warn: bool = True) -> str:
+    """A reduction name as torch's loss functions take it (torch's message;
+    its deprecated "elementwise_mean" is "mean", with torch's warning)."""
+    if value == "elementwise_mean":
+        if warn:
+            warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+                          stacklevel=4)  # fmt: skip
+        return "mean"
+    if not isinstance(value, str) or value not in REDUCTIONS:
+        raise ValueError(f"{value} is not a valid value for reduction")
+    return value
+
+
+def legacy_reduction(size_average: Any, reduce: Any, warn: bool = True) -> str:
+    """torch's deprecated ``size_average`` / ``reduce`` pair as a reduction
+    name (None counts as True), with torch's deprecation warning."""
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    name = "mean" if size_average and reduce else "sum" if reduce else "none"
+    if warn:
+        message = f"size_average and reduce args will be deprecated, please use reduction='{name}' instead."
+        warnings.warn(message, stacklevel=4)
+    return name

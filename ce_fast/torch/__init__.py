@@ -8,10 +8,13 @@ extras as keyword-only arguments where they apply (``sample_weight``,
 * ``cross_entropy``, ``binary_cross_entropy_with_logits``,
   ``binary_cross_entropy``, ``log_softmax``, ``softmax``, ``logsumexp``,
   ``linear_cross_entropy`` (torch 2.13's signature; always chunked, so the
-  N x C logits never exist at once);
+  N x C logits never exist at once), ``kl_div`` (torch's, on
+  log-probabilities: terms, reduction and gradient in one elementwise pass);
+* ``kl_divergence`` and ``js_divergence`` from the student's logits (the
+  NumPy API's fused divergence kernel: loss and gradient in one pass);
 * the modules ``CrossEntropyLoss``, ``BCEWithLogitsLoss``,
   ``LinearCrossEntropyLoss`` (torch's classes, forward through the above);
-* ``patch()`` / ``unpatch()``: swap them into ``torch.nn.functional`` and
+* ``patch()`` / ``unpatch()``: swap torch's into ``torch.nn.functional`` and
   ``torch.nn`` for a whole program (``with ce_fast.torch.patch(): ...``).
 
 They are torch custom operators (``torch.library.custom_op``, namespace
@@ -38,6 +41,8 @@ from __future__ import annotations
 
 from ._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from ._categorical import cross_entropy
+from ._divergence import js_divergence, kl_divergence
+from ._kl_div import kl_div
 from ._linear import linear_cross_entropy
 from ._modules import BCEWithLogitsLoss, CrossEntropyLoss, LinearCrossEntropyLoss
 from ._patch import patch, unpatch
@@ -50,6 +55,9 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "js_divergence",
+    "kl_div",
+    "kl_divergence",
     "linear_cross_entropy",
     "log_softmax",
     "logsumexp",

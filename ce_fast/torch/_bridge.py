@@ -25,6 +25,7 @@ TORCH = {
         "softmax",
         "linear_cross_entropy",
         "linear",
+        "kl_div",
     )
 }
 TORCH_LOGSUMEXP = torch.logsumexp

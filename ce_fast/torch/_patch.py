@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import _binary, _categorical, _linear, _modules, _softmax
+from . import _binary, _categorical, _kl_div, _linear, _modules, _softmax
 from ._bridge import TORCH
 
 _FUNCTIONS = {
@@ -19,6 +19,7 @@ _FUNCTIONS = {
     "log_softmax": _softmax.log_softmax,
     "softmax": _softmax.softmax,
     "linear_cross_entropy": _linear.linear_cross_entropy,
+    "kl_div": _kl_div.kl_div,
 }
 _MODULES = {
     "CrossEntropyLoss": _modules.CrossEntropyLoss,
@@ -43,7 +44,8 @@ class Patched:
 def patch() -> Patched:
     """Swap ce_fast.torch's functions into ``torch.nn.functional``
     (cross_entropy, binary_cross_entropy_with_logits, log_softmax, softmax,
-    linear_cross_entropy) and its loss modules into ``torch.nn``
+    linear_cross_entropy, kl_div -- and so torch.nn.KLDivLoss, which calls
+    F.kl_div) and its loss modules into ``torch.nn``
     (CrossEntropyLoss, BCEWithLogitsLoss, LinearCrossEntropyLoss).
     Idempotent; ``with ce_fast.torch.patch(): ...`` undoes it on exit."""
     for name, fn in _FUNCTIONS.items():
