@@ -374,12 +374,6 @@ def test_module_reload_without_ml_dtypes(monkeypatch):
         importlib.reload(_arrays)
 
 
-def test_zz_report_max_ulp():
-    """(prints the worst gradient / softmax error measured above, in units
-    of the format; pytest -s shows it)"""
-    print("\nmax error (ulp of the 16-bit format; small-loss: relative):", MAX_ULP)
-
-
 @pytest.mark.parametrize("dt", HALVES, ids=IDS)
 def test_other_families_compute_a_float32_conversion(dt):
     """Documented: binary, linear_cross_entropy and ce_fast.dask convert
@@ -490,3 +484,9 @@ def test_bfloat16_store_rounding_exhaustive_around_halfway():
     np.testing.assert_array_equal(g16.view(np.uint16), g32.astype(BF16).view(np.uint16))
     s = ce_fast.softmax(np.array([[0.0, -np.inf]] * 20, dtype=BF16))
     np.testing.assert_array_equal(s.astype(np.float32), [[1.0, 0.0]] * 20)
+
+
+def test_zz_report_max_ulp():
+    """(prints the worst gradient / softmax error measured above, in units
+    of the format; pytest -s shows it)"""
+    print("\nmax error (ulp of the 16-bit format; small-loss: relative):", MAX_ULP)
