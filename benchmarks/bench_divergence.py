@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from ce_fast import _bench_memory  # the peak-RSS measurement every benchmark uses
 
 TIME_VARIANTS = ("ce", "kl", "kl_rev", "js", "torch", "ce_torch")

@@ -315,6 +315,8 @@ def entropy(
         if (res := nan_first()) is not None:
             return res
         raise ValueError("Array shapes are incompatible for broadcasting.") from e
+    if axis is None and (res := nan_first()) is not None:  # raveled: NaN even where nothing is left
+        return res
     samples = [np.broadcast_to(v, shape) for v in samples]
     if axis is not None:
         axes = _axes(axis, len(shape), source=True)
