@@ -44,9 +44,8 @@ def chunk_rows(chunk_size: Any, N: int, C: int, D: int, itemsize: int, buffers: 
     """The validated ``chunk_size`` (None: :func:`auto_chunk_size`)."""
     if chunk_size is None:
         return auto_chunk_size(N, C, D, itemsize, buffers)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (numbers.Integral, np.integer)):
-        raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
-    if chunk_size < 1:
+    integral = isinstance(chunk_size, (numbers.Integral, np.integer)) and not isinstance(chunk_size, bool)
+    if not integral or chunk_size < 1:
         raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
     return int(min(chunk_size, max(N, 1)))
 
