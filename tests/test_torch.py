@@ -54,8 +54,9 @@ def test_other_dtypes_are_torchs(dtype: Any) -> None:
             _fell(lambda: ct.cross_entropy(x, y))
         assert str(ours.value) == str(theirs.value)
         return
+    # cross_entropy takes 16-bit logits in its own kernels (tests/test_torch_half.py)
     got, fell = _fell(lambda: ct.cross_entropy(x, y))
-    assert fell == 1
+    assert fell == (dtype not in _bridge.HALF_DTYPES)
     torch.testing.assert_close(got, F.cross_entropy(x, y))
     got, fell = _fell(lambda: ct.log_softmax(x, -1))
     assert fell == 1

@@ -10,6 +10,7 @@ here and nowhere else (ce_fast.reference, the independent twin, keeps its
 own)."""
 
 from ._arrays import (
+    BFLOAT16,
     as_array,
     as_float,
     as_logits,
@@ -55,6 +56,7 @@ from ._prob import NAN_POLICIES, ProbCall, nan_policy, prob_call
 from ._softmax import INPUT_NAMES, SoftmaxCall, softmax_call
 
 __all__ = [
+    "BFLOAT16",
     "INPUT_NAMES",
     "KlDivOptions",
     "NAN_POLICIES",

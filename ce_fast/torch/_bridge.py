@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import as_array
+from .._validation import BFLOAT16, as_array
 
 # torch's own functions, kept before patch() swaps F's attributes: every
 # fall-through calls these, never F.<name> (which may be ce_fast's).
@@ -39,17 +39,20 @@ def fell_through(name: str) -> None:
     FALLBACKS[name] += 1
 
 
-# float16 and bfloat16 go to torch until ce_fast has 16-bit kernels
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+# the 16-bit dtypes whose kernels a front end may opt into (half=True): the
+# categorical and softmax-family kernels have them; bfloat16 results need
+# ml_dtypes to be NumPy arrays of their own dtype
+HALF_DTYPES = (torch.float16, torch.bfloat16) if not BFLOAT16.metadata else (torch.float16,)
 
 
-def ready(input: torch.Tensor, *others: torch.Tensor | None) -> bool:
+def ready(input: torch.Tensor, *others: torch.Tensor | None, half: bool = False) -> bool:
     """Whether the CPU kernels take these operands: every tensor a plain CPU
-    tensor, ``input`` float32 or float64 and every other one of its dtype.
-    Anything else (CUDA and other devices, 16-bit or complex dtypes, mixed
-    dtypes, which torch promotes or refuses, tensor subclasses) is torch's
-    to handle."""
-    if not plain_cpu(input) or input.dtype not in _KERNEL_DTYPES:
+    tensor, ``input`` float32 or float64 (or, with ``half``, float16 or
+    bfloat16) and every other one of its dtype. Anything else (CUDA and
+    other devices, complex dtypes, mixed dtypes, which torch promotes or
+    refuses, tensor subclasses) is torch's to handle."""
+    if not plain_cpu(input) or not (input.dtype in _KERNEL_DTYPES or (half and input.dtype in HALF_DTYPES)):
         return False
     return all(t is None or (plain_cpu(t) and t.dtype == input.dtype) for t in others)
 
@@ -74,6 +77,7 @@ def maybe_view(t: torch.Tensor | None, name: str) -> np.ndarray | None:
 
 
 _NUMPY_DTYPES: dict[torch.dtype, np.dtype[Any]] = {
+    torch.float16: np.dtype(np.float16),
     torch.float32: np.dtype(np.float32),
     torch.float64: np.dtype(np.float64),
 }
@@ -86,6 +90,9 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> tuple[torc
     large arrays and torch's CPU allocator does not, and first touching a
     fresh N x C gradient costs ~3x more in 4 KiB pages (65 MB: 36 ms against
     12 ms for the whole fused kernel, measured on our 2-vCPU machine)."""
+    if dtype == torch.bfloat16:  # torch.from_numpy takes no bfloat16: its bits, viewed
+        bits = np.empty([int(n) for n in shape], np.uint16)
+        return torch.from_numpy(bits).view(dtype), bits.view(BFLOAT16)
     a: np.ndarray = np.empty([int(n) for n in shape], _NUMPY_DTYPES[dtype])
     return torch.from_numpy(a), a
 

@@ -15,7 +15,18 @@ from .._categorical import plain_kernel
 from .._core import ce_reduction
 from .._validation import REDUCTIONS
 from . import _composite
-from ._bridge import TORCH, empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
+from ._bridge import (
+    HALF_DTYPES,
+    TORCH,
+    empty,
+    fell_through,
+    maybe_view,
+    plain_cpu,
+    ready,
+    scalar,
+    threads,
+    view,
+)
 
 _NONE = ce_reduction.CE_RED_NONE
 
@@ -65,7 +76,20 @@ def _plain(
         return None
     if not (input.is_contiguous() and target.is_contiguous()) or input.is_neg():
         return None
+    if input.dtype not in _COMMON_DTYPES:  # 16-bit: through the parsers
+        return None
     return REDUCTIONS.get(reduction)
+
+
+def _losses(input: Tensor, shape: Any) -> tuple[Tensor, np.ndarray]:
+    """A tensor for per-sample losses: the kernels write float32 ones for
+    16-bit logits (cast to the input's dtype, as torch returns them, by
+    _as_input_dtype)."""
+    return empty(shape, torch.float32 if input.dtype in HALF_DTYPES else input.dtype)
+
+
+def _as_input_dtype(loss: Tensor, input: Tensor) -> Tensor:
+    return loss.to(input.dtype)  # the same tensor, no copy, unless 16-bit
 
 
 def _forward_impl(
@@ -95,9 +119,9 @@ def _forward_impl(
                     softcap)  # fmt: skip
     lse, lse_np = empty(call.layout.sample_shape, torch.float64)
     if call.opts.reduction == _NONE:
-        loss, loss_np = empty(call.layout.sample_shape, input.dtype)
+        loss, loss_np = _losses(input, call.layout.sample_shape)
         call.forward(loss_out=loss_np, lse_out=lse_np)
-        return loss, lse
+        return _as_input_dtype(loss, input), lse
     return scalar(call.forward(lse_out=lse_np), input.dtype), lse
 
 
@@ -135,7 +159,7 @@ def _forward_fused(
     lse, lse_np = empty(call.layout.sample_shape, torch.float64)
     loss_np = call.backward(g_np, 1.0, lse_out=lse_np)
     if call.opts.reduction == _NONE:
-        return torch.from_numpy(loss_np), lse, g
+        return _as_input_dtype(torch.from_numpy(loss_np), input), lse, g
     return scalar(loss_np, input.dtype), lse, g
 
 
@@ -176,7 +200,8 @@ def _backward_input_impl(
         return g
     call = _prepare(input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
                     softcap)  # fmt: skip
-    call.backward(g_np, view(grad, "grad_output"), lse=view(lse, "lse"))
+    up = grad.float() if grad.dtype in HALF_DTYPES else grad  # kernels take a float32 upstream
+    call.backward(g_np, view(up, "grad_output"), lse=view(lse, "lse"))
     return g
 
 
@@ -297,14 +322,17 @@ class _Eager(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
-        if not ctx.fused or torch.is_grad_enabled():
+        up = grads[0]
+        # a 16-bit gradient scaled after its rounding would be rounded twice:
+        # unless the upstream gradient is 1, the kernel scales before it rounds
+        rescaled16 = ctx.saved_tensors[0].dtype in HALF_DTYPES and not (up.dim() == 0 and float(up) == 1.0)
+        if not ctx.fused or torch.is_grad_enabled() or rescaled16:
             return _backward(ctx, *grads)
         g = ctx.grad
         ctx.grad = None  # handed over: autograd may adopt it as .grad without a copy
         input, target, weight, sample_weight = ctx.saved_tensors[:4]
         if g is None:  # a retained graph's second backward
             g = _forward_fused(input, target, weight, sample_weight, *ctx.options)[2]
-        up = grads[0]
         if up.dim() == 0:
             if float(up) != 1.0:
                 g.mul_(up)
@@ -440,7 +468,7 @@ def _takes(input: Tensor, target: Tensor, weight: Tensor | None, sample_weight: 
     weights that require grad (the composite differentiates them, or torch
     says it cannot); not a 0-d input or an empty class axis (torch's errors
     and empty results)."""
-    if not ready(input, weight, sample_weight) or not plain_cpu(target):
+    if not ready(input, weight, sample_weight, half=True) or not plain_cpu(target):
         return False
     if target.dtype != torch.int64 and target.dtype != input.dtype:
         return False
