@@ -157,11 +157,22 @@ def test_opinfo_samples(key: tuple[str, str], dtype: Any, capsys: Any) -> None:
     _run_samples(key, dtype, True, capsys)
 
 
+HALF_KEYS = [
+    ("nn.functional.cross_entropy", ""),
+    ("log_softmax", ""),
+    ("log_softmax", "with_dtype"),
+    ("softmax", ""),
+    ("softmax", "with_dtype"),
+]
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
-def test_opinfo_samples_16bit_cross_entropy(dtype: Any, capsys: Any) -> None:
-    """cross_entropy's samples in bfloat16 and float16, forward and backward,
-    every one through the 16-bit kernels."""
-    _run_samples(("nn.functional.cross_entropy", ""), dtype, True, capsys)
+@pytest.mark.parametrize("key", HALF_KEYS, ids=lambda k: ".".join(p for p in k if p))
+def test_opinfo_samples_16bit(key: tuple[str, str], dtype: Any, capsys: Any) -> None:
+    """The samples of the functions with 16-bit kernels in ce_fast.torch, in
+    bfloat16 and float16, forward and backward, through those kernels (but
+    the documented fall-throughs)."""
+    _run_samples(key, dtype, True, capsys)
 
 
 @pytest.mark.slow

@@ -109,12 +109,13 @@ def _logsumexp_backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
 _logsumexp.register_autograd(_logsumexp_backward, setup_context=_logsumexp_setup)
 
 
-def _takes(input: Tensor, dims: Sequence[Any]) -> bool:
-    """ready(), at least 1-d, non-empty, and one or more distinct dims in
-    range (several are moved last and flattened: a view when they are
-    adjacent and contiguous)."""
+def _takes(input: Tensor, dims: Sequence[Any], half: bool = False) -> bool:
+    """ready() (with ``half``, 16-bit too: softmax and log_softmax come back
+    in the input's dtype, as torch's), at least 1-d, non-empty, and one or
+    more distinct dims in range (several are moved last and flattened: a
+    view when they are adjacent and contiguous)."""
     nd = input.dim()
-    if not ready(input) or nd == 0 or input.numel() == 0 or not dims:
+    if not ready(input, half=half) or nd == 0 or input.numel() == 0 or not dims:
         return False
     if not all(isinstance(d, int) and -nd <= d < nd for d in dims):
         return False
@@ -129,7 +130,7 @@ def log_softmax(
     input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None
 ) -> Tensor:
     x = input if dtype is None else input.to(dtype)
-    if not _takes(x, (dim,)):
+    if not _takes(x, (dim,), half=True):
         fell_through("log_softmax")
         return TORCH["log_softmax"](input, dim, _stacklevel, dtype)  # type: ignore[no-any-return]
     return _log_softmax(x, _dim(dim, x.dim()))  # type: ignore[no-any-return, arg-type]
@@ -139,7 +140,7 @@ def softmax(
     input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None
 ) -> Tensor:
     x = input if dtype is None else input.to(dtype)
-    if not _takes(x, (dim,)):
+    if not _takes(x, (dim,), half=True):
         fell_through("softmax")
         return TORCH["softmax"](input, dim, _stacklevel, dtype)  # type: ignore[no-any-return]
     return _softmax_op(x, _dim(dim, x.dim()))  # type: ignore[no-any-return, arg-type]
