@@ -327,6 +327,8 @@ class _Eager(torch.autograd.Function):
         # unless the upstream gradient is 1, the kernel scales before it rounds
         rescaled16 = ctx.saved_tensors[0].dtype in HALF_DTYPES and not (up.dim() == 0 and float(up) == 1.0)
         if not ctx.fused or torch.is_grad_enabled() or rescaled16:
+            if rescaled16:
+                ctx.grad = None  # not used: free it now
             return _backward(ctx, *grads)
         g = ctx.grad
         ctx.grad = None  # handed over: autograd may adopt it as .grad without a copy
