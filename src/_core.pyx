@@ -77,6 +77,26 @@ cdef inline int _float_type(object x):
     return tn if tn == cnp.NPY_FLOAT or tn == cnp.NPY_DOUBLE else -1
 
 
+cdef int _bf16_type = -1  # ml_dtypes.bfloat16's type number, once registered
+
+
+def register_bfloat16(dt):
+    """Tell the fast paths bfloat16's NumPy dtype (ml_dtypes.bfloat16)."""
+    global _bf16_type
+    _bf16_type = (<cnp.dtype?>dt).type_num
+
+
+cdef inline int _logits_type(object x):
+    """x's type number if it is a float32/float64/float16/bfloat16 ndarray
+    (the dtypes with categorical kernels), else -1."""
+    if type(x) is not cnp.ndarray:
+        return -1
+    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if tn == cnp.NPY_FLOAT or tn == cnp.NPY_DOUBLE or tn == cnp.NPY_FLOAT16 or tn == _bf16_type:
+        return tn
+    return -1
+
+
 cdef inline int _dtype_code(object x):
     """The ce_dtype of a general-path operand: float32, float64, float16, or
     any other 2-byte type, which the Python layer passes only for bfloat16
@@ -129,19 +149,24 @@ cdef inline double _in_dtype(double v, int tn):
     return <double><float>v if tn == cnp.NPY_FLOAT else v
 
 
-cdef object _scalar(double v, cnp.ndarray like):
-    """A NumPy scalar of like's dtype."""
+cdef cnp.dtype _F64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
+cdef cnp.dtype _F32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
+
+
+cdef object _scalar(double v, bint f64):
+    """A NumPy float64 (f64) or float32 scalar."""
     cdef float v32 = <float>v
-    if cnp.PyArray_TYPE(like) == cnp.NPY_DOUBLE:
-        return PyArray_Scalar(&v, <void *>cnp.PyArray_DESCR(like), None)
-    return PyArray_Scalar(&v32, <void *>cnp.PyArray_DESCR(like), None)
+    if f64:
+        return PyArray_Scalar(&v, <void *>_F64, None)
+    return PyArray_Scalar(&v32, <void *>_F32, None)
 
 
 def categorical_fast(x, target, ce_reduction reduction, int num_threads, double grad_output_scalar,
                      bint want_grad, out):
     """cross_entropy(_grad) on 2-d logits and int64 labels with no options.
-    Returns (loss, grad) or None."""
-    cdef int tn = _float_type(x)
+    Returns (loss, grad) or None. 16-bit logits give a float32 loss and a
+    gradient in their dtype (an out= of another dtype declines)."""
+    cdef int tn = _logits_type(x)
     if not _fast_enabled or tn < 0 or not _c_array(x, tn, 2) or not _c_array(target, cnp.NPY_INT64, 1):
         return None
     cdef cnp.ndarray ax = <cnp.ndarray>x, at = <cnp.ndarray>target
@@ -151,7 +176,8 @@ def categorical_fast(x, target, ce_reduction reduction, int num_threads, double 
     g = _fast_out(out, ax, at) if want_grad else None
     if want_grad and g is None:
         return None
-    loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ax), tn, 0) if reduction == CE_RED_NONE else None
+    cdef int loss_tn = cnp.NPY_DOUBLE if tn == cnp.NPY_DOUBLE else cnp.NPY_FLOAT
+    loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ax), loss_tn, 0) if reduction == CE_RED_NONE else None
     cdef ce_cat_args a
     memset(&a, 0, sizeof(a))
     a.x = cnp.PyArray_DATA(ax)
@@ -160,26 +186,26 @@ def categorical_fast(x, target, ce_reduction reduction, int num_threads, double 
     a.inner = 1
     a.xs_o, a.xs_c, a.xs_i = C, 1, 1
     a.target = <const int64_t *>cnp.PyArray_DATA(at)
-    a.grad_output_scalar = _in_dtype(grad_output_scalar, tn)
+    a.grad_output_scalar = _in_dtype(grad_output_scalar, loss_tn)
     a.ignore_index = -100
     a.reduction = reduction
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(g)
     a.num_threads = num_threads
-    cdef int rc
+    cdef int rc, dtype = _dtype_code(ax)
     with nogil:
-        rc = ce_categorical(tn == cnp.NPY_DOUBLE, &a)
+        rc = ce_categorical(dtype, &a)
     if rc != CE_OK:
         return None
     _fast_hits[FAST_CATEGORICAL] += 1
-    return (loss_out if reduction == CE_RED_NONE else _scalar(a.loss, ax)), g
+    return (loss_out if reduction == CE_RED_NONE else _scalar(a.loss, loss_tn == cnp.NPY_DOUBLE)), g
 
 
 def softmax_family_fast(ce_sm_op op, x, int num_threads, out):
     """A softmax-family op over the last axis of a non-empty array (out only
     for log_softmax and softmax). Returns the result array (reduced over the
-    last axis for the other ops) or None."""
-    cdef int tn = _float_type(x)
+    last axis for the other ops, in float32 for 16-bit x) or None."""
+    cdef int tn = _logits_type(x)
     if not _fast_enabled or tn < 0 or not _c_array(x, tn, -1):
         return None
     cdef cnp.ndarray ax = <cnp.ndarray>x
@@ -192,7 +218,7 @@ def softmax_family_fast(ce_sm_op op, x, int num_threads, out):
         if res is None:
             return None
     else:
-        res = cnp.PyArray_EMPTY(nd - 1, cnp.PyArray_DIMS(ax), tn, 0)
+        res = cnp.PyArray_EMPTY(nd - 1, cnp.PyArray_DIMS(ax), cnp.NPY_DOUBLE if tn == cnp.NPY_DOUBLE else cnp.NPY_FLOAT, 0)
     cdef ce_sm_args a
     memset(&a, 0, sizeof(a))
     a.op = op
@@ -203,9 +229,9 @@ def softmax_family_fast(ce_sm_op op, x, int num_threads, out):
     a.xs_o, a.xs_c, a.xs_i = C, 1, 1
     a.out = <void *>_ptr(res)
     a.num_threads = num_threads
-    cdef int rc
+    cdef int rc, dtype = _dtype_code(ax)
     with nogil:
-        rc = ce_softmax_family(tn == cnp.NPY_DOUBLE, &a)
+        rc = ce_softmax_family(dtype, &a)
     if rc != CE_OK:
         return None
     _fast_hits[FAST_SOFTMAX] += 1
@@ -257,7 +283,7 @@ def binary_logits_fast(x, target, ce_reduction reduction, int num_threads, doubl
     _fast_hits[FAST_BINARY] += 1
     if not want_loss:
         return None, g
-    return (loss_out if reduction == CE_RED_NONE else _scalar(a.loss, ax)), g
+    return (loss_out if reduction == CE_RED_NONE else _scalar(a.loss, tn == cnp.NPY_DOUBLE)), g
 
 
 # ---- the general paths: validated arrays in, the kernel's status out ----

@@ -14,6 +14,13 @@ from ce_fast import _core
 from tests.conftest import assert_bitwise
 
 FUNCS = ["cross_entropy", "cross_entropy_grad", "cross_entropy_and_grad"]
+try:
+    import ml_dtypes
+
+    HALVES = [np.float16, ml_dtypes.bfloat16]
+except ImportError:  # bfloat16 arrays need ml_dtypes
+    HALVES = [np.float16]
+DTYPES = [np.float32, np.float64, *HALVES]
 
 
 def _general(monkeypatch, name, *args, **kw):
@@ -29,7 +36,7 @@ def _as_tuple(r):
     return r if isinstance(r, tuple) else (r,)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(0, 3), (1, 1), (5, 3), (33, 10), (7, 1000)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("name", FUNCS)
@@ -38,15 +45,19 @@ def test_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, reduction
     y = rng.integers(0, shape[1], shape[0])
     if shape[0] > 2:
         y[1] = -100  # the default ignore_index is honoured
+    hits = _core.fast_path_hits()["categorical"]
     fast = _as_tuple(getattr(ce_fast, name)(x, y, reduction=reduction))
+    assert _core.fast_path_hits()["categorical"] == hits + 1
     slow = _as_tuple(_general(monkeypatch, name, x, y, reduction=reduction))
     for f, s in zip(fast, slow, strict=True):
         assert_bitwise(f, s)
+        assert f.dtype == s.dtype
     if name != "cross_entropy_grad":
-        assert type(fast[0]) is (np.ndarray if reduction == "none" else np.dtype(dtype).type)
+        # the loss: float32 for 16-bit logits, as PyTorch
+        assert type(fast[0]) is (np.ndarray if reduction == "none" else np.float32 if dtype in HALVES else dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_path_out_and_in_place(monkeypatch, rng, dtype):
     x = rng.standard_normal((9, 6)).astype(dtype)
     y = rng.integers(0, 6, 9)
@@ -74,7 +85,9 @@ def test_fast_path_declines_what_it_does_not_handle(rng):
     assert _declines(np.asfortranarray(rng.standard_normal((6, 4))), y)
     assert _declines(x[:, ::2], y)  # strided
     assert _declines(x[None], y)  # 3-d
-    assert _declines(x.astype(np.float16), y)
+    assert not _declines(x.astype(np.float16), y)
+    assert _declines(x.astype(np.float16), y, out=np.empty((6, 4), np.float32))  # a float32 out= of 16-bit
+    assert _declines(x.astype(np.float16).view(np.uint16), y)  # (bfloat16 bits without ml_dtypes)
     assert _declines(x, y.astype(np.int32))
     assert _declines(x, y[:5])  # N mismatch
     assert _declines(x[:, :0], y)  # C == 0
@@ -120,7 +133,7 @@ BINARY = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,), (7,), (5, 3), (2, 3, 40), (0, 3), (3, 0), (0,)])
 @pytest.mark.parametrize("name", FAMILY + ["entropy"])
 def test_family_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, name):
@@ -131,14 +144,19 @@ def test_family_fast_path_equals_general_path(monkeypatch, rng, dtype, shape, na
         with pytest.raises(ValueError):
             getattr(ce_fast, name)(x)
         return
+    hits = _core.fast_path_hits()["softmax_family"]
     fast = getattr(ce_fast, name)(x)
-    assert_bitwise(fast, _general(monkeypatch, name, x))
-    assert type(fast) is type(_general(monkeypatch, name, x))
+    assert _core.fast_path_hits()["softmax_family"] == hits + (x.size > 0)
+    slow = _general(monkeypatch, name, x)
+    assert_bitwise(fast, slow)
+    assert type(fast) is type(slow)
+    assert fast.dtype == slow.dtype
 
 
+@pytest.mark.parametrize("dtype", [np.float32, *HALVES])
 @pytest.mark.parametrize("name", ["log_softmax", "softmax"])
-def test_family_fast_path_out(monkeypatch, rng, name):
-    x = rng.standard_normal((6, 5)).astype(np.float32)
+def test_family_fast_path_out(monkeypatch, rng, name, dtype):
+    x = rng.standard_normal((6, 5)).astype(dtype)
     want = _general(monkeypatch, name, x)
     out = np.empty_like(x)
     assert getattr(ce_fast, name)(x, out=out) is out

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import _dlpack
+from .. import _core, _dlpack
 
 try:
     import ml_dtypes
 
     BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+    _core.register_bfloat16(BFLOAT16)  # the fast paths take it
 except ImportError:  # optional: bfloat16 memory is then typed as tagged uint16
     BFLOAT16 = np.dtype(np.uint16, metadata={"ce_fast": "bfloat16"})
 
