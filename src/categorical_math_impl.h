@@ -199,11 +199,17 @@ CE_INLINE double CE_FN(row_finish)(const CE_FN(cat_ctx) * k, CE_T m, double sp, 
  * f = exp(r - m) rescales a chunk's e to the row max; `top` says r == m (only
  * there can e == 1 mean p ~ 1). The integer target's own entry is fixed up by
  * the caller (target_grad). */
+/* The factor of e in every entry of an integer target's gradient but its own
+ * (before the smoothing term): gs A f / S. */
+CE_INLINE CE_T CE_FN(grad_factor)(const CE_FN(row_coef) * cf, double f) {
+    return (CE_T)(cf->gs * cf->A * f * (1.0 / cf->S));
+}
+
 CE_INLINE void CE_FN(span_grad)(const CE_FN(cat_ctx) * k, const CE_FN(row_coef) * cf, double f,
                                 int top, const CE_T *q, ptrdiff_t sq, const CE_T *w, int64_t n,
                                 CE_T *g, ptrdiff_t sg, const CE_T *fac) {
     const double gs = cf->gs;
-    const CE_T a = (CE_T)(gs * cf->A * f * (1.0 / cf->S));
+    const CE_T a = CE_FN(grad_factor)(cf, f);
     if (!k->prob) {
         if (k->eps <= 0.0) {
 #pragma omp simd

@@ -7,12 +7,21 @@
  * only) and per-block loss partials are combined in a fixed order, so results
  * are bitwise identical for every thread count. */
 
+/* A 16-bit row's plain gradient (integer target, no smoothing, no cap, a
+ * finite scale) is g_c = a e_c but at the target, gy: the multiply is left to
+ * the store pass that rounds it (storage_impl.h), one pass fewer. */
+typedef struct {
+    CE_T a, gy;
+    int on;
+} CE_FN(row_defer);
+
 /* One whole row on one thread. `fac` (softcap only) holds the chain-rule
- * factors written by the capping pass; *lse gets the row's log-sum-exp. */
+ * factors written by the capping pass; *lse gets the row's log-sum-exp.
+ * dfr (or NULL): where the row may leave its last factor (row_defer). */
 CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                 const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
                                 const CE_T *fac, double sw, double gscale, const ce_prefetch *pf,
-                                double *lse) {
+                                double *lse, CE_FN(row_defer) * dfr) {
     const int64_t C = k->C;
     /* in place (g == x) pass 2 overwrites x: read the target logit first */
     const double xy = k->prob ? 0.0 : (double)x[y * sx];
@@ -30,6 +39,12 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
     *lse = (double)st.r + log1p(sp);
     if (!g) return loss;
     const double e_y = k->prob ? 0.0 : (double)g[y * sg];
+    if (dfr && !k->prob && k->eps <= 0.0 && !fac && cf.post == 1.0) {
+        dfr->a = CE_FN(grad_factor)(&cf, 1.0);
+        dfr->gy = CE_FN(target_grad)(&cf, e_y, 1.0, 1, (CE_T)1);
+        dfr->on = 1;
+        return loss;
+    }
     CE_FN(span_grad)(k, &cf, 1.0, 1, q, sq, k->w, C, g, sg, fac);
     if (cf.post != 1.0) CE_FN(scale_span)(g, sg, C, (CE_T)cf.post);
     if (!k->prob) g[y * sg] = CE_FN(target_grad)(&cf, e_y, 1.0, 1, fac ? fac[y] : (CE_T)1);
@@ -42,13 +57,13 @@ CE_INLINE double CE_FN(cat_row)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff
 CE_INLINE double CE_FN(cat_row_any)(const CE_FN(cat_ctx) * k, const CE_T *x, ptrdiff_t sx,
                                     const CE_T *q, ptrdiff_t sq, int64_t y, CE_T *g, ptrdiff_t sg,
                                     const CE_T *fac, double sw, double gscale,
-                                    const ce_prefetch *pf, double *lse) {
+                                    const ce_prefetch *pf, double *lse, CE_FN(row_defer) * dfr) {
     if (sx == 1 && sg == 1 && (!q || sq == 1)) {
-        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale, pf, lse)
-                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale, pf, lse);
+        return g ? CE_FN(cat_row)(k, x, 1, q, 1, y, g, 1, fac, sw, gscale, pf, lse, dfr)
+                 : CE_FN(cat_row)(k, x, 1, q, 1, y, NULL, 1, fac, sw, gscale, pf, lse, NULL);
     }
-    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale, pf, lse)
-             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale, pf, lse);
+    return g ? CE_FN(cat_row)(k, x, sx, q, sq, y, g, sg, fac, sw, gscale, pf, lse, dfr)
+             : CE_FN(cat_row)(k, x, sx, q, sq, y, NULL, sg, fac, sw, gscale, pf, lse, NULL);
 }
 
 /* Soft-capping: xc = cap * tanh(x / cap) into scratch, and the chain-rule
@@ -112,9 +127,13 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                 const int ahead = cap <= 0.0 && a->xs_c == 1 && inner == 1 && r + 1 < r_end;
                 const ce_prefetch next = {ahead ? (const char *)(p.x + a->xs_o) : NULL,
                                           ahead && g ? (char *)CE_FN(out_at)(a->grad, p.goff + C, a->out_wide) : NULL};
+                CE_FN(row_defer) dfr = {0, 0, 0};
                 loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, g, 1, fac, p.sw, p.gs,
-                                          ahead ? &next : NULL, &lse);
-                if (g) CE_FN(store_span)(a->grad, p.goff, inner, scratch, C, a->out_wide);
+                                          ahead ? &next : NULL, &lse, &dfr);
+                if (g) {
+                    CE_FN(store_span_scaled)(a->grad, p.goff, inner, scratch, C, dfr.on ? dfr.a : 1, a->out_wide);
+                    if (dfr.on) CE_FN(store_one)(a->grad, p.goff + p.y * inner, dfr.gy, a->out_wide);
+                }
             }
 #else
             if (p.ignored) { /* ignored samples are never read: loss 0, gradient 0 */
@@ -122,7 +141,7 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
             } else if (cap > 0.0) {
                 CE_FN(softcap_row)(p.x, a->xs_c, C, cap, scratch, scratch + C);
                 loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, p.g, inner, scratch + C,
-                                          p.sw, p.gs, NULL, &lse);
+                                          p.sw, p.gs, NULL, &lse, NULL);
             } else {
                 /* the next row of a block, requested during this one */
                 const int ahead = a->xs_c == 1 && inner == 1 && r + 1 < r_end;
@@ -130,7 +149,7 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                                           ahead && p.g ? (char *)(p.g + C) : NULL};
                 const ce_prefetch *pf = ahead ? &next : NULL;
                 loss = CE_FN(cat_row_any)(k, p.x, a->xs_c, p.q, a->qs_c, p.y, p.g, inner, NULL, p.sw,
-                                          p.gs, pf, &lse);
+                                          p.gs, pf, &lse, NULL);
             }
 #endif
             if (a->lse_out) a->lse_out[r] = lse;

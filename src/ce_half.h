@@ -94,12 +94,14 @@ static inline void ce_bf16_load(float *restrict d, const uint16_t *s, ptrdiff_t 
     }
 }
 
-static inline void ce_bf16_store(uint16_t *d, ptrdiff_t sd, const float *restrict s, int64_t n) {
+/* (stores round a * s: a row's last scale is applied in its store pass,
+ * rounded once; a = 1 stores s exactly as it is) */
+static inline void ce_bf16_store(uint16_t *d, ptrdiff_t sd, const float *restrict s, int64_t n, float a) {
     if (sd == 1) {
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) d[i] = ce_f32_to_bf16(s[i]);
+        for (int64_t i = 0; i < n; ++i) d[i] = ce_f32_to_bf16(a * s[i]);
     } else {
-        for (int64_t i = 0; i < n; ++i) d[i * sd] = ce_f32_to_bf16(s[i]);
+        for (int64_t i = 0; i < n; ++i) d[i * sd] = ce_f32_to_bf16(a * s[i]);
     }
 }
 
@@ -114,13 +116,16 @@ static inline void ce_f16_load(float *restrict d, const uint16_t *s, ptrdiff_t s
     for (; i < n; ++i) d[i] = ce_f16_to_f32(s[i * ss]);
 }
 
-static inline void ce_f16_store(uint16_t *d, ptrdiff_t sd, const float *restrict s, int64_t n) {
+static inline void ce_f16_store(uint16_t *d, ptrdiff_t sd, const float *restrict s, int64_t n, float a) {
     int64_t i = 0;
 #ifdef __F16C__
-    for (; sd == 1 && i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+    const __m256 va = _mm256_set1_ps(a);
+    for (; sd == 1 && i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_mul_ps(va, _mm256_loadu_ps(s + i));
+        _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
 #endif
-    for (; i < n; ++i) d[i * sd] = ce_f32_to_f16(s[i]);
+    for (; i < n; ++i) d[i * sd] = ce_f32_to_f16(a * s[i]);
 }
 
 #endif

@@ -18,18 +18,27 @@ CE_INLINE void CE_FN(load_span)(CE_T *restrict d, const CE_S *x, ptrdiff_t sx, i
     CE_LOAD_SPAN(d, x, sx, n);
 }
 
+/* n contiguous values of s, times a, into the output at `off`, stride sd
+ * (a: a row's last factor, applied in the same pass as the rounding) */
+CE_INLINE void CE_FN(store_span_scaled)(void *base, int64_t off, ptrdiff_t sd, const CE_T *restrict s,
+                                        int64_t n, CE_T a, int wide) {
+    if (wide) {
+        CE_T *d = (CE_T *)base + off;
+        if (sd == 1) {
+#pragma omp simd
+            for (int64_t c = 0; c < n; ++c) d[c] = a * s[c];
+        } else {
+            for (int64_t c = 0; c < n; ++c) d[c * sd] = a * s[c];
+        }
+    } else {
+        CE_STORE_SPAN((CE_S *)base + off, sd, s, n, a);
+    }
+}
+
 /* n contiguous values of s into the output at `off`, stride sd */
 CE_INLINE void CE_FN(store_span)(void *base, int64_t off, ptrdiff_t sd, const CE_T *restrict s,
                                  int64_t n, int wide) {
-    if (wide) {
-        CE_T *d = (CE_T *)base + off;
-        if (sd == 1)
-            memcpy(d, s, (size_t)n * sizeof(CE_T));
-        else
-            for (int64_t c = 0; c < n; ++c) d[c * sd] = s[c];
-    } else {
-        CE_STORE_SPAN((CE_S *)base + off, sd, s, n);
-    }
+    CE_FN(store_span_scaled)(base, off, sd, s, n, (CE_T)1, wide);
 }
 
 /* one value */
