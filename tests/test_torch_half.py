@@ -143,3 +143,27 @@ def test_softmax_family_against_float64(dtype: Any, fn: str, dim: int) -> None:
     xt = x3.clone().requires_grad_()
     (gt,) = torch.autograd.grad(getattr(F, fn)(xt, dim), xt, up)
     torch.testing.assert_close(g, gt, rtol=2e-2, atol=2e-2 * float(gt.abs().max()))
+
+
+@HALF
+@pytest.mark.parametrize("dims", [1, 0, (0, 2), -1])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_logsumexp_against_float64(dtype: Any, dims: Any, keepdim: bool) -> None:
+    """Reduced in float32 and rounded once to the input's format (within half
+    a unit of the exact value, up to float32 arithmetic); the gradient
+    softmax times the upstream, also rounded once."""
+    x, _ = _case(dtype)
+    x3 = x.reshape(6, 8, -1)
+    before = sum(_bridge.FALLBACKS.values())
+    xg = x3.clone().requires_grad_()
+    got = ct.logsumexp(xg, dims, keepdim)
+    assert sum(_bridge.FALLBACKS.values()) == before, "fell through to torch"
+    x64 = x3.double().requires_grad_()
+    want = torch.logsumexp(x64, dims, keepdim)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert _ulps(got, want, dtype) <= 0.5 + 1e-3
+    up = torch.randn(want.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
+    (g,) = torch.autograd.grad(got, xg, up)
+    (g64,) = torch.autograd.grad(want, x64, up.double())
+    assert g.dtype == dtype
+    assert _ulps(g, g64, dtype) <= 0.5 + 1e-3

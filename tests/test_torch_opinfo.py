@@ -163,6 +163,7 @@ HALF_KEYS = [
     ("log_softmax", "with_dtype"),
     ("softmax", ""),
     ("softmax", "with_dtype"),
+    ("logsumexp", ""),
 ]
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _softmax
 from .._core import ce_sm_op
-from ._bridge import TORCH, TORCH_LOGSUMEXP, empty, fell_through, ready, threads, view
+from ._bridge import HALF_DTYPES, TORCH, TORCH_LOGSUMEXP, empty, fell_through, ready, threads, view
 
 _LOG_SOFTMAX, _SOFTMAX, _LSE = ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX, ce_sm_op.CE_SM_LOGSUMEXP
 
@@ -66,10 +66,21 @@ _log_softmax.register_autograd(_log_softmax_backward, setup_context=_save_result
 _softmax_op.register_autograd(_softmax_backward, setup_context=_save_result)
 
 
+def _rounded(a: np.ndarray, dtype: torch.dtype) -> Tensor:
+    """A float32 result of 16-bit input as a tensor of the input's dtype
+    (rounded once, to nearest even, as torch rounds its float32 accumulations)."""
+    return torch.from_numpy(a).to(dtype)
+
+
 @torch.library.custom_op("ce_fast::logsumexp", mutates_args=())
 def _logsumexp(input: Tensor, dim: int) -> Tensor:
-    """The log-sum-exp over ``dim`` (removed from the shape)."""
+    """The log-sum-exp over ``dim`` (removed from the shape); 16-bit input is
+    reduced in float32 and the result rounded to its dtype."""
     shape = input.shape[:dim] + input.shape[dim + 1 :]
+    if input.dtype in HALF_DTYPES:
+        lse = np.empty([int(n) for n in shape], np.float32)
+        _softmax._run(_LSE, view(input, "input"), dim, threads(), lse)
+        return _rounded(lse, input.dtype)
     out, out_np = empty(shape, input.dtype)
     _softmax._run(_LSE, view(input, "input"), dim, threads(), out_np)
     return out
@@ -82,11 +93,13 @@ def _(input: Tensor, dim: int) -> Tensor:
 
 @torch.library.custom_op("ce_fast::logsumexp_backward", mutates_args=())
 def _logsumexp_backward_op(grad: Tensor, input: Tensor, dim: int) -> Tensor:
-    """softmax(input) along dim times the upstream gradient."""
-    g, g_np = empty(input.shape, input.dtype)
+    """softmax(input) along dim times the upstream gradient (for 16-bit
+    input, both in float32 and the product rounded once)."""
+    half = input.dtype in HALF_DTYPES
+    g, g_np = (None, np.empty(tuple(input.shape), np.float32)) if half else empty(input.shape, input.dtype)
     _softmax._run(_SOFTMAX, view(input, "input"), dim, threads(), g_np)
-    g_np *= np.expand_dims(view(grad, "grad_output"), dim)
-    return g
+    g_np *= np.expand_dims(view(grad, "grad_output"), dim).astype(g_np.dtype, copy=False)
+    return _rounded(g_np, input.dtype) if g is None else g
 
 
 @_logsumexp_backward_op.register_fake
@@ -110,8 +123,8 @@ _logsumexp.register_autograd(_logsumexp_backward, setup_context=_logsumexp_setup
 
 
 def _takes(input: Tensor, dims: Sequence[Any], half: bool = False) -> bool:
-    """ready() (with ``half``, 16-bit too: softmax and log_softmax come back
-    in the input's dtype, as torch's), at least 1-d, non-empty, and one or
+    """ready() (with ``half``, 16-bit too: softmax, log_softmax and
+    logsumexp come back in the input's dtype, as torch's), at least 1-d, non-empty, and one or
     more distinct dims in range (several are moved last and flattened: a
     view when they are adjacent and contiguous)."""
     nd = input.dim()
@@ -148,7 +161,7 @@ def softmax(
 
 def logsumexp(input: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Tensor:
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    if not _takes(input, dims):
+    if not _takes(input, dims, half=True):
         fell_through("logsumexp")
         return TORCH_LOGSUMEXP(input, dim, keepdim)  # type: ignore[arg-type]
     nd = input.dim()
