@@ -75,6 +75,16 @@ static inline int64_t ce_rows_per_block(int64_t C) {
  * classes, shared by the threads. The choice depends on the shape only, so it
  * never makes results depend on the thread count. */
 #define CE_SPLIT_CHUNK 32768
+
+/* The bytes of one vector register of the ISA this unit is compiled for:
+ * loops that keep per-lane partial sums use that many bytes of lanes. */
+#if defined(__AVX512F__)
+#define CE_VEC_BYTES 64
+#elif defined(__AVX__)
+#define CE_VEC_BYTES 32
+#else
+#define CE_VEC_BYTES 16
+#endif
 static inline int ce_split_rows(int64_t N, int64_t C) {
     return N > 0 && N < 16 && C >= 2 * CE_SPLIT_CHUNK;
 }
