@@ -43,6 +43,8 @@ CE_INLINE void CE_FN(bin_span)(CE_T *restrict d, const void *src, int half, int6
         CE_FN(load_span)(d, (const CE_S *)src, s, m);
         return;
     }
+#else
+    (void)half;
 #endif
     const CE_T *v = (const CE_T *)src;
     if (s == 0) {
