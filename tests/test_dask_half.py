@@ -20,7 +20,7 @@ import ce_fast.dask as cfd  # noqa: E402
 from ce_fast import reference as ref  # noqa: E402
 from ce_fast._validation import _arrays  # noqa: E402
 from tests.conftest import assert_bitwise  # noqa: E402
-from tests.test_half import EPS32, HALVES, IDS, half_logits, record, ulp_error, wide  # noqa: E402
+from tests.test_half import EPS32, HALVES, IDS, half_logits, materialise, record, ulp_error, wide  # noqa: E402
 
 F32 = np.dtype(np.float32)
 SYNC = {"scheduler": "sync"}
@@ -54,25 +54,13 @@ CE_OPTIONS = [
 ]
 
 
-def ce_kwargs(opts: dict, N: int, C: int, seed: int = 40) -> dict:
-    rng = np.random.default_rng(seed)
-    kw = dict(opts)
-    if opts.get("weight") == "w":
-        kw["weight"] = rng.uniform(0.5, 2.0, C).astype(np.float32)
-    if opts.get("sample_weight") == "sw":
-        kw["sample_weight"] = rng.uniform(0.5, 2.0, N).astype(np.float32)
-    if opts.get("grad_output") == "go":
-        kw["grad_output"] = rng.uniform(-2.0, 2.0, N).astype(np.float32)
-    return kw
-
-
 @pytest.mark.parametrize("dt", HALVES, ids=IDS)
 @pytest.mark.parametrize("opts", CE_OPTIONS, ids=lambda o: ",".join(o) or "default")
 def test_cross_entropy_rows_equal_numpy_bitwise(dt, opts):
     N, C = 45, 33
     x = half_logits(dt, (N, C), seed=41)
     y = np.random.default_rng(42).integers(0, C, N)
-    kw = ce_kwargs(opts, N, C)
+    kw = materialise(opts, N, C)
     X = da.from_array(x, chunks=(7, C))
     loss, g = cfd.cross_entropy_and_grad(X, y, **kw)
     assert g.dtype == dt
@@ -90,7 +78,7 @@ def test_cross_entropy_rows_equal_numpy_bitwise(dt, opts):
     else:
         reduced_close(lc, want_loss)
         reduced_close(alone.compute(**SYNC), want_loss)
-    grad_alone = cfd.cross_entropy_grad(X, y, **ce_kwargs(opts, N, C))
+    grad_alone = cfd.cross_entropy_grad(X, y, **materialise(opts, N, C))
     check_lazy(grad_alone, want_g)
     assert_bitwise(grad_alone.compute(**SYNC), want_g)
 
@@ -227,14 +215,15 @@ def test_blocks_reach_the_kernels_in_16_bits(dt, monkeypatch):
     """No float32 copy of a block on the way: every kernel call of the
     rows paths and of binary gets the 16-bit block."""
     seen = []
-    for name in (
+    kernels = {
         "cross_entropy",
         "cross_entropy_and_grad",
         "softmax",
         "log_softmax",
         "logsumexp",
         "binary_cross_entropy_with_logits_and_grad",
-    ):
+    }
+    for name in kernels:
         fn = getattr(ce_fast, name)
 
         def spy(x, *a, _fn=fn, _name=name, **k):
@@ -253,14 +242,7 @@ def test_blocks_reach_the_kernels_in_16_bits(dt, monkeypatch):
         cfd.logsumexp(X),
         *cfd.binary_cross_entropy_with_logits_and_grad(X, np.float32(1.0)),
     )
-    assert {n for n, _ in seen} == {
-        "cross_entropy",
-        "cross_entropy_and_grad",
-        "softmax",
-        "log_softmax",
-        "logsumexp",
-        "binary_cross_entropy_with_logits_and_grad",
-    }
+    assert {n for n, _ in seen} == kernels
     assert all(d == dt for _, d in seen), seen
 
 
