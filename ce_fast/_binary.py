@@ -13,14 +13,16 @@ from . import _core
 from ._core import ce_bin_mode, ce_reduction, ce_status
 from ._validation import (
     REDUCTIONS,
-    as_float,
+    as_logits,
     binary_options,
     broadcast_operand,
+    compute_dtype,
     fast_scale,
     fast_threads,
     flat_2d,
     no_memory,
     output,
+    result_dtype,
     unaliased,
     upstream,
 )
@@ -30,11 +32,17 @@ _DOC_LOGITS_PARAMS = """
     ----------
     logits : array_like
         Logits of any shape (0-d included); float32 and float64 are computed
-        natively, float16 in float32, integer and bool in float64.
+        natively; float16 and bfloat16 (``ml_dtypes.bfloat16``, or a
+        bfloat16 ``__dlpack__`` tensor) are read in place and computed in
+        float32 (the loss float32, the gradient float16 / bfloat16, rounded
+        to nearest even; without ml_dtypes a bfloat16 gradient is returned
+        as float32); integer and bool in float64.
     target : array_like
         Targets broadcastable to the logits' shape: hard 0/1 labels or soft
         labels (any real numbers, not validated; bool and integer targets are
         read as 0/1 floats). Multi-label (N, K) targets are just elementwise.
+        Targets, weights and ``grad_output`` of any float dtype are converted
+        to the compute dtype (float32 for 16-bit logits).
     weight : array_like, optional
         Elementwise weight ``w``, broadcastable to the logits' shape.
     pos_weight : array_like, optional
@@ -57,8 +65,9 @@ _DOC_GRAD = """
         of ``sum(grad_output * loss)``).
     out : ndarray, optional
         A writable C-contiguous array of the logits' shape and compute dtype
-        that receives the gradient. ``out=logits`` overwrites the logits in
-        place with no extra memory."""
+        (for 16-bit logits: their own dtype or float32) that receives the
+        gradient. ``out=logits`` overwrites the logits in place with no
+        extra memory."""
 
 _DOC_LOGITS_NOTES = """
     Notes
@@ -83,8 +92,10 @@ _DOC_LOGITS_NOTES = """
     logits are read in place in any strided layout: NumPy arrays (memmaps and
     read-only ones included) and ``__dlpack__`` objects (CPU PyTorch tensors,
     non-contiguous ones too; one that requires grad is read through
-    ``detach()``); a copy is made only for another dtype, byte-swapped
-    (non-native) or unaligned memory.
+    ``detach()``); 16-bit logits are converted to float32 a few hundred
+    elements at a time inside the kernel, never as a whole; a copy is made
+    only for another dtype (integer, bool), byte-swapped (non-native) or
+    unaligned memory.
 
     Raises
     ------
@@ -143,8 +154,8 @@ def _logits_run(
             if r is not None:
                 return r
     opts = binary_options(reduction=reduction, num_threads=num_threads)
-    x = as_float(logits, "logits")
-    dt, shape = x.dtype, x.shape
+    x = as_logits(logits, "logits")
+    dt, shape = compute_dtype(x.dtype, "logits"), x.shape
     t = broadcast_operand(target, "target", shape, dt, "logits'")
     w = None if weight is None else broadcast_operand(weight, "weight", shape, dt, "logits'")
     pw = None if pos_weight is None else broadcast_operand(pos_weight, "pos_weight", shape, dt, "logits'")
@@ -152,7 +163,7 @@ def _logits_run(
     grad = None
     if want_grad:
         go, go_scalar = upstream(grad_output, opts.reduction != _NONE, shape, dt, "per-element loss")
-        grad = output(out, shape, dt)
+        grad = output(out, shape, result_dtype(x.dtype), also=dt)
         x = unaliased(grad, x, in_place=True)
         t, w, pw, go = (unaliased(grad, a) for a in (t, w, pw, go))
     if not x.flags.aligned:
@@ -244,8 +255,8 @@ def binary_cross_entropy(
     num_threads: int | None = None,
 ) -> Any:
     opts = binary_options(reduction=reduction, num_threads=num_threads, eps=eps)
-    p = as_float(probs, "probs")
-    dt, shape = p.dtype, p.shape
+    p = as_logits(probs, "probs")
+    dt, shape = compute_dtype(p.dtype, "probs"), p.shape
     t = broadcast_operand(target, "target", shape, dt, "probs'")
     w = None if weight is None else broadcast_operand(weight, "weight", shape, dt, "probs'")
     if not p.flags.aligned:
@@ -287,7 +298,8 @@ binary_cross_entropy_with_logits.__doc__ = _doc(
 binary_cross_entropy_with_logits_grad.__doc__ = _doc(
     "Gradient of :func:`binary_cross_entropy_with_logits` with respect to the logits.",
     True,
-    "    grad : ndarray\n        The logits' shape and compute dtype (``out`` if given).",
+    "    grad : ndarray\n        The logits' shape and compute dtype, or the dtype of 16-bit logits\n"
+    "        (``out`` if given).",
     "    >>> import numpy as np, ce_fast\n"
     "    >>> ce_fast.binary_cross_entropy_with_logits_grad(\n"
     '    ...     np.array([0.0, 2.0]), np.array([1.0, 0.0]), reduction="sum")\n'
@@ -311,7 +323,8 @@ binary_cross_entropy.__doc__ = """Binary cross-entropy on probabilities (as ``sk
     ----------
     probs : array_like
         Probabilities in [0, 1], any shape; float32 and float64 computed
-        natively, float16 in float32, integer and bool in float64.
+        natively; float16 and bfloat16 read in place and computed in float32
+        (the loss float32); integer and bool in float64.
     target : array_like
         Targets in [0, 1] (hard or soft labels; bool and integer read as
         0/1), broadcastable to ``probs``' shape.

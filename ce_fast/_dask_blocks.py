@@ -37,7 +37,7 @@ import ce_fast
 
 from ._core import ce_reduction
 from ._divergence import kernel as div_kernel
-from ._validation import tokens
+from ._validation import as_float, tokens
 
 _F64 = np.dtype(np.float64)
 _LOG2 = math.log(2.0)
@@ -114,8 +114,9 @@ def index_error(t: Any, shape: tuple[int, ...], C: int, ignore: int) -> IndexErr
 
 
 def _as(x: Any, dt: np.dtype) -> np.ndarray:
-    a = np.asarray(x)
-    return a if a.dtype == dt and a.dtype.isnative else a.astype(dt)
+    """A block in the compute dtype ``dt`` (16-bit blocks widened exactly,
+    bfloat16 in either representation)."""
+    return as_float(np.asarray(x), "x", dt)
 
 
 def softcap(x: np.ndarray, cap: float) -> np.ndarray:
@@ -469,6 +470,7 @@ def cc_grad(
     mode: str,
     starts: tuple[int, ...],
     dt: np.dtype,
+    out_dt: np.dtype,
     C: int,
     eps: float,
     cap: float | None,
@@ -480,7 +482,8 @@ def cc_grad(
     ``p_c = softmax_b(x)_c * exp(-Delta_b)``: the kernel's softmax of the
     block (exact zeros for -inf logits) rescaled from the block's lse to the
     row's, by a factor computed in float64; the integer target's entry is
-    the merged ``g_y``; ignored rows are 0 and bad rows NaN."""
+    the merged ``g_y``; ignored rows are 0 and bad rows NaN. Computed in
+    ``dt`` and rounded once to ``out_dt`` (16-bit logits: their dtype)."""
     xb = _as(x, dt)
     xc = softcap(xb, cap) if cap else xb
     mg = np.asarray(merged)
@@ -520,7 +523,7 @@ def cc_grad(
             g *= softcap_factor(xb, cap)
     g[flag == IGNORED] = 0
     g[flag == BAD] = np.nan
-    return g
+    return g.astype(out_dt, copy=False)
 
 
 # ---------------------------------------------------------------------------
@@ -572,13 +575,15 @@ def sm_apply(
     starts: tuple[int, ...],
     log: bool,
     dt: np.dtype,
+    out_dt: np.dtype,
     nt: int | None,
 ) -> np.ndarray:
     """softmax / log_softmax of one (row block, class block) from the
     block's own (``log_softmax_b(x) - Delta_b`` or
     ``softmax_b(x) * exp(-Delta_b)``, the shift applied in float64 and
     rounded once); a row that is all -inf in this block gives -inf / 0,
-    and a bad row (NaN, +inf, all -inf) is all NaN, as ce_fast."""
+    and a bad row (NaN, +inf, all -inf) is all NaN, as ce_fast. Computed
+    in ``dt`` and rounded once to ``out_dt``."""
     xb = _as(x, dt)
     j = starts.index(int(np.asarray(start).reshape(-1)[0]))
     mg = np.asarray(merged)
@@ -594,7 +599,7 @@ def sm_apply(
             np.multiply(r, np.exp(-d), out=r, casting="same_kind")
             r[empty] = 0
     r[mg[..., 1] == BAD] = np.nan
-    return r
+    return r.astype(out_dt, copy=False)
 
 
 # ---------------------------------------------------------------------------

@@ -26,14 +26,24 @@ Results are lazy
 Every function only builds a graph and returns dask arrays: a 0-d dask array
 for a "mean"/"sum" loss (its ``.compute()`` is a NumPy scalar of the compute
 dtype, as the NumPy function returns), arrays for "none" and for gradients,
-and a tuple ``(loss, grad)`` of lazy objects for ``*_and_grad``. float16 and
-bfloat16 logits are converted to float32 block by block (as each block is
-computed) and every result is float32: unlike the NumPy functions, which
-read 16-bit logits natively and return 16-bit gradients. Compute them
+and a tuple ``(loss, grad)`` of lazy objects for ``*_and_grad``. Compute them
 together, so that the fused kernel runs once per block::
 
     loss, grad = ce_fast.dask.cross_entropy_and_grad(logits, labels)
     loss, grad = dask.compute(loss, grad)          # or persist / store the grad
+
+float16 and bfloat16
+--------------------
+The cross-entropy, softmax-family and binary functions hand 16-bit blocks to
+the kernels as they are (read in place, computed in float32), and their
+results have the NumPy functions' dtypes: losses and ``logsumexp`` float32,
+gradients, ``softmax`` and ``log_softmax`` in the logits' dtype (float32 for
+bfloat16 without ml_dtypes), as each lazy array's ``dtype`` says. With the
+class axis in several chunks, the merge arithmetic around the kernels is
+NumPy's: each block is widened to float32 there (one block at a time, exact)
+and its result rounded once to the 16-bit dtype. The divergences convert
+16-bit blocks to float32 and return float32 (their kernels have no 16-bit
+instantiation).
 
 Chunking
 --------
@@ -140,6 +150,7 @@ from ._validation import (
     divergence_layout,
     divergence_options,
     is_half,
+    result_dtype,
     softmax_call,
     upstream_is_scalar,
 )
@@ -193,11 +204,18 @@ def _check_known(a: Any, name: str) -> None:
 
 
 def _input(a: Any, name: str) -> Any:
-    """The logits (or x) as a dask array; 16-bit ones as float32 blocks."""
+    """The logits (or x) as a dask array (16-bit blocks as they are: the
+    categorical, softmax-family and binary kernels read them natively)."""
     if _is_dask(a):
         _check_known(a, name)
     else:
         a = da.from_array(as_array(a, name))
+    return a
+
+
+def _float32_blocks(a: Any, name: str) -> Any:
+    """A 16-bit dask array as float32 blocks, each converted as it is
+    computed (the divergence kernels have no 16-bit instantiation)."""
     if is_half(a.dtype):
         a = a.map_blocks(lambda b: as_float(b, name), dtype=np.float32, meta=_meta(a.ndim, np.float32))
     return a
@@ -302,6 +320,7 @@ def _categorical(
         t = as_array(target, "target")
     lay = categorical_layout(x, t, axis, opts)
     dt, ax, C, sample_shape = lay.dtype, lay.axis, lay.C, lay.sample_shape
+    gdt = result_dtype(x.dtype)  # the gradient's (16-bit logits: theirs)
     mode = "prob" if lay.probs else "int"
     red = REDUCTION_NAMES[opts.reduction]
     eps, lam, ignore = opts.label_smoothing, opts.z_loss, opts.ignore_index
@@ -382,7 +401,7 @@ def _categorical(
         kw = dict(shape=S, C=C, ignore=ignore, red=red, eps=eps, lam=lam, cap=cap, nt=nt, want_grad=want_grad)
         if want_grad:
             fused = da.blockwise(B.ce_rows, s + _CLS, *args, dtype=object, meta=_meta(k + 1, object), **kw)
-            grad = da.blockwise(B.pick, s + _CLS, fused, s + _CLS, 1, None, dtype=dt, meta=_meta(k + 1, dt))
+            grad = da.blockwise(B.pick, s + _CLS, fused, s + _CLS, 1, None, dtype=gdt, meta=_meta(k + 1, gdt))
             loss_blocks = da.blockwise(
                 B.pick, s + _CLS, fused, s + _CLS, 0, None,
                 adjust_chunks=red_adjust, dtype=red_dt, meta=_meta(k + 1, red_dt),
@@ -428,8 +447,8 @@ def _categorical(
         if want_grad:
             grad = da.blockwise(
                 B.cc_grad, s + _CLS, x, s + _CLS, tgt, tind, *w_blk, *starts_pair, merged, s + _MRG,
-                concatenate=True, dtype=dt, meta=_meta(k + 1, dt),
-                mode=mode, starts=starts, dt=dt, C=C, eps=eps, cap=cap, ignore=ignore, nt=nt,
+                concatenate=True, dtype=gdt, meta=_meta(k + 1, gdt),
+                mode=mode, starts=starts, dt=dt, out_dt=gdt, C=C, eps=eps, cap=cap, ignore=ignore, nt=nt,
             )  # fmt: skip
 
     loss = None
@@ -548,7 +567,8 @@ cross_entropy.__doc__ = (
 )
 cross_entropy_grad.__doc__ = (
     """Lazy :func:`ce_fast.cross_entropy_grad` of dask arrays (a dask array
-    of the logits' shape, chunks and compute dtype).
+    of the logits' shape and chunks, and the dtype of the NumPy function's
+    gradient: the compute dtype, or the logits' own for 16-bit logits).
 """
     + _CE_DOC
     + _CE_GRAD_DOC
@@ -589,8 +609,8 @@ def _divergence(
     grad_output: Any = None,
 ) -> tuple[Any, Any]:
     opts = divergence_options(**options)
-    x = _input(student, "student")
-    t = _input(teacher, "teacher")
+    x = _float32_blocks(_input(student, "student"), "student")
+    t = _float32_blocks(_input(teacher, "teacher"), "teacher")
     y = options["target"]
     if y is not None:
         y = y if _is_dask(y) else as_array(y, "target")
@@ -826,6 +846,7 @@ def _softmax_family(x_in: Any, axis: Any, num_threads: Any, op: str) -> Any:
     x = _input(x_in, "x")
     call = softmax_call(_SM_OPS[op], x, axis, num_threads)
     dt, ax = call.dtype, call.axis
+    rdt = result_dtype(x.dtype)  # softmax / log_softmax (16-bit x: its own)
     nt = call.num_threads or None
     moved = ax != x.ndim - 1
     if moved:
@@ -852,7 +873,7 @@ def _softmax_family(x_in: Any, axis: Any, num_threads: Any, op: str) -> Any:
     log = op == "log_softmax"
     if nb == 1:
         r = da.blockwise(
-            B.softmax_rows, s + _CLS, x, s + _CLS, dtype=dt, meta=_meta(k + 1, dt), log=log, nt=nt
+            B.softmax_rows, s + _CLS, x, s + _CLS, dtype=rdt, meta=_meta(k + 1, rdt), log=log, nt=nt
         )
     else:
         cchunks = x.chunks[-1]
@@ -867,7 +888,8 @@ def _softmax_family(x_in: Any, axis: Any, num_threads: Any, op: str) -> Any:
         )  # fmt: skip
         r = da.blockwise(
             B.sm_apply, s + _CLS, x, s + _CLS, _positions(cchunks), _CLS, merged, s + _MRG,
-            concatenate=True, dtype=dt, meta=_meta(k + 1, dt), starts=starts, log=log, dt=dt, nt=nt,
+            concatenate=True, dtype=rdt, meta=_meta(k + 1, rdt), starts=starts, log=log, dt=dt, out_dt=rdt,
+            nt=nt,
         )  # fmt: skip
     if promoted:
         return r[0]
@@ -929,7 +951,7 @@ def _bce(
 ) -> tuple[Any, Any]:
     opts = binary_options(reduction=reduction, num_threads=num_threads)
     x = _input(logits, "logits")
-    dt = compute_dtype(x.dtype, "logits")
+    dt, gdt = compute_dtype(x.dtype, "logits"), result_dtype(x.dtype)
     red = REDUCTION_NAMES[opts.reduction]
     nt = opts.num_threads or None
     promoted = x.ndim == 0
@@ -961,12 +983,12 @@ def _bce(
     grad = loss_blocks = None
     if want_grad and want_loss:
         fused = da.blockwise(B.bce_block, s, *args, dtype=object, meta=_meta(k, object), **kw)
-        grad = da.blockwise(B.pick, s, fused, s, 1, None, dtype=dt, meta=_meta(k, dt))
+        grad = da.blockwise(B.pick, s, fused, s, 1, None, dtype=gdt, meta=_meta(k, gdt))
         loss_blocks = da.blockwise(
             B.pick, s, fused, s, 0, None, adjust_chunks=red_adjust, dtype=red_dt, meta=_meta(k, red_dt)
         )
     elif want_grad:
-        grad = da.blockwise(B.bce_block, s, *args, dtype=dt, meta=_meta(k, dt), **kw)
+        grad = da.blockwise(B.bce_block, s, *args, dtype=gdt, meta=_meta(k, gdt), **kw)
     else:
         loss_blocks = da.blockwise(
             B.bce_block, s, *args, adjust_chunks=red_adjust, dtype=red_dt, meta=_meta(k, red_dt), **kw

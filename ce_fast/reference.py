@@ -901,7 +901,7 @@ def _binary_logits(
     """Shared implementation of ``binary_cross_entropy_with_logits*``."""
     _check_num_threads(num_threads)
     _check_reduction(reduction)
-    x, dtype = _as_float(logits, "logits")
+    x, dtype, shaped = _as_logits(logits, "logits")
     shape = x.shape
     t = _broadcast_to(_as_float64(target, "target"), shape, "target", "logits'")
     w = 1.0
@@ -913,7 +913,7 @@ def _binary_logits(
     if want_grad:
         go = _grad_output(grad_output, reduction, shape)
         if out is not None:
-            _check_out(out, shape, dtype)
+            _check_out(out, shape, shaped)
 
     loss = None
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -932,7 +932,7 @@ def _binary_logits(
             grad = grad * (go / x.size if x.size else np.nan)
         else:
             grad = grad * go
-    return loss, _finish(grad, dtype, out)
+    return loss, _finish(grad, shaped, out)
 
 
 _BCE_LOGITS_DOC = """

@@ -93,6 +93,7 @@ cdef extern from "ce_kernels.h" nogil:
         void *loss_out
         void *grad
         int num_threads
+        int out_wide
         double loss
         int err_arg
         int64_t err_pos
@@ -166,7 +167,7 @@ cdef extern from "ce_kernels.h" nogil:
     int ce_wlse(int is_double, ce_wlse_args *a)
     int ce_prob(int is_double, ce_prob_args *a)
     int ce_logloss(int is_double, ce_logloss_args *a)
-    int ce_binary(int is_double, ce_bin_args *a)
+    int ce_binary(int dtype, ce_bin_args *a)
     int ce_softmax_family(int dtype, ce_sm_args *a)
     int ce_divergence(int is_double, ce_div_args *a)
     void ce_vecmath(int is_double, int kind, const void *x, void *y, int64_t n, int num_threads)

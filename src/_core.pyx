@@ -332,10 +332,11 @@ def binary(*, ce_bin_mode mode, x, Py_ssize_t rows, Py_ssize_t cols, tuple xs, t
            double grad_output_scalar=1.0, double eps=0.0, ce_reduction reduction=CE_RED_MEAN,
            loss_out=None, grad=None, int num_threads=0):
     """Run the binary cross-entropy kernel. Returns (status, loss, err_arg,
-    err_pos, err_val)."""
+    err_pos, err_val). 16-bit x: every other floating operand is float32,
+    grad the x's type or float32."""
     cdef ce_bin_args a
     memset(&a, 0, sizeof(a))
-    cdef int is_double = (<cnp.ndarray>x).descr.type_num == cnp.NPY_DOUBLE
+    cdef int dtype = _dtype_code(x)
     a.mode = mode
     a.rows, a.cols = rows, cols
     a.x = _ptr(x)
@@ -353,10 +354,11 @@ def binary(*, ce_bin_mode mode, x, Py_ssize_t rows, Py_ssize_t cols, tuple xs, t
     a.reduction = reduction
     a.loss_out = <void *>_ptr(loss_out)
     a.grad = <void *>_ptr(grad)
+    a.out_wide = _wide(x, grad)
     a.num_threads = num_threads
     cdef int rc
     with nogil:
-        rc = ce_binary(is_double, &a)
+        rc = ce_binary(dtype, &a)
     return ce_status(rc), a.loss, a.err_arg, a.err_pos, a.err_fval
 
 

@@ -22,30 +22,56 @@
  * the thread count, so every rounding is too). Operands that are contiguous
  * in f are used in place; broadcast or strided ones are gathered chunk by
  * chunk into a small per-thread buffer (L1-resident), so the arithmetic is a
- * single unit-stride vector loop and broadcasting never materialises. */
+ * single unit-stride vector loop and broadcasting never materialises.
+ *
+ * 16-bit storage (CE_HALF): only x (logits or probabilities) and the gradient
+ * are 16-bit. A chunk of x is always staged, converted to float32 (exact), and
+ * the gradient is computed into a float32 chunk, then stored rounded to
+ * nearest even (storage_impl.h), or written as float32 directly (out_wide).
+ * A chunk is read whole before it is stored, so out=logits stays exact. */
 
 #ifndef CE_BIN_CHUNK
 #define CE_BIN_CHUNK 512
 #define CE_BIN_BLOCK 65536 /* a multiple of CE_BIN_CHUNK */
 #endif
 
+/* m elements of stride s (0: broadcast) from src into d: a CE_T operand, or
+ * (half) 16-bit storage converted to CE_T. */
+CE_INLINE void CE_FN(bin_span)(CE_T *restrict d, const void *src, int half, int64_t s, int64_t m) {
+#if CE_HALF
+    if (half) {
+        CE_FN(load_span)(d, (const CE_S *)src, s, m);
+        return;
+    }
+#else
+    (void)half;
+#endif
+    const CE_T *v = (const CE_T *)src;
+    if (s == 0) {
+        const CE_T c = v[0];
+        for (int64_t j = 0; j < m; ++j) d[j] = c;
+    } else if (s == 1) {
+        memcpy(d, v, (size_t)m * sizeof(CE_T));
+    } else {
+        for (int64_t j = 0; j < m; ++j) d[j] = v[j * s];
+    }
+}
+
 /* The operand's values for flat elements [f0, f0 + n): a pointer into the
- * operand itself when it is contiguous in f, else `buf` filled by a gather. */
-CE_INLINE const CE_T *CE_FN(bin_stage)(const CE_T *base, int64_t rs, int64_t cs, int64_t rows,
+ * operand itself when it is CE_T and contiguous in f, else `buf` filled by
+ * a gather (half: an operand in 16-bit storage, always converted into buf). */
+CE_INLINE const CE_T *CE_FN(bin_stage)(const void *base, int half, int64_t rs, int64_t cs, int64_t rows,
                                        int64_t cols, int64_t f0, int64_t n, CE_T *buf) {
-    if (cs == 1 && (rs == cols || rows == 1)) return base + f0;
+    const int64_t size = half ? (int64_t)sizeof(CE_S) : (int64_t)sizeof(CE_T);
+    if (cs == 1 && (rs == cols || rows == 1)) {
+        if (!half) return (const CE_T *)base + f0;
+        CE_FN(bin_span)(buf, (const char *)base + f0 * size, half, 1, n);
+        return buf;
+    }
     int64_t r = f0 / cols, c = f0 - r * cols, k = 0;
     while (k < n) {
         int64_t m = cols - c < n - k ? cols - c : n - k;
-        const CE_T *src = base + r * rs + c * cs;
-        if (cs == 0) {
-            const CE_T v = src[0];
-            for (int64_t j = 0; j < m; ++j) buf[k + j] = v;
-        } else if (cs == 1) {
-            memcpy(buf + k, src, (size_t)m * sizeof(CE_T));
-        } else {
-            for (int64_t j = 0; j < m; ++j) buf[k + j] = src[j * cs];
-        }
+        CE_FN(bin_span)(buf + k, (const char *)base + (r * rs + c * cs) * size, half, cs, m);
         k += m;
         ++r;
         c = 0;
@@ -85,6 +111,17 @@ CE_INLINE double CE_FN(bcel_chunk)(int64_t n, const CE_T *x, const CE_T *t, cons
         }
     }
     return acc;
+}
+
+/* One chunk on logits with the flags as constants at each call. */
+CE_INLINE double CE_FN(bcel_dispatch)(int64_t n, const CE_T *x, const CE_T *t, const CE_T *w, const CE_T *pw,
+                                      const CE_T *go, CE_T *loss_out, CE_T *g, int want_loss, int want_none,
+                                      int want_grad) {
+#define CE_BL_CALL(wl, wn, wg) CE_FN(bcel_chunk)(n, x, t, w, pw, go, loss_out, g, wl, wn, wg)
+    if (want_grad)
+        return want_none ? CE_BL_CALL(1, 1, 1) : want_loss ? CE_BL_CALL(1, 0, 1) : CE_BL_CALL(0, 0, 1);
+    return want_none ? CE_BL_CALL(1, 1, 0) : CE_BL_CALL(1, 0, 0);
+#undef CE_BL_CALL
 }
 
 /* One chunk on probabilities: returns the loss sum; *bad gets whether some
@@ -185,10 +222,14 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
             return CE_ERR_NOMEM;
         }
     }
-    const CE_T *x = (const CE_T *)a->x, *t = (const CE_T *)a->t;
+    const void *x = a->x;
+    const CE_T *t = (const CE_T *)a->t;
     const CE_T *w = (const CE_T *)a->w, *pw = (const CE_T *)a->pw;
     const CE_T *go = (const CE_T *)a->go;
-    CE_T *loss_out = (CE_T *)a->loss_out, *g = (CE_T *)a->grad;
+    CE_T *loss_out = (CE_T *)a->loss_out;
+    void *g = a->grad;
+    /* the gradient goes through a float32 chunk to be rounded to 16 bits */
+    const int narrow = CE_HALF && !a->out_wide;
     const int want_loss = probs || red != CE_RED_NONE || loss_out != NULL;
     const int want_none = loss_out != NULL;
     const int want_grad = !probs && g != NULL;
@@ -197,8 +238,9 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        /* per-thread staging buffers (L1): x, t, w, pw, grad_output, ones */
-        CE_T buf[6][CE_BIN_CHUNK];
+        /* per-thread staging buffers (L1): x, t, w, pw, grad_output, ones,
+         * and the gradient (narrow) */
+        CE_T buf[7][CE_BIN_CHUNK];
         for (int j = 0; j < CE_BIN_CHUNK; ++j) buf[5][j] = (CE_T)1;
         if (!go)
             for (int j = 0; j < CE_BIN_CHUNK; ++j) buf[4][j] = (CE_T)gscale;
@@ -209,10 +251,10 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
             int64_t first_p = -1, first_t = -1;
             for (int64_t f = b * CE_BIN_BLOCK; f < f_end; f += CE_BIN_CHUNK) {
                 const int64_t n = f_end - f < CE_BIN_CHUNK ? f_end - f : CE_BIN_CHUNK;
-                const CE_T *xc = CE_FN(bin_stage)(x, a->xs_r, a->xs_c, rows, cols, f, n, buf[0]);
-                const CE_T *tc = CE_FN(bin_stage)(t, a->ts_r, a->ts_c, rows, cols, f, n, buf[1]);
+                const CE_T *xc = CE_FN(bin_stage)(x, CE_HALF, a->xs_r, a->xs_c, rows, cols, f, n, buf[0]);
+                const CE_T *tc = CE_FN(bin_stage)(t, 0, a->ts_r, a->ts_c, rows, cols, f, n, buf[1]);
                 CE_T *lc = loss_out ? loss_out + f : NULL;
-                const CE_T *wc = w ? CE_FN(bin_stage)(w, a->ws_r, a->ws_c, rows, cols, f, n, buf[2])
+                const CE_T *wc = w ? CE_FN(bin_stage)(w, 0, a->ws_r, a->ws_c, rows, cols, f, n, buf[2])
                                    : buf[5];
                 if (probs) {
                     int bad = 0;
@@ -229,28 +271,20 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
                     }
                     continue;
                 }
-                const CE_T *gc = go ? CE_FN(bin_stage)(go, a->gos_r, a->gos_c, rows, cols, f, n, buf[4])
+                const CE_T *gc = go ? CE_FN(bin_stage)(go, 0, a->gos_r, a->gos_c, rows, cols, f, n, buf[4])
                                     : buf[4];
-                CE_T *gg = g ? g + f : NULL;
+                CE_T *gg = !g ? NULL : narrow ? buf[6] : (CE_T *)g + f;
                 if (kl) {
                     acc += CE_FN(kldiv_dispatch)(n, xc, tc, gc, lc, gg, a->mode == CE_BIN_KL_DIV_LOG,
                                                  want_loss, want_none, want_grad);
-                    continue;
-                }
-                const CE_T *pc = pw ? CE_FN(bin_stage)(pw, a->pws_r, a->pws_c, rows, cols, f, n, buf[3])
-                                    : buf[5];
-                if (want_grad) {
-                    if (want_none)
-                        acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 1, 1);
-                    else if (want_loss)
-                        acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 0, 1);
-                    else
-                        CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 0, 0, 1);
-                } else if (want_none) {
-                    acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 1, 0);
                 } else {
-                    acc += CE_FN(bcel_chunk)(n, xc, tc, wc, pc, gc, lc, gg, 1, 0, 0);
+                    const CE_T *pc = pw ? CE_FN(bin_stage)(pw, 0, a->pws_r, a->pws_c, rows, cols, f, n, buf[3])
+                                        : buf[5];
+                    acc += CE_FN(bcel_dispatch)(n, xc, tc, wc, pc, gc, lc, gg, want_loss, want_none, want_grad);
                 }
+#if CE_HALF
+                if (g && narrow) CE_FN(store_span)(g, f, 1, gg, n, 0);
+#endif
             }
             partial[b] = acc;
             if (probs) {
@@ -277,7 +311,7 @@ int CE_FN(ce_binary)(ce_bin_args *a) {
             }
         if (rc != CE_OK) {
             const int64_t f = a->err_pos, r = f / cols, c = f - r * cols;
-            a->err_fval = a->err_arg == 0 ? (double)x[r * a->xs_r + c * a->xs_c]
+            a->err_fval = a->err_arg == 0 ? (double)CE_LD(((const CE_S *)x)[r * a->xs_r + c * a->xs_c])
                                           : (double)t[r * a->ts_r + c * a->ts_c];
         }
     }

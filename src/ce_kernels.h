@@ -21,7 +21,7 @@ typedef enum ce_status {
 typedef enum ce_reduction { CE_RED_NONE = 0, CE_RED_SUM = 1, CE_RED_MEAN = 2 } ce_reduction;
 
 /* The logits' element type, ce_categorical's and ce_softmax_family's first
- * argument (the other families take is_double: 0 or 1). 16-bit storage is
+ * argument, and ce_binary's (the other families take is_double: 0 or 1). 16-bit storage is
  * computed in float32; every other floating operand of such a call (weights,
  * probability targets, per-sample arrays, per-sample losses, row results) is
  * float32, and the outputs the logits' shape (gradient, softmax, log_softmax)
@@ -81,7 +81,8 @@ typedef int (*ce_cat_fn)(ce_cat_args *a);
  * shape). Every operand is described by element strides (s_r, s_c) over that
  * (rows, cols) view, so broadcast operands carry zero strides and are never
  * materialised. Per-element outputs (loss_out, grad) are contiguous in f; grad
- * may alias x exactly when x is contiguous (out=logits). */
+ * may alias x exactly when x is contiguous (out=logits). 16-bit x (ce_dtype):
+ * t, w, pw, go and loss_out are float32, grad x's type or float32 (out_wide). */
 typedef enum ce_bin_mode {
     CE_BIN_LOGITS = 0, /* binary_cross_entropy_with_logits */
     CE_BIN_PROBS = 1,  /* binary_cross_entropy (clipped probabilities) */
@@ -102,6 +103,7 @@ typedef struct {
     void *loss_out;                       /* per-element losses for "none", else NULL */
     void *grad;                           /* gradient, or NULL (logits only) */
     int num_threads;
+    int out_wide;                         /* 16-bit x: grad is float32 (else x's type) */
 
     /* results */
     double loss;
@@ -260,6 +262,8 @@ typedef struct {
     ce_cat_fn categorical_f16;
     ce_bin_fn binary_f32;
     ce_bin_fn binary_f64;
+    ce_bin_fn binary_bf16;
+    ce_bin_fn binary_f16;
     ce_sm_fn softmax_family_f32;
     ce_sm_fn softmax_family_f64;
     ce_sm_fn softmax_family_bf16;
@@ -278,7 +282,7 @@ typedef struct {
 
 /* Entry points used by the binding (dispatch.c). */
 int ce_categorical(int dtype, ce_cat_args *a); /* dtype: a ce_dtype */
-int ce_binary(int is_double, ce_bin_args *a);
+int ce_binary(int dtype, ce_bin_args *a);          /* dtype: a ce_dtype */
 int ce_softmax_family(int dtype, ce_sm_args *a); /* dtype: a ce_dtype */
 int ce_divergence(int is_double, ce_div_args *a);
 int ce_wlse(int is_double, ce_wlse_args *a);

@@ -102,9 +102,10 @@ int ce_categorical(int dtype, ce_cat_args *a) {
     return f[dtype](a);
 }
 
-int ce_binary(int is_double, ce_bin_args *a) {
+int ce_binary(int dtype, ce_bin_args *a) {
     const ce_kernel_table *t = table();
-    return is_double ? t->binary_f64(a) : t->binary_f32(a);
+    const ce_bin_fn f[] = {t->binary_f32, t->binary_f64, t->binary_bf16, t->binary_f16};
+    return f[dtype](a);
 }
 
 int ce_softmax_family(int dtype, ce_sm_args *a) {

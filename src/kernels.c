@@ -1,5 +1,5 @@
 /* kernels.c — every kernel, instantiated for float32 and float64, and the
- * categorical and softmax-family kernels for bfloat16 and float16 storage
+ * categorical, softmax-family and binary kernels for bfloat16 and float16 storage
  * (computed in float32, see kernels_for_dtype.h). CMake
  * compiles this file once per ISA level with CE_ISA set to the level's name
  * (baseline, avx2, avx512) and the matching -m flags; dispatch.c picks one
@@ -72,6 +72,8 @@ const ce_kernel_table CE_CAT(ce_table_, CE_ISA) = {
     CE_ENTRY(categorical_f16),
     CE_ENTRY(binary_f32),
     CE_ENTRY(binary_f64),
+    CE_ENTRY(binary_bf16),
+    CE_ENTRY(binary_f16),
     CE_ENTRY(softmax_family_f32),
     CE_ENTRY(softmax_family_f64),
     CE_ENTRY(softmax_family_bf16),

@@ -14,8 +14,10 @@
  * is loaded into a float32 scratch, computed there by the float32 code, and
  * its results stored back rounded to nearest even (storage_impl.h); every
  * other operand (weights, targets, per-sample arrays, losses) is float32.
- * Only the categorical and softmax-family kernels have 16-bit instantiations;
- * the Python layer converts 16-bit operands of the other families to float32. */
+ * The elementwise binary kernel converts a chunk of 16-bit logits into its
+ * float32 staging buffer instead (binary_impl.h). Only the categorical,
+ * softmax-family and binary kernels have 16-bit instantiations; the Python
+ * layer converts 16-bit operands of the other families to float32. */
 #ifdef CE_HALF_FMT
 /* 16-bit storage in the format CE_HALF_FMT (bf16 | f16: ce_half.h's
  * conversions), float32 arithmetic with float32's vector math; the register
@@ -52,8 +54,8 @@
 #include "categorical_from_lse_impl.h"
 #include "categorical_impl.h"
 #include "softmax_impl.h"
-#if !CE_HALF
 #include "binary_impl.h"
+#if !CE_HALF
 #include "divergence_impl.h"
 #include "weighted_lse_impl.h"
 #include "prob_divergence_impl.h"
