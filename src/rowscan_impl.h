@@ -98,6 +98,18 @@ CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T 
         CE_T cs[CE_LANES];
         for (int64_t j = 0; j < CE_LANES; ++j) cs[j] = 0;
         int64_t c = c0;
+#ifdef __AVX512F__
+        if (sizeof(CE_T) == 4 && CE_LANES == 16 && sx == 1 && (!store || sy == 1)) {
+            __m512 vs = _mm512_loadu_ps((const float *)cs);
+            const __m512 vr = _mm512_set1_ps((float)r);
+            for (; c + 16 <= c1; c += 16) {
+                const __m512 e = ce_exp_nonpos_f32x16(_mm512_sub_ps(_mm512_loadu_ps((const float *)x + c), vr));
+                if (store) _mm512_storeu_ps((float *)y + c, e);
+                vs = _mm512_add_ps(vs, e);
+            }
+            _mm512_storeu_ps((float *)cs, vs);
+        }
+#endif
         for (; c + CE_LANES <= c1; c += CE_LANES) {
 #pragma omp simd
             for (int64_t j = 0; j < CE_LANES; ++j) {
