@@ -131,7 +131,10 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                 loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, g, 1, fac, p.sw, p.gs,
                                           ahead ? &next : NULL, &lse, &dfr);
                 if (g) {
-                    CE_FN(store_span_scaled)(a->grad, p.goff, inner, scratch, C, dfr.on ? dfr.a : 1, a->out_wide);
+                    /* a finite factor of e in [0, 1] makes no NaN */
+                    const int notnan = dfr.on && dfr.a - dfr.a == 0;
+                    CE_FN(store_span_scaled)(a->grad, p.goff, inner, scratch, C, dfr.on ? dfr.a : 1, notnan,
+                                             a->out_wide);
                     if (dfr.on) CE_FN(store_one)(a->grad, p.goff + p.y * inner, dfr.gy, a->out_wide);
                 }
             }
