@@ -88,6 +88,10 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                              size_t scratch_len) {
     const int64_t N = a->outer * a->inner, C = a->C, inner = a->inner;
     CE_T *loss_out = (CE_T *)a->loss_out;
+#if CE_HALF
+    /* a 16-bit gradient larger than the caches is streamed (ce_half.h) */
+    const int stream = a->grad && !a->out_wide && inner == 1 && N * C * (int64_t)sizeof(CE_S) >= CE_STREAM_MIN_BYTES;
+#endif
     CE_T *scratch = NULL;
     if (scratch_len) scratch = (CE_T *)malloc(scratch_len * sizeof(CE_T));
 #pragma omp for schedule(static)
@@ -123,17 +127,21 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
                     CE_FN(load_span)(scratch, p.x, a->xs_c, C);
                 }
                 CE_T *g = a->grad ? scratch : NULL;
-                /* the next row of a block, requested during this one */
+                /* the next row of a block, requested during this one (its
+                 * output too, unless that is streamed: a request would read
+                 * the lines that streaming writes without reading) */
                 const int ahead = cap <= 0.0 && a->xs_c == 1 && inner == 1 && r + 1 < r_end;
                 const ce_prefetch next = {ahead ? (const char *)(p.x + a->xs_o) : NULL,
-                                          ahead && g ? (char *)CE_FN(out_at)(a->grad, p.goff + C, a->out_wide) : NULL};
+                                          ahead && g && !stream ? (char *)CE_FN(out_at)(a->grad, p.goff + C, a->out_wide)
+                                                                : NULL};
                 CE_FN(row_defer) dfr = {0, 0, 0};
                 loss = CE_FN(cat_row_any)(k, scratch, 1, p.q, a->qs_c, p.y, g, 1, fac, p.sw, p.gs,
                                           ahead ? &next : NULL, &lse, &dfr);
                 if (g) {
                     /* a finite factor of e in [0, 1] makes no NaN */
                     const int notnan = dfr.on && dfr.a - dfr.a == 0;
-                    CE_FN(store_span_scaled)(a->grad, p.goff, inner, scratch, C, dfr.on ? dfr.a : 1, notnan,
+                    const int flags = notnan ? CE_STORE_NOTNAN | (stream ? CE_STORE_STREAM : 0) : 0;
+                    CE_FN(store_span_scaled)(a->grad, p.goff, inner, scratch, C, dfr.on ? dfr.a : 1, flags,
                                              a->out_wide);
                     if (dfr.on) CE_FN(store_one)(a->grad, p.goff + p.y * inner, dfr.gy, a->out_wide);
                 }
@@ -175,6 +183,8 @@ static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsca
     const int tile = CE_FN(use_tile)(a);
     const int regs = CE_TILE_IN_REGISTERS && !CE_HALF && a->inner == 1 && a->xs_c == 1 && N >= CE_TILE;
     ce_path_hit(!tile ? CE_PATH_ROW : regs ? CE_PATH_TILE_REGISTERS : CE_PATH_TILE_ELEMENTS);
+    if (CE_HALF && !tile && a->grad && !a->out_wide && a->inner == 1 && N * C * (int64_t)sizeof(CE_S) >= CE_STREAM_MIN_BYTES)
+        ce_path_hit(CE_PATH_STREAM);
     const size_t scratch_len = tile ? CE_FN(tile_scratch_len)(C)
                                : cap > 0.0 ? (size_t)(2 * C)
                                : CE_HALF ? (size_t)C : 0;

@@ -76,6 +76,11 @@ static inline int64_t ce_rows_per_block(int64_t C) {
  * never makes results depend on the thread count. */
 #define CE_SPLIT_CHUNK 32768
 
+/* Outputs of at least this many bytes are written with streaming
+ * (non-temporal) stores where a kernel can: beyond the caches a plain store
+ * first reads the line it writes. */
+#define CE_STREAM_MIN_BYTES ((int64_t)16 << 20)
+
 /* The bytes of one vector register of the ISA this unit is compiled for:
  * loops that keep per-lane partial sums use that many bytes of lanes. */
 #if defined(__AVX512F__)
@@ -124,7 +129,8 @@ CE_INLINE void ce_prefetch_bytes_l2(const ce_prefetch *pf, int64_t from, int64_t
     ce_prefetch_span(pf, from, to, 1);
 }
 
-/* Which driver a categorical call took, counted (dispatch.c) so that the tests
+/* Which driver a categorical call took (and whether it streamed its
+ * gradient), counted (dispatch.c) so that the tests
  * can show a path ran, not only that its results are right: they read
  * ce_path_count through ctypes (tests/test_tile_path.py). The shape alone
  * decides the driver; one relaxed atomic add per call. */
@@ -133,7 +139,8 @@ enum {
     CE_PATH_TILE_ELEMENTS = 1,  /* tiles of rows, transposed element by element */
     CE_PATH_TILE_REGISTERS = 2, /* tiles of rows, transposed in registers (AVX2, AVX-512) */
     CE_PATH_SPLIT = 3,          /* a few huge rows split along the classes */
-    CE_PATH_COUNT = 4
+    CE_PATH_STREAM = 4,         /* (also) a 16-bit gradient to stream (AVX-512 does; others store) */
+    CE_PATH_COUNT = 5
 };
 void ce_path_hit(int path);
 int64_t ce_path_count(int path);

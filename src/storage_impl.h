@@ -20,9 +20,9 @@ CE_INLINE void CE_FN(load_span)(CE_T *restrict d, const CE_S *x, ptrdiff_t sx, i
 
 /* n contiguous values of s, times a, into the output at `off`, stride sd
  * (a: a row's last factor, applied in the same pass as the rounding;
- * notnan: the caller knows no product is NaN) */
+ * flags: CE_STORE_NOTNAN / CE_STORE_STREAM, see ce_half.h) */
 CE_INLINE void CE_FN(store_span_scaled)(void *base, int64_t off, ptrdiff_t sd, const CE_T *restrict s,
-                                        int64_t n, CE_T a, int notnan, int wide) {
+                                        int64_t n, CE_T a, int flags, int wide) {
     if (wide) {
         CE_T *d = (CE_T *)base + off;
         if (sd == 1) {
@@ -32,7 +32,7 @@ CE_INLINE void CE_FN(store_span_scaled)(void *base, int64_t off, ptrdiff_t sd, c
             for (int64_t c = 0; c < n; ++c) d[c * sd] = a * s[c];
         }
     } else {
-        CE_STORE_SPAN((CE_S *)base + off, sd, s, n, a, notnan);
+        CE_STORE_SPAN((CE_S *)base + off, sd, s, n, a, flags);
     }
 }
 

@@ -20,6 +20,7 @@ import ce_fast
 from ce_fast import _categorical, _core
 from ce_fast import reference as ref
 from ce_fast._validation import _arrays
+from tests.conftest import assert_bitwise
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -187,6 +188,31 @@ def test_bitwise_identical_across_threads(dt, C):
         assert g.view(np.uint16).tobytes() == r[0][1].view(np.uint16).tobytes()
     s = [ce_fast.softmax(x, num_threads=nt) for nt in (1, 2)]
     assert s[0].view(np.uint16).tobytes() == s[1].view(np.uint16).tobytes()
+
+
+@pytest.mark.parametrize("dt", HALVES, ids=IDS)
+def test_streamed_gradient_has_the_bits_of_the_cached_one(isa, dt):
+    """A 16-bit gradient of >= 16 MiB is written by streaming stores (at
+    AVX-512, from a 64-byte boundary, the row's ragged ends by plain ones):
+    the same bits as the rows computed in calls too small to stream, for a
+    misaligned output and a row length that is not a multiple of 32; the
+    kernel's counter shows the streaming call took that path."""
+    from tests.test_tile_path import paths_taken
+
+    N, C = 257, 32771  # 16.8 MB of gradient
+    x = half_logits(dt, (N, C), seed=3)
+    x[7, 11] = np.nan  # a bad row: NaN-filled by plain stores
+    y = np.random.default_rng(4).integers(0, C, N)
+    buf = np.empty(N * C + 5, dt)
+    out = buf[5:].reshape(N, C)  # 10 bytes past the allocation's alignment
+    assert "stream" in paths_taken(ce_fast.cross_entropy_and_grad, x, y, out=out, reduction="none")
+    loss, _ = ce_fast.cross_entropy_and_grad(x, y, out=out, reduction="none")
+    parts = [
+        ce_fast.cross_entropy_and_grad(x[i : i + 64], y[i : i + 64], reduction="none")
+        for i in range(0, N, 64)
+    ]
+    assert_bitwise(out, np.concatenate([g for _, g in parts]))
+    assert_bitwise(loss, np.concatenate([v for v, _ in parts]))
 
 
 @pytest.mark.parametrize("dt", HALVES, ids=IDS)

@@ -37,7 +37,7 @@ def tile_max_c(dtype, isa):
     return TILE_MAX_C[isa != "baseline"][dtype]
 
 
-PATHS = ["row", "tile_elements", "tile_registers", "split"]
+PATHS = ["row", "tile_elements", "tile_registers", "split", "stream"]
 N_ODD = 16 * 3 + 5  # three whole tiles and a partial one
 
 
