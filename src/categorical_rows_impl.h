@@ -80,6 +80,15 @@ static void CE_FN(softcap_row)(const CE_S *x, ptrdiff_t sx, int64_t C, double ca
 }
 
 
+/* Whether a 16-bit row path call streams its gradient (ce_half.h): larger
+ * than the caches, in whole contiguous rows long enough that the unaligned
+ * ends of each row (stored plainly) are few. */
+CE_INLINE int CE_FN(streams)(const ce_cat_args *a) {
+    const int64_t bytes = a->outer * a->inner * a->C * (int64_t)sizeof(CE_S);
+    return CE_HALF && a->grad && !a->out_wide && a->inner == 1 && a->C >= CE_STREAM_MIN_ROW &&
+           bytes >= CE_STREAM_MIN_BYTES;
+}
+
 /* The blocks of rows one thread computes (an orphaned `omp for`: inside a
  * parallel region the team shares the blocks, outside one it runs them all).
  * Returns 1 if its scratch could not be allocated. */
@@ -90,7 +99,7 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
     CE_T *loss_out = (CE_T *)a->loss_out;
 #if CE_HALF
     /* a 16-bit gradient larger than the caches is streamed (ce_half.h) */
-    const int stream = a->grad && !a->out_wide && inner == 1 && N * C * (int64_t)sizeof(CE_S) >= CE_STREAM_MIN_BYTES;
+    const int stream = CE_FN(streams)(a);
 #endif
     CE_T *scratch = NULL;
     if (scratch_len) scratch = (CE_T *)malloc(scratch_len * sizeof(CE_T));
@@ -169,6 +178,9 @@ static int CE_FN(cat_blocks)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gs
         }
         if (partial) partial[b] = acc;
     }
+#if CE_HALF
+    if (stream) ce_stream_fence();
+#endif
     const int nomem = scratch_len && !scratch;
     free(scratch);
     return nomem;
@@ -183,8 +195,7 @@ static int CE_FN(cat_rows)(ce_cat_args *a, const CE_FN(cat_ctx) * k, double gsca
     const int tile = CE_FN(use_tile)(a);
     const int regs = CE_TILE_IN_REGISTERS && !CE_HALF && a->inner == 1 && a->xs_c == 1 && N >= CE_TILE;
     ce_path_hit(!tile ? CE_PATH_ROW : regs ? CE_PATH_TILE_REGISTERS : CE_PATH_TILE_ELEMENTS);
-    if (CE_HALF && !tile && a->grad && !a->out_wide && a->inner == 1 && N * C * (int64_t)sizeof(CE_S) >= CE_STREAM_MIN_BYTES)
-        ce_path_hit(CE_PATH_STREAM);
+    if (CE_HALF && !tile && CE_FN(streams)(a)) ce_path_hit(CE_PATH_STREAM);
     const size_t scratch_len = tile ? CE_FN(tile_scratch_len)(C)
                                : cap > 0.0 ? (size_t)(2 * C)
                                : CE_HALF ? (size_t)C : 0;

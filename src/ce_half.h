@@ -113,6 +113,15 @@ static inline void ce_bf16_load(float *restrict d, const uint16_t *s, ptrdiff_t 
 #define CE_STORE_NOTNAN 1
 #define CE_STORE_STREAM 2
 
+/* After a thread's streamed stores, before its results count as written:
+ * orders them before its later stores (and the team's barrier). Once per
+ * block of rows: each fence waits for the lines in flight to drain. */
+static inline void ce_stream_fence(void) {
+#ifdef __AVX512F__
+    _mm_sfence();
+#endif
+}
+
 #ifdef __AVX512F__
 /* The 16 32-bit lanes' low halves of v0 then v1, as 32 uint16 in order. */
 static inline __m512i ce_low_halves(__m512i v0, __m512i v1) {
@@ -149,7 +158,6 @@ static inline void ce_bf16_store(uint16_t *d, ptrdiff_t sd, const float *restric
                 const __m512i hi = ce_bf16_round16(_mm512_loadu_ps(s + i + 16), va);
                 _mm512_stream_si512((void *)(d + i), ce_low_halves(lo, hi));
             }
-            _mm_sfence(); /* streamed lines are ordered before anything after */
         }
 #endif
 #pragma omp simd
@@ -196,7 +204,6 @@ static inline void ce_f16_store(uint16_t *d, ptrdiff_t sd, const float *restrict
             else
                 _mm512_storeu_si512((void *)(d + i), v);
         }
-        if (stream) _mm_sfence();
     }
 #endif
 #ifdef __F16C__
