@@ -167,3 +167,147 @@ def test_logsumexp_against_float64(dtype: Any, dims: Any, keepdim: bool) -> None
     (g64,) = torch.autograd.grad(want, x64, up.double())
     assert g.dtype == dtype
     assert _ulps(g, g64, dtype) <= 0.5 + 1e-3
+
+
+# ---------------------------------------------------------------------------
+# binary_cross_entropy_with_logits
+# ---------------------------------------------------------------------------
+
+BCE_OPTIONS = [
+    {},
+    {"weight": "row"},
+    {"pos_weight": "row"},
+    {"weight": "full", "pos_weight": "row"},
+]
+
+
+def _bce_case(dtype: Any, soft: bool, opts: dict[str, Any], N: int = 48, K: int = 37) -> tuple[Any, ...]:
+    g = torch.Generator().manual_seed(6)
+    x = (4 * torch.randn(N, K, generator=g)).to(dtype)
+    t = torch.rand(N, K, generator=g) if soft else torch.randint(0, 2, (N, K), generator=g).double()
+    kw = {}
+    for name, kind in opts.items():
+        shape = (K,) if kind == "row" else (N, K)
+        kw[name] = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 + 0.25).to(dtype)
+    return x, t.to(dtype), kw
+
+
+def _bce_slack(x: Any, t: Any, kw: dict[str, Any], up: Any, reduction: str) -> Any:
+    """A few float32 units of the magnitude of the gradient's two terms,
+    w (1 - t) sigmoid(x) and w pw t sigmoid(-x), whose difference it is: the
+    float32 arithmetic's error before the one rounding to 16 bits (soft
+    targets can make the difference far smaller than the terms)."""
+    x64, t64 = x.double(), t.double()
+    terms = (1 - t64).abs() * torch.sigmoid(x64) + t64.abs() * torch.sigmoid(-x64) * kw.get(
+        "pos_weight", torch.ones(())
+    ).double().abs()
+    terms = terms * kw.get("weight", torch.ones(())).double().abs() * up.double().abs()
+    if reduction == "mean":
+        terms = terms / x.numel()
+    return 8 * 2.0**-24 * terms
+
+
+def _ulps_beyond(got: Any, exact: Any, dtype: Any, slack: Any) -> float:
+    """As _ulps, after ``slack`` (an absolute allowance) is taken off each error."""
+    bits, tiny = FORMATS[dtype]
+    spacing = (exact.abs() * 2.0 ** (1 - bits)).clamp_min(tiny)
+    err = ((got.detach().double() - exact.detach()).abs() - slack).clamp_min(0)
+    return float((err / spacing).max())
+
+
+@HALF
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", BCE_OPTIONS, ids=lambda o: "-".join(f"{k}_{v}" for k, v in o.items()) or "0")
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("unit_upstream", [True, False], ids=["up1", "upstream"])
+def test_bce_with_logits_against_float64(
+    dtype: Any, reduction: str, opts: dict[str, Any], soft: bool, unit_upstream: bool
+) -> None:
+    """The loss (in the input's dtype, as torch's) and the gradient within
+    half a unit of the 16-bit format of torch's float64 values on the same
+    16-bit operands, up to float32 arithmetic; through the 16-bit kernel."""
+    x, t, kw = _bce_case(dtype, soft, opts)
+    before = sum(_bridge.FALLBACKS.values())
+    xg = x.clone().requires_grad_()
+    loss = ct.binary_cross_entropy_with_logits(xg, t, reduction=reduction, **kw)
+    assert sum(_bridge.FALLBACKS.values()) == before, "fell through to torch"
+    assert loss.dtype == dtype and loss.shape == (x.shape if reduction == "none" else ())
+    up = torch.ones_like(loss)
+    if not unit_upstream:
+        up = torch.rand(loss.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64) + 0.5
+        up = up.to(dtype)
+    (grad,) = torch.autograd.grad(loss, xg, up)
+    assert grad.dtype == dtype
+
+    x64 = x.double().requires_grad_()
+    kw64 = {k: v.double() for k, v in kw.items()}
+    want = F.binary_cross_entropy_with_logits(x64, t.double(), reduction=reduction, **kw64)
+    (want_g,) = torch.autograd.grad(want, x64, up.double())
+    # the loss: non-negative terms (no cancellation), float32 accuracy
+    assert _ulps(loss, want.detach(), dtype) <= 0.5 + 1e-3
+    slack = _bce_slack(x, t, kw, up if reduction == "none" else up.reshape(()), reduction)
+    assert _ulps_beyond(grad, want_g, dtype, slack) <= 0.5 + 1e-3
+    if not soft:  # one term per element: no cancellation, no slack needed
+        assert _ulps(grad, want_g, dtype) <= 0.5 + 1e-3
+
+
+@HALF
+def test_bce_with_logits_target_gradient(dtype: Any) -> None:
+    """Soft targets that require grad: the target's gradient (computed in
+    float64, rounded once to the input's dtype) next to the input's."""
+    x, t, kw = _bce_case(dtype, True, {"weight": "row", "pos_weight": "row"})
+    xg, tg = x.clone().requires_grad_(), t.clone().requires_grad_()
+    loss = ct.binary_cross_entropy_with_logits(xg, tg, **kw)
+    gx, gt = torch.autograd.grad(loss, (xg, tg))
+    assert gx.dtype == gt.dtype == dtype
+    x64, t64 = x.double().requires_grad_(), t.double().requires_grad_()
+    want = F.binary_cross_entropy_with_logits(x64, t64, **{k: v.double() for k, v in kw.items()})
+    wx, wt = torch.autograd.grad(want, (x64, t64))
+    assert _ulps(gt, wt, dtype) <= 0.5 + 1e-3
+    assert _ulps_beyond(gx, wx, dtype, _bce_slack(x, t, kw, torch.ones(()), "mean")) <= 0.5 + 1e-3
+
+
+@HALF
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_bce_with_logits_threads_give_the_same_bits(dtype: Any, reduction: str) -> None:
+    """More than one block of the kernel (65536 elements) per thread count."""
+    g = torch.Generator().manual_seed(8)
+    x = (4 * torch.randn(300, 451, generator=g)).to(dtype)
+    t, pw = torch.rand(300, 451, generator=g).to(dtype), torch.rand(451, generator=g).to(dtype)
+    out = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        xg = x.clone().requires_grad_()
+        loss = ct.binary_cross_entropy_with_logits(xg, t, pos_weight=pw, reduction=reduction)
+        loss.backward(torch.full_like(loss, 0.75))
+        out.append((loss.detach(), xg.grad))
+    torch.set_num_threads(2)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+@HALF
+def test_bce_with_logits_compiled_fullgraph(dtype: Any) -> None:
+    x, t, kw = _bce_case(dtype, True, {"pos_weight": "row"})
+
+    def f(z: Any) -> Any:
+        return ct.binary_cross_entropy_with_logits(z, t, **kw) * 3
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    la, lb = f(a), compiled(b)
+    la.backward()
+    lb.backward()
+    assert la.dtype == lb.dtype == dtype
+    torch.testing.assert_close(lb, la, rtol=0, atol=0)
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0)
+
+
+@HALF
+def test_bce_with_logits_opcheck(dtype: Any) -> None:
+    """The operators' fake (meta) results have the dtypes of the real ones."""
+    x, t, kw = _bce_case(dtype, True, {"weight": "row"}, N=6, K=5)
+    ops = torch.ops.ce_fast
+    for reduction in ("sum", "none"):
+        torch.library.opcheck(
+            ops.binary_cross_entropy_with_logits, (x.requires_grad_(), t, kw["weight"], None, reduction)
+        )
