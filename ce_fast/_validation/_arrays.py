@@ -127,8 +127,11 @@ def as_float(a: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     if dtype is not None:
         target = dtype
     if is_bfloat16(arr.dtype):
-        # exact: a bfloat16 is the upper half of a float32
-        return (arr.view(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(target, copy=False)
+        # exact: a bfloat16 is the upper half of a float32 (shifted in place:
+        # one float32-sized temporary, not two)
+        bits = arr.view(np.uint16).astype(np.uint32)
+        bits <<= 16
+        return bits.view(np.float32).astype(target, copy=False)
     if arr.dtype != target or not arr.dtype.isnative:
         arr = arr.astype(target)
     return arr
