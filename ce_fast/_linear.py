@@ -21,6 +21,7 @@ from ._validation import (
     check_int_target,
     class_weight,
     int_target,
+    is_half,
     per_sample,
 )
 
@@ -35,7 +36,7 @@ class _Problem:
     def __init__(self, hidden: Any, weight: Any, target: Any, options: dict[str, Any]) -> None:
         """``options``: linear_cross_entropy's keywords."""
         self.opts = categorical_options(**options)
-        self.layer = lay = LinearLayer(hidden, weight, options["bias"])
+        self.layer = lay = LinearLayer(hidden, weight, options["bias"], half=True)
         self.sample_shape, self.N, self.C, self.dt = lay.sample_shape, lay.N, lay.C, lay.dt
         C, dt = lay.C, lay.dt
         t = as_array(target, "target")
@@ -47,7 +48,9 @@ class _Problem:
         )
         if clay.probs:
             self.labels = None
-            self.q: np.ndarray | None = np.ascontiguousarray(as_float(t, "target", dt).reshape(self.N, C))
+            # 16-bit probabilities: converted a chunk of rows at a time (kernel())
+            q = t if is_half(t.dtype) else as_float(t, "target", dt)
+            self.q: np.ndarray | None = np.ascontiguousarray(q.reshape(self.N, C))
         else:
             # checked here, not by the per-chunk kernel calls, whose flat
             # positions would be relative to their chunk
@@ -67,7 +70,7 @@ class _Problem:
         return kernel(
             z, 1, self.C, replace(self.opts, reduction=red),
             target=None if self.labels is None else self.labels[r0:r1],
-            q=None if self.q is None else self.q[r0:r1], weight=self.cw,
+            q=None if self.q is None else as_float(self.q[r0:r1], "target", self.dt), weight=self.cw,
             sample_weight=None if self.sw is None else self.sw[r0:r1], **kw,
         )  # fmt: skip
 

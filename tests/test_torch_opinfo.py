@@ -165,6 +165,9 @@ HALF_KEYS = [
     ("softmax", ""),
     ("softmax", "with_dtype"),
     ("logsumexp", ""),
+    ("nn.functional.linear_cross_entropy", ""),
+    ("nn.functional.linear_cross_entropy", "chunked"),
+    ("nn.functional.linear_cross_entropy", "chunked_none"),
 ]
 
 

@@ -29,6 +29,7 @@ from ._arrays import (
     unaliased,
     upstream,
     upstream_is_scalar,
+    widen,
 )
 from ._binary import BinaryOptions, binary_options
 from ._categorical import (
@@ -98,6 +99,7 @@ __all__ = [
     "per_sample",
     "prob_call",
     "result_dtype",
+    "widen",
     "saved_lse",
     "softmax_call",
     "strided_view",

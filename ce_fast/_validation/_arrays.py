@@ -127,14 +127,22 @@ def as_float(a: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     if dtype is not None:
         target = dtype
     if is_bfloat16(arr.dtype):
-        # exact: a bfloat16 is the upper half of a float32 (shifted in place:
-        # one float32-sized temporary, not two)
-        bits = arr.view(np.uint16).astype(np.uint32)
-        bits <<= 16
-        return bits.view(np.float32).astype(target, copy=False)
+        wide = np.empty(arr.shape, np.float32)
+        widen(arr, wide)
+        return wide.astype(target, copy=False)
     if arr.dtype != target or not arr.dtype.isnative:
         arr = arr.astype(target)
     return arr
+
+
+def widen(src: np.ndarray, out: np.ndarray) -> None:
+    """16-bit floats (float16, or bfloat16 in either representation) into the
+    float32 array ``out`` of the same shape, exactly: a bfloat16 is the upper
+    half of a float32, so its bits are shifted straight into ``out``."""
+    if is_bfloat16(src.dtype):
+        np.left_shift(src.view(np.uint16), 16, out=out.view(np.uint32), dtype=np.uint32)
+    else:
+        np.copyto(out, src)
 
 
 def normalize_axis(axis: Any, ndim: int, name: str) -> int:
