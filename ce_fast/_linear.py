@@ -192,7 +192,13 @@ _LINEAR_PARAMS = (
     hidden : array_like of shape (..., D)
         The layer's input; the leading axes are the samples. float32 and
         float64 are computed natively (mixed inputs in the promoted dtype),
-        float16 in float32, integers in float64.
+        integers in float64. float16 or bfloat16 ``hidden`` and ``weight``
+        (and ``bias``) of one dtype are multiplied in float32 (NumPy has no
+        16-bit matmul), a chunk of rows of ``hidden`` and a slab of ~8 MiB
+        of ``weight`` converted at a time, never a whole float32 copy: the
+        loss is float32, the gradients come back in that 16-bit dtype
+        (accumulated in float32, each rounded once; float32 for bfloat16
+        without ml_dtypes). Mixed with another dtype: the promoted dtype.
     weight : array_like of shape (C, D)
         The layer's weight, as ``torch.nn.Linear``: the logits are
         ``hidden @ weight.T + bias``.
@@ -213,7 +219,10 @@ _LINEAR_PARAMS = (
         ~10 %. The peak extra memory is then about ``chunk_size * C``
         elements plus the outputs (``2 C D + N D`` in all by default): the
         N x C logits never exist at once. The matmuls are NumPy's (its BLAS and its threads);
-        ``num_threads`` applies to the cross-entropy kernel."""
+        ``num_threads`` applies to the cross-entropy kernel. With 16-bit
+        operands the logits are float32 and ``d_weight`` is accumulated in
+        a float32 (C, D) array (the one float32 array of the weight's size)
+        before it is rounded."""
 )
 
 linear_cross_entropy.__doc__ = (

@@ -6,8 +6,10 @@ float32 arithmetic), the loss to float32 accuracy."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,6 +18,8 @@ import torch.nn.functional as F  # noqa: E402
 
 import ce_fast.torch as ct  # noqa: E402
 from ce_fast.torch import _bridge  # noqa: E402
+from tests.test_half import BF16, F16  # noqa: E402
+from tests.test_linear_half import U, allowances, ulps_beyond  # noqa: E402
 
 # (bits of precision, smallest subnormal) of each format
 FORMATS = {torch.bfloat16: (8, 2.0**-133), torch.float16: (11, 2.0**-24)}
@@ -311,3 +315,100 @@ def test_bce_with_logits_opcheck(dtype: Any) -> None:
         torch.library.opcheck(
             ops.binary_cross_entropy_with_logits, (x.requires_grad_(), t, kw["weight"], None, reduction)
         )
+
+
+# ---------------------------------------------------------------------------
+# linear_cross_entropy
+# ---------------------------------------------------------------------------
+
+
+def _lce_case(dtype: Any, bias: bool) -> tuple[Any, ...]:
+    g = torch.Generator().manual_seed(9)
+    N, C, D = 70, 45, 24
+    h = torch.randn(N, D, generator=g).to(dtype)
+    w = (torch.randn(C, D, generator=g) * 3 / D**0.5).to(dtype)
+    b = torch.randn(C, generator=g).to(dtype) if bias else None
+    return h, w, b, torch.randint(0, C, (N,), generator=g)
+
+
+@HALF
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("unit_upstream", [True, False], ids=["up1", "upstream"])
+@pytest.mark.parametrize("frozen", [False, True], ids=["all", "frozen_weight"])
+def test_linear_cross_entropy_against_float64(
+    dtype: Any, reduction: str, bias: bool, unit_upstream: bool, frozen: bool
+) -> None:
+    """Through the 16-bit layer (no fall-through): the loss and every
+    gradient in the input's dtype, within half a unit of the format of the
+    float64 values plus the float32 error bound of tests/test_linear_half.py
+    (an upstream gradient other than 1 applied before the one rounding)."""
+    h, w, b, y = _lce_case(dtype, bias)
+    leaves = [h.clone().requires_grad_(), w.clone().requires_grad_(not frozen)]
+    leaves += [] if b is None else [b.clone().requires_grad_()]
+    before = sum(_bridge.FALLBACKS.values())
+    chunks = SimpleNamespace(batch_chunk_size=16)
+    loss = ct.linear_cross_entropy(leaves[0], leaves[1], y, linear_bias=leaves[2] if bias else None,
+                                   reduction=reduction, options=chunks)  # fmt: skip
+    assert sum(_bridge.FALLBACKS.values()) == before, "fell through to torch"
+    assert loss.dtype == dtype
+    up = torch.ones_like(loss)
+    if not unit_upstream:
+        up = torch.rand(loss.shape, generator=torch.Generator().manual_seed(10), dtype=torch.float64) + 0.5
+        up = up.to(dtype)
+    wanted = [t for t in leaves if t.requires_grad]
+    grads = torch.autograd.grad(loss, wanted, up)
+    assert all(gr.dtype == dtype for gr in grads)
+
+    wide = [t.double() for t in (h, w, b) if t is not None]
+    x64 = [t.clone().requires_grad_(lf.requires_grad) for t, lf in zip(wide, leaves)]
+    want = F.cross_entropy(x64[0] @ x64[1].T + (x64[2] if bias else 0), y, reduction=reduction)
+    exact = torch.autograd.grad(want, [t for t in x64 if t.requires_grad], up.double())
+    args = {
+        "hidden": wide[0].numpy(), "weight": wide[1].numpy(), "target": y.numpy(),
+        "bias": wide[2].numpy() if bias else None,
+    }  # fmt: skip
+    kw = {"reduction": reduction, "grad_output": up.double().numpy() if reduction == "none" else float(up)}
+    allow = allowances(args, kw)
+    names = [n for n, lf in zip(("d_hidden", "d_weight", "d_bias"), leaves) if lf.requires_grad]
+    np_dt = {torch.float16: F16, torch.bfloat16: BF16}[dtype]
+    exact_loss = want.detach().numpy()
+    # the loss: its float32 value (within A and a float32 rounding), rounded once
+    loss_allow = 2 * (np.asarray(allow["loss"]) + U * np.abs(exact_loss))
+    assert ulps_beyond(np_dt, loss.detach().double().numpy(), exact_loss, loss_allow) <= 0.5 + 1e-3
+    for name, got, ex in zip(names, grads, exact):
+        assert ulps_beyond(np_dt, got.double().numpy(), ex.numpy(), 2 * allow[name]) <= 0.5 + 1e-3, name
+
+
+@HALF
+def test_linear_cross_entropy_retained_graph_compiled_and_threads(dtype: Any) -> None:
+    """A second backward through a retained graph, torch.compile(fullgraph)
+    and every thread count give the same bits as the eager first backward
+    (with an upstream gradient other than 1 too: recomputed, not scaled)."""
+    h, w, b, y = _lce_case(dtype, True)
+    chunks = SimpleNamespace(batch_chunk_size=16)
+
+    def f(a: Any, c: Any, d: Any) -> Any:
+        return ct.linear_cross_entropy(a, c, y, linear_bias=d, label_smoothing=0.1, options=chunks)
+
+    def run(fn: Any, up: float, twice: bool = False) -> list[Any]:
+        leaves = [t.clone().requires_grad_() for t in (h, w, b)]
+        loss = fn(*leaves)
+        grads = torch.autograd.grad(loss, leaves, torch.tensor(up, dtype=dtype), retain_graph=twice)
+        if twice:
+            grads = torch.autograd.grad(loss, leaves, torch.tensor(up, dtype=dtype))
+        return [loss.detach(), *grads]
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    for up in (1.0, 0.75):
+        want = run(f, up)
+        assert want[0].dtype == dtype and all(g.dtype == dtype for g in want[1:])
+        others = [run(f, up, twice=True), run(compiled, up)]
+        torch.set_num_threads(1)
+        try:
+            others.append(run(f, up))
+        finally:
+            torch.set_num_threads(2)
+        for got in others:
+            for a, c in zip(got, want):
+                assert torch.equal(a, c)
