@@ -29,7 +29,6 @@ bits) fails."""
 
 from __future__ import annotations
 
-import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from ce_fast import _chunked, _linear
 from ce_fast import reference as ref
 from ce_fast._validation import _arrays
 from tests.test_half import HALVES, IDS, ulp, wide
+from tests.test_half_binary import _peak
 
 U = 2.0**-24
 
@@ -198,15 +198,6 @@ def test_without_ml_dtypes_bfloat16_gradients_are_float32(monkeypatch: Any) -> N
     want = ce_fast.linear_cross_entropy_and_grad(wide(args["hidden"]), wide(args["weight"]), args["target"])
     np.testing.assert_allclose(loss, want[0], rtol=1e-5)
     np.testing.assert_allclose(dw, want[2], rtol=1e-4, atol=1e-6)
-
-
-def _peak(fn: Any) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("dt", HALVES, ids=IDS)
