@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_array, as_float, is_half, result_dtype, upstream, widen
+from ._validation import as_array, as_float, is_half, narrow, result_dtype, upstream, widen
 
 # Each chunk's matmuls re-read (and BLAS re-packs) the whole weight matrix
 # and read-modify-write its gradient, about 5 C x D of memory traffic per
@@ -236,7 +236,7 @@ class LayerGrads:
                 self._accumulate_weight_grad(g, h, c0, c1)
         if dh is not None:
             assert self.d_hidden is not None
-            np.copyto(self.d_hidden[r0:r1], dh)  # rounded once to the 16-bit dtype
+            narrow(dh, self.d_hidden[r0:r1])  # rounded once to the 16-bit dtype
         self.first = False
         if self.d_bias is not None:
             self.d_bias += g.sum(axis=0, dtype=np.float64)
@@ -280,16 +280,14 @@ class LayerGrads:
         if lay.half and d_weight is not None:
             out = self.d_weight_out
             out = np.empty(d_weight.shape, lay.grad_dt) if out is None else out
-            np.copyto(out, d_weight)
+            narrow(d_weight, out)
             self.d_weight = d_weight = out
         d_bias = self.d_bias_out
         if self.d_bias is not None:
             # float32 first: the 16-bit value is the float32 sum rounded once
             total = self.d_bias.astype(lay.dt)
-            if d_bias is None:
-                d_bias = total.astype(lay.grad_dt)
-            else:
-                np.copyto(d_bias, total)
+            d_bias = np.empty(total.shape, lay.grad_dt) if d_bias is None else d_bias
+            narrow(total, d_bias)
         d_hidden = None if self.d_hidden is None else self.d_hidden.reshape(lay.sample_shape + (lay.D,))
         return d_hidden, d_weight, d_bias
 

@@ -226,3 +226,22 @@ def test_peak_memory_has_no_float32_copy(dt: np.dtype, monkeypatch: Any) -> None
     # one float32 array of the weight's size (d_weight's accumulator), not two
     both = _peak(lambda: ce_fast.linear_cross_entropy_and_grad(h, w, t, chunk_size=chunk))
     assert both < w32 + C * D * 2 + N * D * 2 + logits_chunk + 4 * slab + 3 * chunk * D * 4 + N * 8
+
+
+def test_narrow_is_numpys_float16_rounding() -> None:
+    """_arrays.narrow (float16 subnormal results rounded in float32 first, so
+    that NumPy's conversion is exact and fast): bitwise NumPy's own
+    conversion, on every float16 subnormal and its halfway points, signed
+    zeros, the normal boundary, overflow, inf and NaN, and random values."""
+    grid = np.arange(-1024, 1025, dtype=np.float64) * 2.0**-24  # the subnormals and the smallest normal
+    special = [0.0, -0.0, 2.0**-14, -(2.0**-14), 2.0**-14 - 2.0**-26, 65504.0, 65520.0, 1e6]
+    special += [np.inf, -np.inf, np.nan]
+    rng = np.random.default_rng(32)
+    v = np.concatenate([grid, grid + 2.0**-25, grid - 2.0**-25, grid + 2.0**-27, special,
+                        rng.standard_normal(300_000) * 10.0 ** rng.integers(-9, 3, 300_000)])  # fmt: skip
+    v = v.astype(np.float32)
+    got = np.empty(v.shape, np.float16)
+    with np.errstate(over="ignore"):
+        _arrays.narrow(v, got)
+        want = v.astype(np.float16)
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
