@@ -21,6 +21,7 @@ from ._validation import (
     check_int_target,
     class_weight,
     int_target,
+    is_half,
     per_sample,
 )
 
@@ -35,7 +36,7 @@ class _Problem:
     def __init__(self, hidden: Any, weight: Any, target: Any, options: dict[str, Any]) -> None:
         """``options``: linear_cross_entropy's keywords."""
         self.opts = categorical_options(**options)
-        self.layer = lay = LinearLayer(hidden, weight, options["bias"])
+        self.layer = lay = LinearLayer(hidden, weight, options["bias"], half=True)
         self.sample_shape, self.N, self.C, self.dt = lay.sample_shape, lay.N, lay.C, lay.dt
         C, dt = lay.C, lay.dt
         t = as_array(target, "target")
@@ -47,7 +48,9 @@ class _Problem:
         )
         if clay.probs:
             self.labels = None
-            self.q: np.ndarray | None = np.ascontiguousarray(as_float(t, "target", dt).reshape(self.N, C))
+            # 16-bit probabilities: converted a chunk of rows at a time (kernel())
+            q = t if is_half(t.dtype) else as_float(t, "target", dt)
+            self.q: np.ndarray | None = np.ascontiguousarray(q.reshape(self.N, C))
         else:
             # checked here, not by the per-chunk kernel calls, whose flat
             # positions would be relative to their chunk
@@ -67,7 +70,7 @@ class _Problem:
         return kernel(
             z, 1, self.C, replace(self.opts, reduction=red),
             target=None if self.labels is None else self.labels[r0:r1],
-            q=None if self.q is None else self.q[r0:r1], weight=self.cw,
+            q=None if self.q is None else as_float(self.q[r0:r1], "target", self.dt), weight=self.cw,
             sample_weight=None if self.sw is None else self.sw[r0:r1], **kw,
         )  # fmt: skip
 
@@ -189,7 +192,13 @@ _LINEAR_PARAMS = (
     hidden : array_like of shape (..., D)
         The layer's input; the leading axes are the samples. float32 and
         float64 are computed natively (mixed inputs in the promoted dtype),
-        float16 in float32, integers in float64.
+        integers in float64. float16 or bfloat16 ``hidden`` and ``weight``
+        (and ``bias``) of one dtype are multiplied in float32 (NumPy has no
+        16-bit matmul), a chunk of rows of ``hidden`` and a slab of ~8 MiB
+        of ``weight`` converted at a time, never a whole float32 copy: the
+        loss is float32, the gradients come back in that 16-bit dtype
+        (accumulated in float32, each rounded once; float32 for bfloat16
+        without ml_dtypes). Mixed with another dtype: the promoted dtype.
     weight : array_like of shape (C, D)
         The layer's weight, as ``torch.nn.Linear``: the logits are
         ``hidden @ weight.T + bias``.
@@ -210,7 +219,10 @@ _LINEAR_PARAMS = (
         ~10 %. The peak extra memory is then about ``chunk_size * C``
         elements plus the outputs (``2 C D + N D`` in all by default): the
         N x C logits never exist at once. The matmuls are NumPy's (its BLAS and its threads);
-        ``num_threads`` applies to the cross-entropy kernel."""
+        ``num_threads`` applies to the cross-entropy kernel. With 16-bit
+        operands the logits are float32 and ``d_weight`` is accumulated in
+        a float32 (C, D) array (the one float32 array of the weight's size)
+        before it is rounded."""
 )
 
 linear_cross_entropy.__doc__ = (

@@ -54,9 +54,9 @@ def test_other_dtypes_are_torchs(dtype: Any) -> None:
             _fell(lambda: ct.cross_entropy(x, y))
         assert str(ours.value) == str(theirs.value)
         return
-    # cross_entropy, softmax, log_softmax and logsumexp take 16-bit logits in
-    # their own kernels (tests/test_torch_half.py); the other functions hand
-    # them to torch
+    # cross_entropy, binary_cross_entropy_with_logits, softmax, log_softmax
+    # and logsumexp take 16-bit logits in their own kernels
+    # (tests/test_torch_half.py); the other functions hand them to torch
     got, fell = _fell(lambda: ct.cross_entropy(x, y))
     assert fell == (dtype not in _bridge.HALF_DTYPES)
     torch.testing.assert_close(got, F.cross_entropy(x, y))
@@ -65,8 +65,12 @@ def test_other_dtypes_are_torchs(dtype: Any) -> None:
     torch.testing.assert_close(got, torch.logsumexp(x, -1))
     t = torch.rand(4, 5).to(dtype)
     got, fell = _fell(lambda: ct.binary_cross_entropy_with_logits(x, t))
-    assert fell == 1
+    assert fell == (dtype not in _bridge.HALF_DTYPES)
     torch.testing.assert_close(got, F.binary_cross_entropy_with_logits(x, t))
+    lp = torch.log_softmax(torch.randn(4, 5), 1).to(dtype)
+    got, fell = _fell(lambda: ct.kl_div(lp, t, reduction="batchmean"))
+    assert fell == 1
+    torch.testing.assert_close(got, F.kl_div(lp, t, reduction="batchmean"))
 
 
 def test_meta_device_and_mixed_dtypes_are_torchs() -> None:

@@ -159,11 +159,15 @@ def test_opinfo_samples(key: tuple[str, str], dtype: Any, capsys: Any) -> None:
 
 HALF_KEYS = [
     ("nn.functional.cross_entropy", ""),
+    ("nn.functional.binary_cross_entropy_with_logits", ""),
     ("log_softmax", ""),
     ("log_softmax", "with_dtype"),
     ("softmax", ""),
     ("softmax", "with_dtype"),
     ("logsumexp", ""),
+    ("nn.functional.linear_cross_entropy", ""),
+    ("nn.functional.linear_cross_entropy", "chunked"),
+    ("nn.functional.linear_cross_entropy", "chunked_none"),
 ]
 
 

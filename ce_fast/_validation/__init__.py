@@ -20,6 +20,7 @@ from ._arrays import (
     flat_2d,
     is_half,
     merge_axes,
+    narrow,
     normalize_axes,
     normalize_axis,
     output,
@@ -29,6 +30,7 @@ from ._arrays import (
     unaliased,
     upstream,
     upstream_is_scalar,
+    widen,
 )
 from ._binary import BinaryOptions, binary_options
 from ._categorical import (
@@ -91,6 +93,7 @@ __all__ = [
     "int_target",
     "kl_div_options",
     "nan_policy",
+    "narrow",
     "no_memory",
     "normalize_axes",
     "normalize_axis",
@@ -98,6 +101,7 @@ __all__ = [
     "per_sample",
     "prob_call",
     "result_dtype",
+    "widen",
     "saved_lse",
     "softmax_call",
     "strided_view",

@@ -29,9 +29,12 @@ reads the logits once.
 What the CPU kernels do not take goes to torch's own implementation (or,
 with ce_fast's extras, to a composition of torch operations with the same
 semantics), so nothing raises where torch would not: other devices (CUDA,
-meta, ...), float16 / bfloat16 except in ``cross_entropy``, ``softmax``,
-``log_softmax`` and ``logsumexp`` (which take them in their 16-bit kernels:
-results and gradients in the input's dtype, as torch; bfloat16 needs
+meta, ...), float16 / bfloat16 except in ``cross_entropy``,
+``binary_cross_entropy_with_logits``, ``softmax``, ``log_softmax`` and
+``logsumexp`` (which take them in their 16-bit kernels) and
+``linear_cross_entropy`` (whose matmuls are float32, a chunk of the input
+and a slab of the weight converted at a time): results and gradients in
+the input's dtype, as torch, each rounded once from float32; bfloat16 needs
 ml_dtypes), complex and mixed dtypes, tensor
 subclasses, the deprecated ``size_average`` / ``reduce`` arguments, class
 weights (or ``pos_weight``) that require grad, 0-d and empty inputs of the

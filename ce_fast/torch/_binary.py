@@ -1,6 +1,13 @@
 """binary_cross_entropy_with_logits as torch custom operators: the forward
 writes the loss into a tensor allocated here, the backward is one kernel
-call (the gradient from the logits, scaled by the upstream gradient)."""
+call (the gradient from the logits, scaled by the upstream gradient).
+
+float16 and bfloat16 operands (all of the input's dtype: torch promotes
+mixed ones, which are its own) go through the 16-bit kernel, which reads the
+logits in place and computes in float32: the loss is the kernel's float32
+loss rounded once to the input's dtype, the gradient is rounded once from
+float32 inside the kernel, the upstream gradient applied before that
+rounding (as torch, whose results are in the input's dtype)."""
 
 from __future__ import annotations
 
@@ -11,7 +18,19 @@ import torch
 from torch import Tensor
 
 from .. import _binary
-from ._bridge import TORCH, empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
+from ._bridge import (
+    HALF_DTYPES,
+    TORCH,
+    empty,
+    fell_through,
+    maybe_view,
+    plain_cpu,
+    ready,
+    rounded,
+    scalar,
+    threads,
+    view,
+)
 
 
 def _operands(
@@ -29,9 +48,10 @@ def _forward(
 ) -> Tensor:
     ops = _operands(input, target, weight, pos_weight)
     if reduction == "none":
-        loss, loss_np = empty(input.shape, input.dtype)
+        half = input.dtype in HALF_DTYPES  # the kernel's losses are float32
+        loss, loss_np = empty(input.shape, torch.float32 if half else input.dtype)
         _binary._logits_run(**ops, reduction=reduction, want_loss=True, want_grad=False, loss_out=loss_np)
-        return loss
+        return rounded(loss_np, input.dtype) if half else loss
     value = _binary._logits_run(**ops, reduction=reduction, want_loss=True, want_grad=False)[0]
     return scalar(value, input.dtype)
 
@@ -135,9 +155,9 @@ def binary_cross_entropy_with_logits(
 
 
 def _takes(input: Tensor, target: Tensor, weight: Tensor | None, pos_weight: Tensor | None) -> bool:
-    """ready(), a target of the input's shape (torch refuses others), no
-    weights that require grad, a non-empty input."""
-    if not ready(input, target, weight, pos_weight) or not plain_cpu(target):
+    """ready() (16-bit too), a target of the input's shape (torch refuses
+    others), no weights that require grad, a non-empty input."""
+    if not ready(input, target, weight, pos_weight, half=True) or not plain_cpu(target):
         return False
     if target.shape != input.shape or input.numel() == 0:
         return False

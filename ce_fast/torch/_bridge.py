@@ -41,7 +41,7 @@ def fell_through(name: str) -> None:
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 # the 16-bit dtypes whose kernels a front end may opt into (half=True): the
-# categorical and softmax-family kernels have them; bfloat16 results need
+# categorical, softmax-family and binary kernels have them; bfloat16 results need
 # ml_dtypes to be NumPy arrays of their own dtype
 HALF_DTYPES = (torch.float16, torch.bfloat16) if not BFLOAT16.metadata else (torch.float16,)
 
@@ -95,6 +95,12 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> tuple[torc
         return torch.from_numpy(bits).view(dtype), bits.view(BFLOAT16)
     a: np.ndarray = np.empty([int(n) for n in shape], _NUMPY_DTYPES[dtype])
     return torch.from_numpy(a), a
+
+
+def rounded(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A float32 result of 16-bit input as a tensor of the input's dtype
+    (rounded once, to nearest even, as torch rounds its float32 accumulations)."""
+    return torch.from_numpy(a).to(dtype)
 
 
 def scalar(value: Any, dtype: torch.dtype) -> torch.Tensor:

@@ -9,7 +9,15 @@ a recomputing backward needs) and the backward hands them over, scaled by
 the upstream gradient unless it is 1. A second backward through the same
 graph (retain_graph=True), and every backward of reduction="none" (whose
 upstream gradient is per row), recompute them chunk by chunk from the
-saved per-row log-sum-exp."""
+saved per-row log-sum-exp.
+
+float16 / bfloat16 operands (input, linear_weight and the others of that
+dtype) are computed in float32 by ce_fast._linear's 16-bit layer (each
+chunk of input and each slab of linear_weight converted as the matmuls need
+it): the loss and the gradients come back in that dtype, each rounded once
+from its float32 value, so an upstream gradient other than 1 is applied
+before that rounding (by recomputing the gradients, not by scaling the
+forward's)."""
 
 from __future__ import annotations
 
@@ -21,7 +29,19 @@ from torch import Tensor
 
 from .. import _linear
 from . import _categorical, _composite
-from ._bridge import TORCH, empty, fell_through, maybe_view, plain_cpu, ready, scalar, threads, view
+from ._bridge import (
+    HALF_DTYPES,
+    TORCH,
+    empty,
+    fell_through,
+    maybe_view,
+    plain_cpu,
+    ready,
+    rounded,
+    scalar,
+    threads,
+    view,
+)
 
 _NO_GRAD = (False, False, False)
 
@@ -92,7 +112,7 @@ def _forward(
     lse, lse_np = empty(p.sample_shape, torch.float64)
     grads, arrays = _grad_buffers(input, linear_weight, wanted)
     loss, *_ = _linear.run(p, grads=wanted, lse_out=lse_np.reshape(-1), via_lse=True, **arrays)
-    loss_t = torch.from_numpy(loss) if reduction == "none" else scalar(loss, input.dtype)
+    loss_t = rounded(loss, input.dtype) if reduction == "none" else scalar(loss, input.dtype)
     d_input = grads[0].reshape(input.shape) if want_input else grads[0]
     return loss_t, lse, d_input, grads[1], grads[2]
 
@@ -135,13 +155,14 @@ def _backward_op(
     """The gradients recomputed chunk by chunk from the saved lse: with
     reduction "none" times the upstream gradient (per row); with a reduced
     loss of the loss itself (the caller scales them, as it scales the
-    forward's, so that both are bitwise the same)."""
+    forward's, so that both are bitwise the same) -- but for 16-bit operands,
+    whose gradients are rounded once, with the upstream gradient inside."""
     p = _problem(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index, reduction,
                  label_smoothing, z_loss, softcap, chunk_size)  # fmt: skip
     wanted = (want_input, want_weight, want_bias and linear_bias is not None)
     grads, arrays = _grad_buffers(input, linear_weight, wanted)
     lse_np = view(lse, "lse").reshape(-1)
-    go = view(grad, "grad_output") if reduction == "none" else None
+    go = view(grad, "grad_output") if reduction == "none" or input.dtype in HALF_DTYPES else None
     _linear.run(p, grads=wanted, grad_output=go, lse=lse_np, **arrays)
     return grads[0].reshape(input.shape) if want_input else grads[0], grads[1], grads[2]
 
@@ -211,7 +232,12 @@ def _backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         return (None, None, gt, *rest[:-2])
     # eager (a plain tensor, not traced): the upstream value can be read
     eager = type(grad) is torch.Tensor and not torch.compiler.is_compiling()
-    if all(have or not need for have, need in zip(ctx.precomputed, needed)) and not ctx.handed:
+    unit = ctx.options[1] == "none" or (eager and float(grad) == 1.0)
+    # 16-bit gradients scaled after their rounding would be rounded twice:
+    # unless the upstream gradient is 1, they are recomputed with it inside
+    half = input.dtype in HALF_DTYPES
+    kept = all(have or not need for have, need in zip(ctx.precomputed, needed))
+    if kept and not ctx.handed and (unit or not half):
         # the forward's gradients; the first backward may hand them over as
         # they are (autograd then adopts them as .grad), so a later one
         # (retain_graph) must not use them again
@@ -219,7 +245,7 @@ def _backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         grads = (di, dw, db)
     else:
         grads = _backward_op(*args, *needed)
-    if ctx.options[1] != "none" and not (eager and float(grad) == 1.0):
+    if not unit and not half:
         grads = tuple(g * grad if need else g for g, need in zip(grads, needed))
     gi, gw, gb = (g if need else None for g, need in zip(grads, needed))
     return (gi, gw, gt, gb, *rest[:-2])
@@ -312,7 +338,8 @@ _LEAN_CHUNK_BYTES = 32 << 20
 
 def _lean_chunk(linear_weight: Tensor) -> int:
     """Rows per chunk unless options.batch_chunk_size says otherwise."""
-    row = max(1, linear_weight.shape[0] * linear_weight.element_size())
+    # the chunk's logits are float32 for 16-bit weights
+    row = max(1, linear_weight.shape[0] * max(4, linear_weight.element_size()))
     return max(16, _LEAN_CHUNK_BYTES // row)
 
 
@@ -329,12 +356,13 @@ def _takes(
     sample_weight: Tensor | None,
     ignore_index: int | None,
 ) -> bool:
-    """ready(); a (D,) or (N, D) input, a (C, D) weight with C > 0, a (C,)
+    """ready() (16-bit too); a (D,) or (N, D) input, a (C, D) weight with C > 0, a (C,)
     bias; int64 class indices of the input's batch shape, or probabilities of
     the logits' shape without ignore_index (torch refuses that); no class or
     sample weights that require grad. The rest (K-dimensional weights
     included) is torch's."""
-    if not ready(input, linear_weight, linear_bias, weight, sample_weight) or not plain_cpu(target):
+    operands = (linear_weight, linear_bias, weight, sample_weight)
+    if not ready(input, *operands, half=True) or not plain_cpu(target):
         return False
     if input.dim() not in (1, 2) or linear_weight.dim() != 2 or linear_weight.shape[0] == 0:
         return False

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _softmax
 from .._core import ce_sm_op
-from ._bridge import HALF_DTYPES, TORCH, TORCH_LOGSUMEXP, empty, fell_through, ready, threads, view
+from ._bridge import HALF_DTYPES, TORCH, TORCH_LOGSUMEXP, empty, fell_through, ready, rounded, threads, view
 
 _LOG_SOFTMAX, _SOFTMAX, _LSE = ce_sm_op.CE_SM_LOG_SOFTMAX, ce_sm_op.CE_SM_SOFTMAX, ce_sm_op.CE_SM_LOGSUMEXP
 
@@ -66,12 +66,6 @@ _log_softmax.register_autograd(_log_softmax_backward, setup_context=_save_result
 _softmax_op.register_autograd(_softmax_backward, setup_context=_save_result)
 
 
-def _rounded(a: np.ndarray, dtype: torch.dtype) -> Tensor:
-    """A float32 result of 16-bit input as a tensor of the input's dtype
-    (rounded once, to nearest even, as torch rounds its float32 accumulations)."""
-    return torch.from_numpy(a).to(dtype)
-
-
 @torch.library.custom_op("ce_fast::logsumexp", mutates_args=())
 def _logsumexp(input: Tensor, dim: int) -> Tensor:
     """The log-sum-exp over ``dim`` (removed from the shape); 16-bit input is
@@ -80,7 +74,7 @@ def _logsumexp(input: Tensor, dim: int) -> Tensor:
     if input.dtype in HALF_DTYPES:
         lse = np.empty([int(n) for n in shape], np.float32)
         _softmax._run(_LSE, view(input, "input"), dim, threads(), lse)
-        return _rounded(lse, input.dtype)
+        return rounded(lse, input.dtype)
     out, out_np = empty(shape, input.dtype)
     _softmax._run(_LSE, view(input, "input"), dim, threads(), out_np)
     return out
@@ -99,7 +93,7 @@ def _logsumexp_backward_op(grad: Tensor, input: Tensor, dim: int) -> Tensor:
     g, g_np = (None, np.empty(tuple(input.shape), np.float32)) if half else empty(input.shape, input.dtype)
     _softmax._run(_SOFTMAX, view(input, "input"), dim, threads(), g_np)
     g_np *= np.expand_dims(view(grad, "grad_output"), dim).astype(g_np.dtype, copy=False)
-    return _rounded(g_np, input.dtype) if g is None else g
+    return rounded(g_np, input.dtype) if g is None else g
 
 
 @_logsumexp_backward_op.register_fake
