@@ -76,6 +76,36 @@ CE_INLINE __m512 ce_exp_nonpos_f32x16(__m512 x) {
     p = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
 }
+
+/* rowscan_impl.h's expsum_lanes for 16 float32 lanes, kept in registers
+ * (the partial sums, their double lanes, a masked last vector): the same
+ * operations in the same order, so the same bits, and no lane arrays in
+ * memory. pf: the next row's bytes (item bytes an element) to request. */
+CE_INLINE double ce_expsum_f32x16(const float *x, int64_t n, float r, float *y, const int store,
+                                  const ce_prefetch *pf, int64_t item, int64_t chunk) {
+    const __m512 vr = _mm512_set1_ps(r);
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+        const int64_t c1 = c0 + chunk < n ? c0 + chunk : n;
+        if (pf) ce_prefetch_bytes(pf, c0 * item, c1 * item);
+        __m512 vs = _mm512_setzero_ps();
+        int64_t c = c0;
+        for (; c + 16 <= c1; c += 16) {
+            const __m512 e = ce_exp_nonpos_f32x16(_mm512_sub_ps(_mm512_loadu_ps(x + c), vr));
+            if (store) _mm512_storeu_ps(y + c, e);
+            vs = _mm512_add_ps(vs, e);
+        }
+        if (c < c1) {
+            const __mmask16 m = (__mmask16)((1u << (c1 - c)) - 1u);
+            const __m512 e = ce_exp_nonpos_f32x16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + c), vr));
+            if (store) _mm512_mask_storeu_ps(y + c, m, e);
+            vs = _mm512_mask_add_ps(vs, m, vs, e);
+        }
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(vs)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vs), 1))));
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)); /* halves added, as expsum_lanes does */
+}
 #endif
 
 /* ---- float64 ---------------------------------------------------------- */

@@ -82,14 +82,21 @@ CE_INLINE void CE_FN(row_expsum_exact)(const CE_T *x, ptrdiff_t sx, int64_t n, C
  * exactly (one more pass over a cached row, only for confident rows).
  *
  * The lanes are written out (CE_LANES partial sums, one vector register) and
- * each chunk's lanes are folded into double lanes, summed once per row: a
- * `reduction(+)` clause would end every chunk with its lanes added one by
- * one in order, a chain of dependent scalar adds that cost ~9 % of the pass
- * (AVX-512). */
+ * each chunk's lanes are folded into double lanes, added as a tree once per
+ * row: a `reduction(+)` clause would end every chunk with its lanes added one
+ * by one in order, a chain of dependent scalar adds that cost ~9 % of the
+ * pass (AVX-512). */
 #define CE_LANES ((int64_t)(CE_VEC_BYTES / sizeof(CE_T)))
-CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
-                                   ptrdiff_t sy, double *s_less, double *n_max, const int store,
-                                   const ce_prefetch *pf) {
+/* The sum of e = exp(x - r) over n elements (stored into y when `store`):
+ * CE_LANES partial sums in CE_T per chunk, folded into double lanes, the
+ * lanes added as a tree (halves) at the end. */
+CE_INLINE double CE_FN(expsum_lanes)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y, ptrdiff_t sy,
+                                     const int store, const ce_prefetch *pf) {
+#ifdef __AVX512F__
+    if (sizeof(CE_T) == 4 && CE_LANES == 16 && sx == 1 && (!store || sy == 1))
+        return ce_expsum_f32x16((const float *)x, n, (float)r, (float *)y, store, pf, (int64_t)sizeof(CE_S),
+                                CE_SUM_CHUNK);
+#endif
     double acc[CE_LANES];
     for (int64_t j = 0; j < CE_LANES; ++j) acc[j] = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += CE_SUM_CHUNK) {
@@ -98,18 +105,6 @@ CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T 
         CE_T cs[CE_LANES];
         for (int64_t j = 0; j < CE_LANES; ++j) cs[j] = 0;
         int64_t c = c0;
-#ifdef __AVX512F__
-        if (sizeof(CE_T) == 4 && CE_LANES == 16 && sx == 1 && (!store || sy == 1)) {
-            __m512 vs = _mm512_loadu_ps((const float *)cs);
-            const __m512 vr = _mm512_set1_ps((float)r);
-            for (; c + 16 <= c1; c += 16) {
-                const __m512 e = ce_exp_nonpos_f32x16(_mm512_sub_ps(_mm512_loadu_ps((const float *)x + c), vr));
-                if (store) _mm512_storeu_ps((float *)y + c, e);
-                vs = _mm512_add_ps(vs, e);
-            }
-            _mm512_storeu_ps((float *)cs, vs);
-        }
-#endif
         for (; c + CE_LANES <= c1; c += CE_LANES) {
 #pragma omp simd
             for (int64_t j = 0; j < CE_LANES; ++j) {
@@ -118,16 +113,23 @@ CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T 
                 cs[j] += e;
             }
         }
-        for (; c < c1; ++c) { /* the row's last < CE_LANES elements */
-            const CE_T e = CE_EXP_NONPOS(x[c * sx] - r);
-            if (store) y[c * sy] = e;
-            cs[c - c0 - (c1 - c0) / CE_LANES * CE_LANES] += e;
+        for (int64_t j = 0; c + j < c1; ++j) { /* the last < CE_LANES elements, lanes 0.. */
+            const CE_T e = CE_EXP_NONPOS(x[(c + j) * sx] - r);
+            if (store) y[(c + j) * sy] = e;
+            cs[j] += e;
         }
 #pragma omp simd
         for (int64_t j = 0; j < CE_LANES; ++j) acc[j] += (double)cs[j];
     }
-    double s = 0.0;
-    for (int64_t j = 0; j < CE_LANES; ++j) s += acc[j];
+    for (int64_t h = CE_LANES / 2; h >= 1; h /= 2)
+        for (int64_t j = 0; j < h; ++j) acc[j] += acc[j + h];
+    return acc[0];
+}
+
+CE_INLINE void CE_FN(row_expsum_k)(const CE_T *x, ptrdiff_t sx, int64_t n, CE_T r, CE_T *y,
+                                   ptrdiff_t sy, double *s_less, double *n_max, const int store,
+                                   const ce_prefetch *pf) {
+    const double s = CE_FN(expsum_lanes)(x, sx, n, r, y, sy, store, pf);
     if (s >= 2.0) {
         *s_less = s;
         *n_max = 0.0;
